@@ -1,0 +1,48 @@
+/*
+ * json.h -- small helpers over jsmn (Debian's header-only libjsmn-dev).
+ *
+ * jsmn tokenizes without copying; these helpers validate a whole document
+ * strictly (jsmn alone accepts some non-JSON), compare and extract tokens.
+ * All functions are reentrant; token arrays are owned by the caller.
+ */
+#ifndef JG_JSON_H
+#define JG_JSON_H
+
+#define JSMN_HEADER
+#define JSMN_STRICT
+#define JSMN_PARENT_LINKS
+#include <jsmn.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Tokenize js[0..n) as exactly one JSON value with strict grammar (numbers,
+ * literals, escapes, UTF-8 and no trailing bytes other than whitespace).
+ * On success *toks is a malloc'd array the caller frees and the count is
+ * returned; on failure returns <0 (JG_EINVAL) and *toks is NULL. */
+int json_parse(const char *js, size_t n, jsmntok_t **toks);
+
+/* Validate without keeping tokens: 0 if js[0..n) is one strict JSON value. */
+int json_valid(const char *js, size_t n);
+
+/* Index of the token after the subtree rooted at toks[i]. */
+int json_skip(const jsmntok_t *toks, int i);
+
+/* 1 if toks[i] is a string equal to s. */
+int json_eq(const char *js, const jsmntok_t *t, const char *s);
+
+/* In object toks[obj], the index of the value of key, or -1. */
+int json_get(const char *js, const jsmntok_t *toks, int obj, const char *key);
+
+/* Decode the string token t (escapes resolved) into out (cap bytes incl.
+ * NUL).  0, or JG_EINVAL if not a string, ENAMETOOLONG if it does not fit. */
+int json_str(const char *js, const jsmntok_t *t, char *out, size_t cap);
+/* Same, into a fresh malloc'd string the caller frees; NULL on error. */
+char *json_strdup(const char *js, const jsmntok_t *t);
+
+/* Integer primitive in [min,max]: 0 or JG_EINVAL. */
+int json_int(const char *js, const jsmntok_t *t, int64_t min, int64_t max, int64_t *out);
+
+/* 1 if s[0..n) is valid UTF-8 (no overlongs, no surrogates). */
+int json_utf8_ok(const char *s, size_t n);
+
+#endif

@@ -1,0 +1,45 @@
+/*
+ * projector.h -- the SQLite (WAL) read model and the thread that keeps it.
+ *
+ * One thread ("jg-proj") owns the only write connection to DATA/jobs.db.
+ * It tails the log from the seq stored in the database (table meta) and
+ * applies events in batches, one transaction each, storing the new applied
+ * seq in that same transaction: a crash anywhere neither loses nor doubles
+ * an event.  It is woken by a log watcher, never by polling.
+ *
+ * Schema (versioned in PRAGMA user_version; documented in docs/api.md):
+ *   jobs(id INTEGER PRIMARY KEY, job, status, attempts, max_attempts,
+ *        payload, result, result_truncated, error, exit_code, signal,
+ *        created_at, started_at, finished_at, seq, idempotency_key)
+ *   meta(key TEXT PRIMARY KEY, value)  -- 'applied_seq'
+ */
+#ifndef JG_PROJECTOR_H
+#define JG_PROJECTOR_H
+
+#include <stdint.h>
+#include "../common/buf.h"
+#include "../log/log.h"
+
+typedef struct Projector Projector;
+
+/* Open or create db_path (schema migrated) and register a log watcher.
+ * Call before log_start(). */
+int  proj_open(Projector **out, const char *db_path, Log *log);
+int  proj_start(Projector *p);		/* start the thread */
+uint64_t proj_applied(Projector *p);	/* last applied seq, any thread */
+/* Called on the projector thread after each applied batch; must not block.
+ * Register before proj_start(); at most 4. */
+int  proj_watch(Projector *p, void (*fn)(void *ctx, uint64_t applied), void *ctx);
+/* Prometheus lines (projector lag, batches, apply seconds). Any thread. */
+void proj_metrics(Projector *p, Buf *out);
+/* Catch up to the log head, stop the thread, close the db.  NULL no-op. */
+void proj_close(Projector *p);
+
+/* Rebuild a projection of every event of log into out_path (which must not
+ * exist).  *events gets the number applied. */
+int  proj_replay(Log *log, const char *out_path, uint64_t *events);
+/* 0 if the jobs tables and applied seq of a and b are equal; else
+ * JG_ECONFLICT with the first difference in msg[cap]. */
+int  proj_compare(const char *a, const char *b, char *msg, size_t cap);
+
+#endif
