@@ -40,11 +40,16 @@ $(O)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
 
-$(BIN): $(OBJS) $(CLI:%.c=$(O)/%.o)
+LIB := $(O)/libjobgate.a
+$(LIB): $(OBJS)
+	rm -f $@ && ar rcs $@ $^
+
+$(BIN): $(CLI:%.c=$(O)/%.o) $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-# Each unit test links every module object; its own module is what it tests.
-$(O)/tests/test_%: tests/unit/test_%.c $(OBJS)
+# A unit test links its own file against the archive, so it pulls in only
+# the module it tests and what that module needs.
+$(O)/tests/test_%: tests/unit/test_%.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 

@@ -47,6 +47,15 @@ int64_t jg_mono_ns(void);
 #define JG_TIME_LEN 24
 int jg_fmt_time(int64_t ms, char *out);
 
+/* Parse jg_fmt_time's form back to ms; 0 or JG_EINVAL. */
+int jg_parse_time(const char *s, size_t n, int64_t *ms);
+
+/* Take the exclusive lock DIR/lock (creating DIR), held until exit: 0,
+ * JG_ELOCKED if another process holds it, or errno. *fd gets the fd. */
+int jg_datadir_lock(const char *dir, int *fd);
+/* 1 if some process holds DIR/lock now, else 0. */
+int jg_datadir_busy(const char *dir);
+
 /* Strict unsigned decimal parse of s[0..n); 0 or JG_EINVAL (also on overflow). */
 int jg_parse_u64(const char *s, size_t n, uint64_t *out);
 
