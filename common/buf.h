@@ -33,6 +33,9 @@ void buf_i64(Buf *b, int64_t v);
  * UTF-8 are written as U+FFFD so the output is always valid JSON. */
 void buf_json_str(Buf *b, const char *s, size_t n);
 void buf_json_cstr(Buf *b, const char *s);	/* NULL writes null */
+/* Length (1..4) of the valid UTF-8 sequence at the start of s[0..n), or 0
+ * if it is invalid (overlong, surrogate, above U+10FFFF, truncated). */
+size_t buf_utf8_seq(const char *s, size_t n);
 /* RFC 3339 time string in quotes, or null when ms == 0. */
 void buf_json_time(Buf *b, int64_t ms);
 

@@ -15,6 +15,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Documents nested deeper than this are rejected (RFC 8259 §9 allows the
+ * limit), so recursive walkers of a parsed document are safe. */
+#define JSON_MAX_DEPTH 512
+
 /* Tokenize js[0..n) as exactly one JSON value with strict grammar (numbers,
  * literals, escapes, UTF-8 and no trailing bytes other than whitespace).
  * On success *toks is a malloc'd array the caller frees and the count is
