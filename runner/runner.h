@@ -46,4 +46,75 @@ void runner_metrics(Runner *r, Buf *out);	/* Prometheus lines, any thread */
  * rest as interrupted and stop.  NULL is a no-op. */
 void runner_close(Runner *r, int grace_s);
 
+/*
+ * ---- Below: additions for the runner files and tests (not used by other modules).
+ *
+ * One attempt's process (runner/spawn.c).  Runner-thread only: the thread
+ * that calls runner_proc_spawn() is the child's "parent" for
+ * PR_SET_PDEATHSIG, so it must outlive the child (the runner thread does).
+ * The caller polls the fds runner_proc_fds() fills and hands the results
+ * to runner_proc_step() until it returns 1 (leader reaped, pipes drained,
+ * rest of the group SIGKILLed).  Signals go to the whole process group and
+ * only while the leader is unreaped, so the pgid can't have been reused.
+ */
+#include <poll.h>
+#include <sys/types.h>
+
+#define RUNNER_PATH	"/usr/local/bin:/usr/bin:/bin"	/* the child's PATH */
+#define RUNNER_ERR_TAIL	4096	/* bytes of stderr kept (the last ones) */
+#define RUNNER_PROC_FDS	4	/* pollfds per process at most */
+
+typedef struct RunnerSpawn {
+	const char *path;		/* resolved executable (runner_resolve) */
+	char *const *argv;		/* NULL-terminated; borrowed during the call */
+	uint64_t    job_id;
+	const char *job;
+	uint32_t    attempt;
+	const char *in; size_t in_len;	/* stdin bytes; copied if not written at once */
+	size_t      out_cap;		/* stdout kept at most (max_result_bytes) */
+} RunnerSpawn;
+
+typedef struct RunnerProc {
+	pid_t   pid;			/* also the pgid */
+	int     pidfd;			/* -1 once reaped */
+	int     fd_in, fd_out, fd_err;	/* -1 when closed */
+	char   *in_buf;			/* owned copy of unwritten stdin */
+	size_t  in_len, in_off;
+	Buf     out;			/* stdout, at most out_cap bytes */
+	size_t  out_cap;
+	int     out_truncated;
+	char    err[2 * RUNNER_ERR_TAIL];	/* stderr tail */
+	size_t  err_len;
+	int     err_cut;		/* earlier stderr bytes were dropped */
+	int     reaped, status;		/* wait status once reaped */
+} RunnerProc;
+
+/* Start s->argv in a new process group with env exactly PATH,
+ * JOBGATE_JOB_ID, JOBGATE_JOB, JOBGATE_ATTEMPT.  0, or an errno (exec or
+ * pipe failure; nothing is left running and p holds nothing). */
+int  runner_proc_spawn(RunnerProc *p, const RunnerSpawn *s);
+/* Fill pf (RUNNER_PROC_FDS entries at most) with what p waits for; count. */
+int  runner_proc_fds(const RunnerProc *p, struct pollfd *pf);
+/* Handle the poll results for pf[0..n) from runner_proc_fds: write stdin,
+ * read stdout/stderr, reap.  1 when finished (p->status valid), else 0. */
+int  runner_proc_step(RunnerProc *p, const struct pollfd *pf, int n);
+void runner_proc_signal(RunnerProc *p, int sig);	/* killpg while unreaped */
+/* Close and free everything; a still-running group is SIGKILLed and reaped. */
+void runner_proc_release(RunnerProc *p);
+
+/* Executable for argv0: itself if it holds a '/', else the first match in
+ * RUNNER_PATH, else argv0 (exec then fails with ENOENT).  Writes out[cap]. */
+void runner_resolve(const char *argv0, char *out, size_t cap);
+/* The result member: stdout as JSON when it is valid JSON and complete
+ * (surrounding whitespace dropped), else as a JSON string. */
+void runner_result_json(const char *p, size_t n, int truncated, Buf *out);
+/* The error text of a failed exit: the last lines of the stderr tail, or
+ * "exit status N" / "killed by signal N" when stderr was empty. */
+void runner_error_text(const RunnerProc *p, Buf *out);
+/* Backoff before attempt+1 after attempt failed: backoff_s * 2^(attempt-1)
+ * seconds, capped at RUNNER_BACKOFF_CAP_S, times a jitter in [0.9, 1.1]
+ * drawn from *rng (xorshift state, updated). */
+#define RUNNER_BACKOFF_CAP_S 3600
+int64_t runner_backoff_ms(int backoff_s, uint32_t attempt, uint64_t *rng);
+
 #endif
