@@ -1,0 +1,771 @@
+/*
+ * log.c -- the ordered event log on LMDB, with one writer thread and group
+ * commit.
+ *
+ * Layout.  DATA/log is an LMDB environment with three named databases,
+ * all written only by the writer thread, all in the same txn per batch:
+ *
+ *   events  MDB_INTEGERKEY  u64 seq -> record (below).  Seqs start at 1 and
+ *           are contiguous; puts use MDB_APPEND, so a seq can never be
+ *           rewritten.
+ *   byjob   MDB_INTEGERKEY|MDB_DUPSORT|MDB_DUPFIXED|MDB_INTEGERDUP
+ *           u64 job_id -> u64 seq, one dup per event of the job.
+ *   idem    actor "\0" job "\0" key -> u64 job_id (idempotency keys).
+ *
+ * Record, version 1 (little-endian, as the host; LMDB files are not
+ * portable across endianness either):
+ *
+ *    0  u8   version (1)
+ *    1  u8   type     JG_EV_*
+ *    2  u8   status   JG_ST_* after the event
+ *    3  u8   name_len length of the job name that follows the header
+ *    4  u32  attempt
+ *    8  u64  job_id   (== seq for job.enqueued)
+ *   16  i64  at_ms    wall clock when the writer encoded it
+ *   24  u32  pay_off  offset in json of the ",\"payload\":V" member
+ *   28  u32  pay_len  its length; 0 when the event has no payload
+ *   32  name[name_len]
+ *   ..  json          the event object without its seq: {"type":...}
+ *
+ * The fixed header lets consumers (streams, runner, waiters) filter by job,
+ * status and type without parsing JSON; the JSON is what clients receive,
+ * rendered as "{\"seq\":N," + json[1..].  To change the format, bump the
+ * version byte, keep decoding every older version in log_decode(), and
+ * say what changed here.
+ *
+ * Group commit.  Appenders push LogEntry structs on q_log (mutex + condvar)
+ * and return.  The writer takes the whole queue, writes it in one txn,
+ * commits (LMDB fsyncs data, then the meta page), and only then calls each
+ * entry's done() and the watchers.  While it is committing, new entries
+ * pile up and form the next batch, so the fsync cost is shared by
+ * everything that arrived during the previous one.
+ *
+ * Failure.  If a txn fails (map full, ENOSPC, EIO) it is aborted whole:
+ * every entry of the batch is answered with an error and nothing of it is
+ * visible; earlier batches are untouched.  The next batch starts again from
+ * the committed head.
+ */
+#include <errno.h>
+#include <lmdb.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "../common/jg.h"
+#include "event.h"
+#include "log.h"
+
+#define REC_VERSION 1
+#define REC_HDR     32
+#define MAX_WATCH   8
+
+static int commit_default(void *txn) { return mdb_txn_commit(txn); }
+int (*log_commit_fn)(void *mdb_txn) = commit_default;
+
+struct Log {
+	MDB_env  *env;
+	MDB_dbi   events, byjob, idem;
+	int       readonly;
+	int       queue_max;
+	pthread_mutex_t mu;
+	pthread_cond_t  cv;
+	LogEntry *qhead, *qtail;	/* {mu} */
+	int       qlen;			/* {mu} enqueue entries waiting */
+	int       closing;		/* {mu} */
+	int       started;
+	pthread_t writer;
+	uint64_t  head;			/* atomic: last committed seq */
+	uint64_t  next;			/* {writer} next seq to assign */
+	struct { LogWatchFn fn; void *ctx; } watch[MAX_WATCH];
+	int       nwatch;
+	LogStats  st;			/* atomic counters */
+	Buf       rec;			/* {writer} scratch record */
+};
+
+struct LogReader {
+	Log        *l;
+	MDB_txn    *txn;
+	MDB_cursor *cur, *jcur;
+	int         active;
+	uint64_t    head;
+};
+
+static const char *type_names[] = { "?", "job.enqueued", "job.started",
+	"job.succeeded", "job.failed", "job.canceled", "job.retried" };
+static const char *status_names[] = { "?", "queued", "running", "succeeded",
+	"failed", "canceled" };
+
+const char *log_type_name(int t)
+{
+	return t >= 1 && t <= JG_EV_RETRIED ? type_names[t] : "?";
+}
+
+const char *log_status_name(int s)
+{
+	return s >= 1 && s <= JG_ST_CANCELED ? status_names[s] : "?";
+}
+
+int log_status_parse(const char *s, size_t n)
+{
+	for (int i = 1; i <= JG_ST_CANCELED; i++)
+		if (strlen(status_names[i]) == n && memcmp(status_names[i], s, n) == 0)
+			return i;
+	return 0;
+}
+
+int log_status_final(int st)
+{
+	return st == JG_ST_SUCCEEDED || st == JG_ST_FAILED || st == JG_ST_CANCELED;
+}
+
+/* Map an LMDB code to ours: map/disk exhaustion is storage_full. */
+static int mdb_rc(int rc)
+{
+	switch (rc) {
+	case 0:             return 0;
+	case MDB_NOTFOUND:  return JG_ENOTFOUND;
+	case MDB_MAP_FULL:
+	case ENOSPC:
+	case EDQUOT:        return JG_ESTORAGE;
+	default:            return rc > 0 ? rc : JG_ELMDB;
+	}
+}
+
+static uint64_t last_seq(MDB_txn *txn, MDB_dbi dbi)
+{
+	MDB_cursor *c;
+	MDB_val k, v;
+	uint64_t seq = 0;
+
+	if (mdb_cursor_open(txn, dbi, &c) != 0)
+		return 0;
+	if (mdb_cursor_get(c, &k, &v, MDB_LAST) == 0 && k.mv_size == 8)
+		memcpy(&seq, k.mv_data, 8);
+	mdb_cursor_close(c);
+	return seq;
+}
+
+/* Open the three databases (creating them unless readonly) and read the head. */
+static int open_dbs(Log *l)
+{
+	MDB_txn *txn;
+	unsigned cf = l->readonly ? 0 : MDB_CREATE;
+	int rc = mdb_txn_begin(l->env, NULL, l->readonly ? MDB_RDONLY : 0, &txn);
+
+	if (rc != 0)
+		return mdb_rc(rc);
+	if ((rc = mdb_dbi_open(txn, "events", cf | MDB_INTEGERKEY, &l->events)) != 0)
+		goto out;
+	if ((rc = mdb_dbi_open(txn, "byjob", cf | MDB_INTEGERKEY | MDB_DUPSORT |
+			       MDB_DUPFIXED | MDB_INTEGERDUP, &l->byjob)) != 0)
+		goto out;
+	if ((rc = mdb_dbi_open(txn, "idem", cf, &l->idem)) != 0)
+		goto out;
+	l->head = last_seq(txn, l->events);
+	l->next = l->head + 1;
+	rc = l->readonly ? (mdb_txn_abort(txn), 0) : mdb_txn_commit(txn);
+	return mdb_rc(rc);
+out:
+	mdb_txn_abort(txn);
+	return mdb_rc(rc);
+}
+
+int log_open(Log **out, const char *dir, const LogOptions *o)
+{
+	char path[4200];
+	Log *l;
+	int rc;
+
+	*out = NULL;
+	snprintf(path, sizeof path, "%s/log", dir);
+	if (!o->readonly && mkdir(path, 0700) != 0 && errno != EEXIST)
+		return errno;
+	if (!(l = calloc(1, sizeof *l)))
+		return ENOMEM;
+	l->readonly = o->readonly;
+	l->queue_max = o->queue_max > 0 ? o->queue_max : 65536;
+	pthread_mutex_init(&l->mu, NULL);
+	pthread_cond_init(&l->cv, NULL);
+	if ((rc = mdb_env_create(&l->env)) != 0)
+		goto out;
+	mdb_env_set_maxdbs(l->env, 4);
+	mdb_env_set_maxreaders(l->env, 1024);
+	mdb_env_set_mapsize(l->env, (size_t)(o->map_size_mb > 0 ? o->map_size_mb : 8192) << 20);
+	/* MDB_NOTLS: read txns are tied to LogReader handles, not threads, so
+	 * one thread may hold several (the api thread serves many streams). */
+	rc = mdb_env_open(l->env, path, MDB_NOTLS | (l->readonly ? MDB_RDONLY : 0), 0600);
+	if (rc != 0)
+		goto out;
+	if ((rc = open_dbs(l)) != 0)
+		goto out;
+	*out = l;
+	return 0;
+out:
+	log_close(l);
+	return mdb_rc(rc);
+}
+
+int log_watch(Log *l, LogWatchFn fn, void *ctx)
+{
+	if (l->started || l->nwatch == MAX_WATCH)
+		return JG_EINVAL;
+	l->watch[l->nwatch].fn = fn;
+	l->watch[l->nwatch].ctx = ctx;
+	l->nwatch++;
+	return 0;
+}
+
+uint64_t log_head(Log *l)
+{
+	return __atomic_load_n(&l->head, __ATOMIC_ACQUIRE);
+}
+
+int log_submit(Log *l, LogEntry *e)
+{
+	int rc = 0;
+
+	e->next = NULL;
+	e->rc = 0;
+	e->seq = 0;
+	e->replayed = 0;
+	pthread_mutex_lock(&l->mu);
+	if (l->closing || l->readonly) {
+		rc = JG_ECLOSED;
+	} else if (e->type == JG_EV_ENQUEUED && l->qlen >= l->queue_max) {
+		/* Only new work is shed: status events of jobs already
+		 * accepted must never be refused, or a job could stick. */
+		rc = JG_EFULL;
+	} else {
+		if (l->qtail)
+			l->qtail->next = e;
+		else
+			l->qhead = e;
+		l->qtail = e;
+		if (e->type == JG_EV_ENQUEUED)
+			l->qlen++;
+		pthread_cond_signal(&l->cv);
+	}
+	pthread_mutex_unlock(&l->mu);
+	return rc;
+}
+
+/* Writer thread: encode e as record v1 (seq already assigned) into l->rec. */
+static void encode(Log *l, LogEntry *e, int64_t at)
+{
+	Buf *b = &l->rec;
+	char hdr[REC_HDR];
+	size_t nlen = strnlen(e->job, 64), json_at, pay_base;
+	uint32_t pay_off = 0, pay_len = e->pay_len;
+
+	buf_reset(b);
+	memset(hdr, 0, sizeof hdr);
+	buf_add(b, hdr, sizeof hdr);
+	buf_add(b, e->job, nlen);
+	json_at = b->len;
+	buf_puts(b, "{\"type\":\"");
+	buf_puts(b, log_type_name(e->type));
+	buf_puts(b, "\",\"at\":");
+	buf_json_time(b, at);
+	buf_puts(b, ",\"job_id\":");
+	buf_u64(b, e->job_id);
+	buf_puts(b, ",\"job\":");
+	buf_json_str(b, e->job, nlen);
+	buf_puts(b, ",\"status\":\"");
+	buf_puts(b, log_status_name(e->status));
+	buf_puts(b, "\"");
+	if (e->type != JG_EV_ENQUEUED) {
+		buf_puts(b, ",\"attempt\":");
+		buf_u64(b, e->attempt);
+	}
+	pay_base = b->len - json_at;
+	buf_add(b, e->extra.p, e->extra.len);
+	buf_puts(b, "}");
+	if (b->oom)
+		return;
+	if (pay_len)
+		pay_off = (uint32_t)(pay_base + e->pay_off);
+	b->p[0] = REC_VERSION;
+	b->p[1] = (char)e->type;
+	b->p[2] = (char)e->status;
+	b->p[3] = (char)nlen;
+	memcpy(b->p + 4, &e->attempt, 4);
+	memcpy(b->p + 8, &e->job_id, 8);
+	memcpy(b->p + 16, &at, 8);
+	memcpy(b->p + 24, &pay_off, 4);
+	memcpy(b->p + 28, &pay_len, 4);
+}
+
+/* Writer thread: put one entry.  Sets e->seq/job_id/replayed. */
+static int put_entry(Log *l, MDB_txn *txn, LogEntry *e, int64_t at)
+{
+	MDB_val k, v;
+	uint64_t seq;
+	int rc;
+
+	if (e->type == JG_EV_ENQUEUED && e->idem) {
+		k.mv_data = e->idem;
+		k.mv_size = e->idem_len;
+		rc = mdb_get(txn, l->idem, &k, &v);
+		if (rc == 0 && v.mv_size == 8) {
+			memcpy(&e->job_id, v.mv_data, 8);
+			e->seq = e->job_id;
+			e->replayed = 1;
+			return 0;
+		}
+		if (rc != MDB_NOTFOUND)
+			return rc;
+	}
+	seq = l->next;
+	if (e->type == JG_EV_ENQUEUED)
+		e->job_id = seq;
+	encode(l, e, at);
+	if (l->rec.oom)
+		return ENOMEM;
+	k.mv_data = &seq;
+	k.mv_size = 8;
+	v.mv_data = l->rec.p;
+	v.mv_size = l->rec.len;
+	if ((rc = mdb_put(txn, l->events, &k, &v, MDB_APPEND)) != 0)
+		return rc;
+	k.mv_data = &e->job_id;
+	v.mv_data = &seq;
+	v.mv_size = 8;
+	if ((rc = mdb_put(txn, l->byjob, &k, &v, 0)) != 0)
+		return rc;
+	if (e->type == JG_EV_ENQUEUED && e->idem) {
+		k.mv_data = e->idem;
+		k.mv_size = e->idem_len;
+		v.mv_data = &e->job_id;
+		if ((rc = mdb_put(txn, l->idem, &k, &v, MDB_NOOVERWRITE)) != 0)
+			return rc;
+	}
+	e->seq = seq;
+	l->next = seq + 1;
+	return 0;
+}
+
+static int hist_bucket(uint64_t v, const uint64_t *bounds, int n)
+{
+	int i = 0;
+	while (i < n && v > bounds[i])
+		i++;
+	return i;
+}
+
+static void count_batch(Log *l, uint64_t n, uint64_t events, int64_t ns)
+{
+	static const uint64_t nb[7] = { 1, 4, 16, 64, 256, 1024, 4096 };
+	static const uint64_t tb[7] = { 250000, 500000, 1000000, 2500000,
+		5000000, 10000000, 25000000 };
+	uint64_t m;
+
+	__atomic_add_fetch(&l->st.commits, 1, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&l->st.events, events, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&l->st.fsync_ns_total, (uint64_t)ns, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&l->st.batch_hist[hist_bucket(n, nb, 7)], 1, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&l->st.fsync_hist[hist_bucket((uint64_t)ns, tb, 7)], 1, __ATOMIC_RELAXED);
+	m = __atomic_load_n(&l->st.batch_max, __ATOMIC_RELAXED);
+	if (n > m)
+		__atomic_store_n(&l->st.batch_max, n, __ATOMIC_RELAXED);
+}
+
+/* Writer thread: write one batch of n entries in one txn.  0 or an error
+ * that applies to every entry (nothing of the batch was written). */
+static int write_batch(Log *l, LogEntry *batch, uint64_t n)
+{
+	MDB_txn *txn;
+	int64_t at = jg_now_ms(), t0;
+	uint64_t first = l->next;
+	int rc;
+
+	if ((rc = mdb_txn_begin(l->env, NULL, 0, &txn)) != 0)
+		return mdb_rc(rc);
+	for (LogEntry *e = batch; e; e = e->next)
+		if ((rc = put_entry(l, txn, e, at)) != 0)
+			goto fail;
+	t0 = jg_mono_ns();
+	rc = log_commit_fn(txn);	/* frees txn whatever it returns */
+	if (rc != 0) {
+		l->next = first;
+		return mdb_rc(rc);
+	}
+	count_batch(l, n, l->next - first, jg_mono_ns() - t0);
+	return 0;
+fail:
+	mdb_txn_abort(txn);
+	l->next = first;
+	return mdb_rc(rc);
+}
+
+/* Writer thread ("jg-log"): drain q_log, commit a batch, acknowledge. */
+static void *writer_main(void *arg)
+{
+	Log *l = arg;
+	LogEntry *batch, *e, *next;
+	uint64_t n;
+	int rc;
+
+	pthread_setname_np(pthread_self(), "jg-log");
+	for (;;) {
+		pthread_mutex_lock(&l->mu);
+		while (!l->qhead && !l->closing)
+			pthread_cond_wait(&l->cv, &l->mu);
+		batch = l->qhead;
+		l->qhead = l->qtail = NULL;
+		l->qlen = 0;
+		pthread_mutex_unlock(&l->mu);
+		if (!batch)
+			break;		/* closing and drained */
+		n = 0;
+		for (e = batch; e; e = e->next)
+			n++;
+		rc = write_batch(l, batch, n);
+		if (rc == 0)
+			__atomic_store_n(&l->head, l->next - 1, __ATOMIC_RELEASE);
+		else
+			jg_log(JG_ERROR, "log commit failed", "error", jg_strerror(rc), NULL);
+		/* done() may free or reuse e: read next first. */
+		for (e = batch; e; e = next) {
+			next = e->next;
+			e->rc = rc;
+			e->done(e, e->ctx);
+		}
+		if (rc == 0)
+			for (int i = 0; i < l->nwatch; i++)
+				l->watch[i].fn(l->watch[i].ctx, l->next - 1);
+	}
+	return NULL;
+}
+
+int log_start(Log *l)
+{
+	int rc;
+
+	if (l->readonly || l->started)
+		return JG_EINVAL;
+	if ((rc = pthread_create(&l->writer, NULL, writer_main, l)) != 0)
+		return rc;
+	l->started = 1;
+	return 0;
+}
+
+void log_close(Log *l)
+{
+	if (!l)
+		return;
+	pthread_mutex_lock(&l->mu);
+	l->closing = 1;
+	pthread_cond_signal(&l->cv);
+	pthread_mutex_unlock(&l->mu);
+	if (l->started)
+		pthread_join(l->writer, NULL);
+	/* Entries submitted without a writer (never started) are refused. */
+	for (LogEntry *e = l->qhead, *next; e; e = next) {
+		next = e->next;
+		e->rc = JG_ECLOSED;
+		e->done(e, e->ctx);
+	}
+	if (l->env)
+		mdb_env_close(l->env);
+	buf_free(&l->rec);
+	pthread_cond_destroy(&l->cv);
+	pthread_mutex_destroy(&l->mu);
+	free(l);
+}
+
+void log_stats(Log *l, LogStats *out)
+{
+	uint64_t *src = (uint64_t *)&l->st, *dst = (uint64_t *)out;
+
+	for (size_t i = 0; i < sizeof *out / 8; i++)
+		dst[i] = __atomic_load_n(&src[i], __ATOMIC_RELAXED);
+	pthread_mutex_lock(&l->mu);
+	out->queue_len = (uint64_t)l->qlen;
+	pthread_mutex_unlock(&l->mu);
+}
+
+/* ---- records ---- */
+
+static int log_decode(uint64_t seq, const MDB_val *v, LogEvent *ev)
+{
+	const unsigned char *p = v->mv_data;
+	size_t n = v->mv_size;
+
+	if (n < REC_HDR + 2 || p[0] != REC_VERSION)
+		return JG_ECORRUPT;
+	ev->seq = seq;
+	ev->type = p[1];
+	ev->status = p[2];
+	ev->job_len = p[3];
+	memcpy(&ev->attempt, p + 4, 4);
+	memcpy(&ev->job_id, p + 8, 8);
+	memcpy(&ev->at_ms, p + 16, 8);
+	memcpy(&ev->pay_off, p + 24, 4);
+	memcpy(&ev->pay_len, p + 28, 4);
+	if (REC_HDR + ev->job_len + 2 > n)
+		return JG_ECORRUPT;
+	ev->job = (const char *)p + REC_HDR;
+	ev->json = ev->job + ev->job_len;
+	ev->json_len = n - REC_HDR - ev->job_len;
+	if (ev->json[0] != '{' || ev->json[ev->json_len - 1] != '}' ||
+	    (uint64_t)ev->pay_off + ev->pay_len > ev->json_len - 1 ||
+	    ev->type < JG_EV_ENQUEUED || ev->type > JG_EV_RETRIED ||
+	    ev->status < JG_ST_QUEUED || ev->status > JG_ST_CANCELED)
+		return JG_ECORRUPT;
+	return 0;
+}
+
+void log_event_json(const LogEvent *ev, Buf *b, int with_payload)
+{
+	buf_puts(b, "{\"seq\":");
+	buf_u64(b, ev->seq);
+	buf_puts(b, ",");
+	if (with_payload || !ev->pay_len) {
+		buf_add(b, ev->json + 1, ev->json_len - 1);
+		return;
+	}
+	buf_add(b, ev->json + 1, ev->pay_off - 1);
+	buf_add(b, ev->json + ev->pay_off + ev->pay_len,
+		ev->json_len - ev->pay_off - ev->pay_len);
+}
+
+/* ---- readers ---- */
+
+int log_reader_open(Log *l, LogReader **out)
+{
+	LogReader *r = calloc(1, sizeof *r);
+
+	if (!r)
+		return ENOMEM;
+	r->l = l;
+	*out = r;
+	return 0;
+}
+
+int log_reader_begin(LogReader *r)
+{
+	int rc;
+
+	if (r->active)
+		log_reader_end(r);
+	rc = r->txn ? mdb_txn_renew(r->txn)
+		    : mdb_txn_begin(r->l->env, NULL, MDB_RDONLY, &r->txn);
+	if (rc != 0)
+		return mdb_rc(rc);
+	if (r->cur)
+		rc = mdb_cursor_renew(r->txn, r->cur);
+	else
+		rc = mdb_cursor_open(r->txn, r->l->events, &r->cur);
+	if (rc == 0)
+		rc = r->jcur ? mdb_cursor_renew(r->txn, r->jcur)
+			     : mdb_cursor_open(r->txn, r->l->byjob, &r->jcur);
+	if (rc != 0) {
+		mdb_txn_reset(r->txn);
+		return mdb_rc(rc);
+	}
+	r->active = 1;
+	r->head = last_seq(r->txn, r->l->events);
+	return 0;
+}
+
+void log_reader_end(LogReader *r)
+{
+	if (r && r->active) {
+		mdb_txn_reset(r->txn);
+		r->active = 0;
+	}
+}
+
+void log_reader_close(LogReader *r)
+{
+	if (!r)
+		return;
+	if (r->cur)
+		mdb_cursor_close(r->cur);
+	if (r->jcur)
+		mdb_cursor_close(r->jcur);
+	if (r->txn)
+		mdb_txn_abort(r->txn);
+	free(r);
+}
+
+static int ensure(LogReader *r)
+{
+	return r->active ? 0 : log_reader_begin(r);
+}
+
+uint64_t log_reader_head(LogReader *r)
+{
+	return ensure(r) == 0 ? r->head : 0;
+}
+
+static int cur_event(int rc, const MDB_val *k, const MDB_val *v, LogEvent *ev)
+{
+	uint64_t seq;
+
+	if (rc != 0)
+		return mdb_rc(rc);
+	if (k->mv_size != 8)
+		return JG_ECORRUPT;
+	memcpy(&seq, k->mv_data, 8);
+	return log_decode(seq, v, ev);
+}
+
+int log_reader_get(LogReader *r, uint64_t seq, LogEvent *ev)
+{
+	MDB_val k = { 8, &seq }, v;
+	int rc;
+
+	if ((rc = ensure(r)) != 0)
+		return rc;
+	rc = mdb_get(r->txn, r->l->events, &k, &v);
+	return rc ? mdb_rc(rc) : log_decode(seq, &v, ev);
+}
+
+int log_reader_seek(LogReader *r, uint64_t from, LogEvent *ev)
+{
+	MDB_val k = { 8, &from }, v;
+	int rc;
+
+	if ((rc = ensure(r)) != 0)
+		return rc;
+	rc = mdb_cursor_get(r->cur, &k, &v, MDB_SET_RANGE);
+	return cur_event(rc, &k, &v, ev);
+}
+
+int log_reader_next(LogReader *r, LogEvent *ev)
+{
+	MDB_val k, v;
+
+	if (!r->active)
+		return JG_EINVAL;
+	return cur_event(mdb_cursor_get(r->cur, &k, &v, MDB_NEXT), &k, &v, ev);
+}
+
+static int job_event(LogReader *r, int rc, const MDB_val *v, LogEvent *ev)
+{
+	uint64_t seq;
+
+	if (rc != 0)
+		return mdb_rc(rc);
+	if (v->mv_size != 8)
+		return JG_ECORRUPT;
+	memcpy(&seq, v->mv_data, 8);
+	rc = log_reader_get(r, seq, ev);
+	return rc == JG_ENOTFOUND ? JG_ECORRUPT : rc;
+}
+
+int log_reader_job_seek(LogReader *r, uint64_t job_id, uint64_t from, LogEvent *ev)
+{
+	MDB_val k = { 8, &job_id }, v = { 8, &from };
+	int rc;
+
+	if ((rc = ensure(r)) != 0)
+		return rc;
+	rc = mdb_cursor_get(r->jcur, &k, &v, MDB_GET_BOTH_RANGE);
+	return job_event(r, rc, &v, ev);
+}
+
+int log_reader_job_next(LogReader *r, LogEvent *ev)
+{
+	MDB_val k, v;
+
+	if (!r->active)
+		return JG_EINVAL;
+	return job_event(r, mdb_cursor_get(r->jcur, &k, &v, MDB_NEXT_DUP), &v, ev);
+}
+
+uint64_t log_reader_job_last(LogReader *r, uint64_t job_id)
+{
+	MDB_val k = { 8, &job_id }, v;
+	uint64_t seq = 0;
+
+	if (ensure(r) != 0)
+		return 0;
+	if (mdb_cursor_get(r->jcur, &k, &v, MDB_SET) != 0)
+		return 0;
+	if (mdb_cursor_get(r->jcur, &k, &v, MDB_LAST_DUP) == 0 && v.mv_size == 8)
+		memcpy(&seq, v.mv_data, 8);
+	return seq;
+}
+
+/* ---- operator views ---- */
+
+int log_info(Log *l, LogInfo *out)
+{
+	MDB_envinfo ei;
+	MDB_stat ms;
+	MDB_txn *txn;
+	MDB_cursor *c;
+	MDB_val k, v;
+	int rc;
+
+	memset(out, 0, sizeof *out);
+	if ((rc = mdb_txn_begin(l->env, NULL, MDB_RDONLY, &txn)) != 0)
+		return mdb_rc(rc);
+	mdb_stat(txn, l->events, &ms);
+	out->count = ms.ms_entries;
+	out->head = last_seq(txn, l->events);
+	if (mdb_cursor_open(txn, l->events, &c) == 0) {
+		if (mdb_cursor_get(c, &k, &v, MDB_FIRST) == 0 && k.mv_size == 8)
+			memcpy(&out->first, k.mv_data, 8);
+		mdb_cursor_close(c);
+	}
+	mdb_env_info(l->env, &ei);
+	mdb_env_stat(l->env, &ms);
+	out->bytes = (uint64_t)(ei.me_last_pgno + 1) * ms.ms_psize;
+	out->map_bytes = ei.me_mapsize;
+	mdb_txn_abort(txn);
+	return 0;
+}
+
+/* One record's semantic checks beyond decoding. */
+static int verify_event(const LogEvent *ev, char *msg, size_t cap)
+{
+	EventView v;
+
+	if (event_decode(ev, &v) != 0) {
+		snprintf(msg, cap, "seq %llu: event JSON does not decode",
+			 (unsigned long long)ev->seq);
+		return JG_ECORRUPT;
+	}
+	if (ev->type == JG_EV_ENQUEUED ? ev->job_id != ev->seq : ev->job_id >= ev->seq) {
+		snprintf(msg, cap, "seq %llu: job_id %llu is impossible",
+			 (unsigned long long)ev->seq, (unsigned long long)ev->job_id);
+		return JG_ECORRUPT;
+	}
+	return 0;
+}
+
+int log_verify(Log *l, char *msg, size_t cap)
+{
+	LogReader *r;
+	LogEvent ev;
+	uint64_t want = 1;
+	int rc;
+
+	msg[0] = 0;
+	if ((rc = log_reader_open(l, &r)) != 0)
+		return rc;
+	for (rc = log_reader_seek(r, 1, &ev); rc == 0; rc = log_reader_next(r, &ev)) {
+		if (ev.seq != want) {
+			snprintf(msg, cap, "seq %llu follows %llu: gap",
+				 (unsigned long long)ev.seq, (unsigned long long)want - 1);
+			rc = JG_ECORRUPT;
+			goto out;
+		}
+		if ((rc = verify_event(&ev, msg, cap)) != 0)
+			goto out;
+		want++;
+	}
+	if (rc == JG_ECORRUPT)
+		snprintf(msg, cap, "record after seq %llu does not decode",
+			 (unsigned long long)want - 1);
+	else if (rc == JG_ENOTFOUND)
+		rc = 0;
+out:
+	log_reader_close(r);
+	return rc;
+}
