@@ -165,8 +165,9 @@ static int open_dbs(Log *l)
 		goto out;
 	l->head = last_seq(txn, l->events);
 	l->next = l->head + 1;
-	rc = l->readonly ? (mdb_txn_abort(txn), 0) : mdb_txn_commit(txn);
-	return mdb_rc(rc);
+	/* Commit even a read-only txn: aborting it would close the dbi
+	 * handles it opened. */
+	return mdb_rc(mdb_txn_commit(txn));
 out:
 	mdb_txn_abort(txn);
 	return mdb_rc(rc);

@@ -1,0 +1,304 @@
+/* test_log.c -- the LMDB log: append, group commit, readers, indexes,
+ * idempotency, failure seam, verify. */
+#include <errno.h>
+#include <lmdb.h>
+#include <pthread.h>
+#include <string.h>
+
+#include "t.h"
+#include "../../common/jg.h"
+#include "../../common/json.h"
+#include "../../log/event.h"
+#include "../../log/log.h"
+
+typedef struct Waiter {
+	pthread_mutex_t mu;
+	pthread_cond_t  cv;
+	int             left;
+} Waiter;
+
+static void done_cb(LogEntry *e, void *ctx)
+{
+	Waiter *w = ctx;
+	(void)e;
+	pthread_mutex_lock(&w->mu);
+	w->left--;
+	pthread_cond_broadcast(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+static void waiter_init(Waiter *w, int n)
+{
+	pthread_mutex_init(&w->mu, NULL);
+	pthread_cond_init(&w->cv, NULL);
+	w->left = n;
+}
+
+static void waiter_wait(Waiter *w)
+{
+	pthread_mutex_lock(&w->mu);
+	while (w->left > 0)
+		pthread_cond_wait(&w->cv, &w->mu);
+	pthread_mutex_unlock(&w->mu);
+}
+
+static Log *open_log(void)
+{
+	LogOptions o = { 0, 0, 64 };
+	Log *l;
+	CHECK_RC(log_open(&l, t_dir(), &o));
+	CHECK_RC(log_start(l));
+	return l;
+}
+
+/* Append n enqueues (optionally with one idempotency key) and wait. */
+static void append_n(Log *l, LogEntry *es, int n, const char *key)
+{
+	Waiter w;
+	waiter_init(&w, n);
+	for (int i = 0; i < n; i++) {
+		memset(&es[i], 0, sizeof es[i]);
+		CHECK_RC(event_enqueued(&es[i], "echo", "{ \"i\" :\n 1 }", 12, key,
+					key ? strlen(key) : 0, "ci", 3));
+		es[i].done = done_cb;
+		es[i].ctx = &w;
+		CHECK_RC(log_submit(l, &es[i]));
+	}
+	waiter_wait(&w);
+}
+
+TEST(append_assigns_contiguous_seqs_and_job_ids)
+{
+	Log *l = open_log();
+	LogEntry es[100];
+	append_n(l, es, 100, NULL);
+	for (int i = 0; i < 100; i++) {
+		CHECK(es[i].rc == 0);
+		CHECK(es[i].seq == (uint64_t)i + 1);
+		CHECK(es[i].job_id == es[i].seq);
+		event_entry_free(&es[i]);
+	}
+	CHECK(log_head(l) == 100);
+	log_close(l);
+}
+
+TEST(render_with_and_without_payload)
+{
+	Log *l = open_log();
+	LogEntry e;
+	LogReader *r;
+	LogEvent ev;
+	Buf b = {0};
+	append_n(l, &e, 1, NULL);
+	CHECK_RC(log_reader_open(l, &r));
+	CHECK_RC(log_reader_get(r, 1, &ev));
+	log_event_json(&ev, &b, 1);
+	CHECK(json_valid(b.p, b.len) == 0);
+	CHECK(strstr(b.p, "{\"seq\":1,\"type\":\"job.enqueued\",\"at\":\"") == b.p);
+	CHECK(strstr(b.p, ",\"payload\":{\"i\":1},") != NULL);	/* compacted */
+	buf_reset(&b);
+	log_event_json(&ev, &b, 0);
+	CHECK(json_valid(b.p, b.len) == 0);
+	CHECK(strstr(b.p, "payload") == NULL);
+	CHECK(strstr(b.p, "\"idempotency_key\":null,\"actor\":\"ci\"") != NULL);
+	buf_free(&b);
+	log_reader_close(r);
+	event_entry_free(&e);
+	log_close(l);
+}
+
+struct thr { Log *l; int n; int ok; };
+
+static void *appender(void *arg)
+{
+	struct thr *t = arg;
+	LogEntry *es = calloc((size_t)t->n, sizeof *es);
+	append_n(t->l, es, t->n, NULL);
+	t->ok = 1;
+	for (int i = 0; i < t->n; i++) {
+		if (es[i].rc != 0)
+			t->ok = 0;
+		event_entry_free(&es[i]);
+	}
+	free(es);
+	return NULL;
+}
+
+TEST(group_commit_batches_concurrent_appenders)
+{
+	Log *l = open_log();
+	pthread_t th[8];
+	struct thr t[8];
+	LogStats st;
+	for (int i = 0; i < 8; i++) {
+		t[i] = (struct thr){ l, 500, 0 };
+		pthread_create(&th[i], NULL, appender, &t[i]);
+	}
+	for (int i = 0; i < 8; i++) {
+		pthread_join(th[i], NULL);
+		CHECK(t[i].ok);
+	}
+	CHECK(log_head(l) == 4000);
+	log_stats(l, &st);
+	CHECK(st.events == 4000);
+	CHECK(st.commits < 4000);	/* batches formed */
+	CHECK(st.batch_max > 1);
+	char msg[200];
+	CHECK_RC(log_verify(l, msg, sizeof msg));
+	log_close(l);
+}
+
+TEST(idempotency_key_yields_one_job_even_in_one_batch)
+{
+	Log *l = open_log();
+	LogEntry es[20];
+	append_n(l, es, 20, "k1");
+	int appended = 0;
+	for (int i = 0; i < 20; i++) {
+		CHECK(es[i].rc == 0);
+		CHECK(es[i].job_id == 1);
+		appended += !es[i].replayed;
+		event_entry_free(&es[i]);
+	}
+	CHECK(appended == 1);
+	CHECK(log_head(l) == 1);
+	log_close(l);
+}
+
+TEST(reader_seek_next_and_job_index)
+{
+	Log *l = open_log();
+	LogEntry es[3], st;
+	LogReader *r;
+	LogEvent ev;
+	Waiter w;
+	append_n(l, es, 3, NULL);
+	waiter_init(&w, 1);
+	memset(&st, 0, sizeof st);
+	CHECK_RC(event_started(&st, "echo", 2, 1));
+	st.done = done_cb;
+	st.ctx = &w;
+	CHECK_RC(log_submit(l, &st));
+	waiter_wait(&w);
+	CHECK(st.seq == 4);
+	CHECK_RC(log_reader_open(l, &r));
+	CHECK_RC(log_reader_begin(r));
+	CHECK(log_reader_head(r) == 4);
+	CHECK_RC(log_reader_seek(r, 3, &ev));
+	CHECK(ev.seq == 3);
+	CHECK_RC(log_reader_next(r, &ev));
+	CHECK(ev.seq == 4 && ev.type == JG_EV_STARTED && ev.job_id == 2);
+	CHECK(ev.status == JG_ST_RUNNING && ev.attempt == 1);
+	CHECK(log_reader_next(r, &ev) == JG_ENOTFOUND);
+	CHECK(log_reader_job_last(r, 2) == 4);
+	CHECK(log_reader_job_last(r, 3) == 3);
+	CHECK(log_reader_job_last(r, 99) == 0);
+	CHECK_RC(log_reader_job_seek(r, 2, 0, &ev));
+	CHECK(ev.seq == 2);
+	CHECK_RC(log_reader_job_next(r, &ev));
+	CHECK(ev.seq == 4);
+	CHECK(log_reader_job_next(r, &ev) == JG_ENOTFOUND);
+	CHECK_RC(log_reader_job_seek(r, 2, 3, &ev));
+	CHECK(ev.seq == 4);
+	log_reader_end(r);
+	log_reader_close(r);
+	for (int i = 0; i < 3; i++)
+		event_entry_free(&es[i]);
+	event_entry_free(&st);
+	log_close(l);
+}
+
+static int fail_commit(void *txn)
+{
+	mdb_txn_abort(txn);
+	return MDB_MAP_FULL;
+}
+
+TEST(failed_commit_loses_batch_only_and_seqs_stay_contiguous)
+{
+	Log *l = open_log();
+	LogEntry es[6];
+	int (*real)(void *) = log_commit_fn;
+	char msg[200];
+
+	append_n(l, es, 2, NULL);
+	log_commit_fn = fail_commit;
+	append_n(l, es + 2, 2, NULL);
+	CHECK(es[2].rc == JG_ESTORAGE && es[3].rc == JG_ESTORAGE);
+	CHECK(log_head(l) == 2);
+	log_commit_fn = real;
+	append_n(l, es + 4, 2, NULL);
+	CHECK(es[4].rc == 0 && es[4].seq == 3 && es[5].seq == 4);
+	CHECK(log_head(l) == 4);
+	CHECK_RC(log_verify(l, msg, sizeof msg));
+	log_close(l);
+	for (int i = 0; i < 6; i++)
+		event_entry_free(&es[i]);
+}
+
+TEST(event_decode_reads_members)
+{
+	Log *l = open_log();
+	LogEntry es[1], f;
+	LogReader *r;
+	LogEvent ev;
+	EventView v;
+	Waiter w;
+	append_n(l, es, 1, "key\"1");
+	waiter_init(&w, 1);
+	memset(&f, 0, sizeof f);
+	CHECK_RC(event_failed(&f, "echo", 1, 1, 3, 0, "boom\nline", 1700000000123, 42));
+	f.done = done_cb;
+	f.ctx = &w;
+	CHECK_RC(log_submit(l, &f));
+	waiter_wait(&w);
+	CHECK_RC(log_reader_open(l, &r));
+	CHECK_RC(log_reader_get(r, 1, &ev));
+	CHECK_RC(event_decode(&ev, &v));
+	CHECK(v.payload.n == 7 && memcmp(v.payload.p, "{\"i\":1}", 7) == 0);
+	CHECK(v.idem.n == 8 && memcmp(v.idem.p, "\"key\\\"1\"", 8) == 0);
+	CHECK(v.max_attempts == 3);
+	CHECK_RC(log_reader_get(r, 2, &ev));
+	CHECK_RC(event_decode(&ev, &v));
+	CHECK(v.type == JG_EV_FAILED && v.status == JG_ST_QUEUED);
+	CHECK(v.has_exit_code && v.exit_code == 3);
+	CHECK(v.retry_at_ms == 1700000000123);
+	CHECK(v.duration_ms == 42);
+	CHECK(v.error.n == 12 && memcmp(v.error.p, "\"boom\\nline\"", 12) == 0);
+	log_reader_close(r);
+	event_entry_free(&es[0]);
+	event_entry_free(&f);
+	log_close(l);
+}
+
+/* LMDB forbids opening one env twice in a process, so the writer is
+ * closed first; beside a live server the reader is another process. */
+TEST(readonly_open_reads_committed_log)
+{
+	Log *l = open_log(), *ro;
+	LogEntry es[3];
+	LogOptions o = { 1, 0, 64 };
+	LogInfo info;
+	append_n(l, es, 3, NULL);
+	log_close(l);
+	CHECK_RC(log_open(&ro, t_dir(), &o));
+	CHECK_RC(log_info(ro, &info));
+	CHECK(info.head == 3 && info.count == 3 && info.first == 1);
+	CHECK(log_start(ro) == JG_EINVAL);
+	log_close(ro);
+	for (int i = 0; i < 3; i++)
+		event_entry_free(&es[i]);
+}
+
+int main(void)
+{
+	RUN(append_assigns_contiguous_seqs_and_job_ids);
+	RUN(render_with_and_without_payload);
+	RUN(group_commit_batches_concurrent_appenders);
+	RUN(idempotency_key_yields_one_job_even_in_one_batch);
+	RUN(reader_seek_next_and_job_index);
+	RUN(failed_commit_loses_batch_only_and_seqs_stay_contiguous);
+	RUN(event_decode_reads_members);
+	RUN(readonly_open_reads_committed_log);
+	return t_done();
+}
