@@ -51,6 +51,12 @@ void streams_sse_closed(Streams *s, ApiSession *sess);
 /* WebSocket established on /ws (auth was checked at
  * LWS_CALLBACK_HTTP_CONFIRM_UPGRADE by server.c). */
 int  streams_ws_open(Streams *s, struct lws *wsi, ApiSession *sess);
+/* Optional, for LWS_CALLBACK_HTTP_CONFIRM_UPGRADE on /ws after auth: check
+ * the stream args (job_id, job, from_seq).  0 if fine, else the HTTP status
+ * to refuse the upgrade with (400 bad_request, 404 not_found, 503
+ * overloaded), with a one-line message in msg[cap].  streams_ws_open checks
+ * again and closes with 1008 + reason, so skipping this is safe. */
+int  streams_check_args(struct lws *wsi, char *msg, size_t cap);
 int  streams_ws_writeable(Streams *s, struct lws *wsi, ApiSession *sess);
 void streams_ws_closed(Streams *s, ApiSession *sess);
 

@@ -1,0 +1,666 @@
+/*
+ * stream.c -- live job status streams: WebSocket GET /ws and SSE GET /events
+ * (SPEC §4 Streams, §5 Events).  Runs entirely on the api thread.
+ *
+ * Design: a subscriber is a cursor into the log, not a queue.
+ *
+ *   A StreamSub holds its filter (every job, one job name, or one job id)
+ *   and next_seq, the first seq it has not examined yet.  Nothing is ever
+ *   queued per subscriber.  When its socket is writable, streams_fill() takes
+ *   a short LMDB read snapshot (the one LogReader the Streams own), reads the
+ *   next matching events after the cursor -- a bounded batch: at most
+ *   STREAMS_BATCH_EVENTS messages, STREAMS_BATCH_BYTES of text, and
+ *   STREAMS_SCAN_MAX events examined -- renders them into one scratch buffer,
+ *   and ends the snapshot *before* anything is written, so no read txn is
+ *   ever held across lws_write() (a stuck reader would pin LMDB pages and
+ *   grow the map).  Then the messages are written in order and the cursor
+ *   moves past each one that lws accepted.
+ *
+ *   lws_write() never blocks: when the kernel takes only part of a message,
+ *   lws keeps the rest and reports the pipe choked; we stop there and ask for
+ *   writable again.  Memory per subscriber is therefore bounded by one
+ *   message in lws's partial-send buffer, whatever the client's speed: a slow
+ *   client just has a cursor further behind, and catches up from LMDB later.
+ *   No event is dropped, none is sent twice, and order is seq order, because
+ *   the cursor only moves forward past messages lws accepted.
+ *
+ *   Waking.  A subscriber whose cursor has passed the log head is idle: it
+ *   asks for nothing (no spinning).  streams_on_head() (after each commit)
+ *   asks for writable on every idle subscriber whose cursor is <= the new
+ *   head.  `armed` remembers an outstanding request so a burst of commits
+ *   costs one lws_callback_on_writable() per subscriber, not one per commit.
+ *
+ *   Filters.  job_id=ID walks the by-job index (log_reader_job_seek), so a
+ *   job stream costs one index seek per wake.  job=NAME compares the name in
+ *   the decoded record header (no JSON parse).  A job_id stream ends after
+ *   the first event whose status is final (log_status_final): WS close 1000,
+ *   or the end of the SSE response.  The close happens on the next writable
+ *   callback, i.e. after lws has flushed everything written before it.
+ *
+ *   Pings.  Each subscriber has an lws_sul timer.  When it fires and nothing
+ *   was written for a while, the subscriber sends a WS ping frame or the SSE
+ *   comment ": ping"; so an idle stream carries something at least every
+ *   ping period (25 s by default, env JOBGATE_STREAM_PING_MS for tests).
+ *
+ * Resume semantics (see docs/streams.md): from_seq=N starts the cursor at N
+ * (replay, then live); no from_seq means live only (cursor = head + 1).
+ * SSE Last-Event-ID: K starts at K + 1 and wins over from_seq, because an
+ * EventSource reconnects with the same URL (old from_seq) plus the header.
+ */
+#include <assert.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api_int.h"
+#include "../common/jg.h"
+
+#define STREAMS_BATCH_EVENTS 64		/* messages rendered per writable */
+#define STREAMS_BATCH_BYTES  (16 * 1024)	/* text rendered per writable */
+#define STREAMS_SCAN_MAX     4096	/* events examined per writable (job= filter) */
+#define STREAMS_PING_MS      25000	/* idle ping period; SPEC says <= 30 s */
+#define STREAMS_ARG_MAX      128	/* longest query value we accept */
+
+typedef struct StreamArgs {
+	uint64_t job_id;		/* 0: no job_id filter */
+	char     job[JG_NAME_MAX + 1];
+	size_t   job_len;		/* 0: no job filter */
+	uint64_t start;			/* first seq to deliver; 0: live (head + 1) */
+} StreamArgs;
+
+struct StreamSub {
+	StreamSub  *prev, *next;	/* Streams.subs */
+	Streams    *s;
+	struct lws *wsi;
+	int         kind;		/* SESS_SSE or SESS_WS */
+	uint64_t    job_id;		/* 0: no job_id filter */
+	char        job[JG_NAME_MAX + 1];
+	size_t      job_len;		/* 0: no job filter */
+	uint64_t    next_seq;		/* cursor: first seq not yet examined */
+	int         batch;		/* messages to render next time (adapts to choking) */
+	int         armed;		/* writable requested, callback not yet run */
+	int         finished;		/* job stream sent its final event: close next */
+	int         ping_due;
+	int64_t     last_tx_ns;		/* monotonic time of the last write */
+	lws_sorted_usec_list_t sul;	/* ping timer */
+};
+
+struct Streams {
+	const Config *cfg;
+	Log       *log;
+	LogReader *rd;			/* one snapshot at a time, begun/ended per batch */
+	StreamSub *subs;		/* every open subscriber */
+	int        nsub[3];		/* by SESS_* kind */
+	uint64_t   head;		/* highest head seen (on_head or a snapshot) */
+	uint64_t   delivered;		/* events written, all subscribers */
+	int64_t    ping_ms;
+	pthread_t  owner;		/* the api thread, set on first use */
+	int        owned;
+	/* One batch, rendered by streams_fill(): message i is out.p[off[i]..+len[i]),
+	 * with LWS_PRE bytes free before it. */
+	Buf        out;
+	size_t     off[STREAMS_BATCH_EVENTS], len[STREAMS_BATCH_EVENTS];
+	uint64_t   seq[STREAMS_BATCH_EVENTS];
+};
+
+static const unsigned char streams_zero[LWS_PRE];
+/* Ping frames and SSE comments; lws writes its framing into the LWS_PRE
+ * room, so it is not const.  Only the api thread uses it. */
+static unsigned char streams_ping_buf[LWS_PRE + 16];
+
+/* Any thread that is not the api thread touching Streams is a bug. */
+static void streams_own(Streams *s)
+{
+	if (!s->owned) {
+		s->owner = pthread_self();
+		s->owned = 1;
+	}
+	assert(pthread_equal(s->owner, pthread_self()));
+}
+
+int streams_open(Streams **out, const Config *cfg, Log *log)
+{
+	Streams *s;
+	const char *env;
+	int rc;
+
+	if (!(s = calloc(1, sizeof *s)))
+		return ENOMEM;
+	s->cfg = cfg;
+	s->log = log;
+	s->ping_ms = STREAMS_PING_MS;
+	/* Tests shorten the period to see pings without waiting 25 s. */
+	if ((env = getenv("JOBGATE_STREAM_PING_MS")) != NULL) {
+		long v = atol(env);
+		if (v >= 50 && v <= STREAMS_PING_MS)
+			s->ping_ms = v;
+	}
+	if ((rc = log_reader_open(log, &s->rd)) != 0) {
+		free(s);
+		return rc;
+	}
+	*out = s;
+	return 0;
+}
+
+static void streams_sub_free(Streams *s, StreamSub *sub)
+{
+	lws_sul_cancel(&sub->sul);
+	if (sub->prev)
+		sub->prev->next = sub->next;
+	else
+		s->subs = sub->next;
+	if (sub->next)
+		sub->next->prev = sub->prev;
+	s->nsub[sub->kind]--;
+	free(sub);
+}
+
+/* Call after lws_context_destroy(): that closes every stream, and each
+ * close frees its StreamSub through streams_*_closed(). */
+void streams_close(Streams *s)
+{
+	if (!s)
+		return;
+	while (s->subs)
+		streams_sub_free(s, s->subs);
+	log_reader_close(s->rd);
+	buf_free(&s->out);
+	free(s);
+}
+
+static void streams_arm(StreamSub *sub)
+{
+	if (!sub->armed) {
+		sub->armed = 1;
+		lws_callback_on_writable(sub->wsi);
+	}
+}
+
+/* Api thread, after a commit: wake every idle subscriber with work. */
+void streams_on_head(Streams *s, uint64_t head)
+{
+	StreamSub *sub;
+
+	streams_own(s);
+	if (head > s->head)
+		s->head = head;
+	for (sub = s->subs; sub; sub = sub->next)
+		if (sub->next_seq <= head)
+			streams_arm(sub);
+}
+
+void streams_metrics(Streams *s, Buf *out)
+{
+	StreamSub *sub;
+	uint64_t head = log_head(s->log), lag = 0;
+
+	streams_own(s);
+	for (sub = s->subs; sub; sub = sub->next)
+		if (sub->next_seq <= head && head - sub->next_seq + 1 > lag)
+			lag = head - sub->next_seq + 1;
+	buf_puts(out, "# HELP jobgate_subscribers Open stream subscribers by kind.\n"
+		 "# TYPE jobgate_subscribers gauge\n");
+	buf_printf(out, "jobgate_subscribers{kind=\"ws\"} %d\n", s->nsub[SESS_WS]);
+	buf_printf(out, "jobgate_subscribers{kind=\"sse\"} %d\n", s->nsub[SESS_SSE]);
+	buf_puts(out, "# HELP jobgate_stream_events_delivered_total Events written to stream subscribers.\n"
+		 "# TYPE jobgate_stream_events_delivered_total counter\n"
+		 "jobgate_stream_events_delivered_total ");
+	buf_u64(out, s->delivered);
+	buf_puts(out, "\n# HELP jobgate_stream_slowest_lag_events Committed events the slowest subscriber has not examined yet.\n"
+		 "# TYPE jobgate_stream_slowest_lag_events gauge\n"
+		 "jobgate_stream_slowest_lag_events ");
+	buf_u64(out, lag);
+	buf_puts(out, "\n");
+}
+
+/* ---- arguments ---- */
+
+/* Query arg name as an id (> 0 unless zero_ok).  0 and *v set, JG_ENOTFOUND,
+ * or JG_EINVAL with msg written. */
+static int streams_arg_u64(struct lws *wsi, const char *name, int zero_ok,
+			   uint64_t *v, char *msg, size_t cap)
+{
+	char val[STREAMS_ARG_MAX];
+	int rc = api_query_arg(wsi, name, val, sizeof val);
+
+	if (rc == JG_ENOTFOUND)
+		return rc;
+	if (rc != 0 || jg_parse_u64(val, strlen(val), v) != 0 || (!*v && !zero_ok)) {
+		snprintf(msg, cap, "%s: expected a %s integer", name,
+			 zero_ok ? "non-negative" : "positive");
+		return JG_EINVAL;
+	}
+	return 0;
+}
+
+/* SSE Last-Event-ID header: 0 and *v set, JG_ENOTFOUND, or JG_EINVAL.
+ * lws keeps unknown header names as received, so try the usual spellings. */
+static int streams_last_event_id(struct lws *wsi, uint64_t *v, char *msg, size_t cap)
+{
+	static const char *names[] = { "last-event-id:", "Last-Event-ID:" };
+	char val[STREAMS_ARG_MAX];
+	size_t i;
+	int n, nlen;
+
+	for (i = 0; i < sizeof names / sizeof names[0]; i++) {
+		nlen = (int)strlen(names[i]);
+		if ((n = lws_hdr_custom_length(wsi, names[i], nlen)) < 0)
+			continue;
+		if ((size_t)n >= sizeof val ||
+		    (n = lws_hdr_custom_copy(wsi, val, sizeof val, names[i], nlen)) < 0 ||
+		    jg_parse_u64(val, (size_t)n, v) != 0) {
+			snprintf(msg, cap, "Last-Event-ID: expected a non-negative integer");
+			return JG_EINVAL;
+		}
+		return 0;
+	}
+	return JG_ENOTFOUND;
+}
+
+/*
+ * Parse and check a stream request's arguments (api thread).  Returns 0,
+ * or the HTTP status to refuse with (400 bad arguments, 404 unknown job_id,
+ * 503 log unreadable) with msg written.  *finished is set when a job_id
+ * stream starts after that job's final event: there is nothing to wait for.
+ */
+static int streams_parse(Streams *s, struct lws *wsi, int kind, StreamArgs *a,
+			 int *finished, char *msg, size_t cap)
+{
+	char job[STREAMS_ARG_MAX];
+	uint64_t from = 0, last_id = 0, last, head;
+	int rc, has_from, has_last = 0;
+	LogEvent ev;
+
+	memset(a, 0, sizeof *a);
+	*finished = 0;
+	if ((rc = streams_arg_u64(wsi, "job_id", 0, &a->job_id, msg, cap)) == JG_EINVAL)
+		return 400;
+	rc = api_query_arg(wsi, "job", job, sizeof job);
+	if (rc == 0) {
+		if (!config_name_ok(job, strlen(job))) {
+			snprintf(msg, cap, "job: expected a job name ([A-Za-z0-9_.-]{1,64})");
+			return 400;
+		}
+		if (a->job_id) {
+			snprintf(msg, cap, "give job_id or job, not both");
+			return 400;
+		}
+		a->job_len = strlen(job);
+		memcpy(a->job, job, a->job_len + 1);
+	} else if (rc != JG_ENOTFOUND) {
+		snprintf(msg, cap, "job: expected a job name ([A-Za-z0-9_.-]{1,64})");
+		return 400;
+	}
+	if ((rc = streams_arg_u64(wsi, "from_seq", 1, &from, msg, cap)) == JG_EINVAL)
+		return 400;
+	has_from = rc == 0;
+	if (kind == SESS_SSE) {
+		if ((rc = streams_last_event_id(wsi, &last_id, msg, cap)) == JG_EINVAL)
+			return 400;
+		has_last = rc == 0;
+	}
+	if (has_last)
+		a->start = last_id + 1;
+	else if (has_from)
+		a->start = from ? from : 1;	/* from_seq=0: from the beginning */
+
+	if ((rc = log_reader_begin(s->rd)) != 0) {
+		snprintf(msg, cap, "log unreadable: %s", jg_strerror(rc));
+		return 503;
+	}
+	head = log_reader_head(s->rd);
+	if (!a->start)
+		a->start = head + 1;
+	if (a->job_id) {
+		last = log_reader_job_last(s->rd, a->job_id);
+		if (!last) {
+			log_reader_end(s->rd);
+			snprintf(msg, cap, "no job with id %llu",
+				 (unsigned long long)a->job_id);
+			return 404;
+		}
+		if (last < a->start && log_reader_get(s->rd, last, &ev) == 0 &&
+		    log_status_final(ev.status))
+			*finished = 1;
+	}
+	log_reader_end(s->rd);
+	if (head > s->head)
+		s->head = head;
+	return 0;
+}
+
+int streams_check_args(struct lws *wsi, char *msg, size_t cap)
+{
+	Streams *s = api_streams(api_from_wsi(wsi));
+	StreamArgs a;
+	int finished;
+
+	streams_own(s);
+	return streams_parse(s, wsi, SESS_WS, &a, &finished, msg, cap);
+}
+
+/* ---- subscribers ---- */
+
+static void streams_ping_cb(lws_sorted_usec_list_t *sul)
+{
+	StreamSub *sub = lws_container_of(sul, StreamSub, sul);
+	Streams *s = sub->s;
+	int64_t idle_ms = (jg_mono_ns() - sub->last_tx_ns) / 1000000;
+	int64_t wait_ms = s->ping_ms - idle_ms;
+
+	/* Something was written recently: check again when it would be due.
+	 * The 1/5 slack keeps pings inside the period despite timer latency. */
+	if (wait_ms > s->ping_ms / 5) {
+		lws_sul_schedule(lws_get_context(sub->wsi), 0, &sub->sul,
+				 streams_ping_cb, wait_ms * LWS_US_PER_MS);
+		return;
+	}
+	sub->ping_due = 1;
+	streams_arm(sub);
+	lws_sul_schedule(lws_get_context(sub->wsi), 0, &sub->sul, streams_ping_cb,
+			 s->ping_ms * LWS_US_PER_MS);
+}
+
+static StreamSub *streams_sub_add(Streams *s, struct lws *wsi, int kind,
+				  const StreamArgs *a)
+{
+	StreamSub *sub = calloc(1, sizeof *sub);
+
+	if (!sub)
+		return NULL;
+	sub->s = s;
+	sub->wsi = wsi;
+	sub->kind = kind;
+	sub->job_id = a->job_id;
+	sub->job_len = a->job_len;
+	memcpy(sub->job, a->job, sizeof sub->job);
+	sub->next_seq = a->start;
+	sub->batch = STREAMS_BATCH_EVENTS;
+	sub->last_tx_ns = jg_mono_ns();
+	sub->next = s->subs;
+	if (s->subs)
+		s->subs->prev = sub;
+	s->subs = sub;
+	s->nsub[kind]++;
+	lws_sul_schedule(lws_get_context(wsi), 0, &sub->sul, streams_ping_cb,
+			 s->ping_ms * LWS_US_PER_MS);
+	return sub;
+}
+
+/*
+ * Read the batch after sub's cursor into s->out (api thread).  For SSE the
+ * messages are contiguous "id:/data:" records after one LWS_PRE gap; for WS
+ * each message has its own LWS_PRE gap.  Returns the number of messages
+ * (>= 0) or a negative error; *scan_end is the cursor to use if every
+ * message gets written, *final is 1 when the last message ends a job stream.
+ */
+static int streams_fill(Streams *s, StreamSub *sub, int max,
+			uint64_t *scan_end, int *final)
+{
+	uint64_t head, end = sub->next_seq;
+	int rc, n = 0, scanned = 0;
+	LogEvent ev;
+
+	*final = 0;
+	buf_reset(&s->out);
+	if (sub->kind == SESS_SSE)
+		buf_add(&s->out, streams_zero, LWS_PRE);
+	if ((rc = log_reader_begin(s->rd)) != 0)
+		return rc;
+	head = log_reader_head(s->rd);
+	if (head > s->head)
+		s->head = head;
+	if (end > head) {
+		rc = JG_ENOTFOUND;
+		goto out;
+	}
+	rc = sub->job_id ? log_reader_job_seek(s->rd, sub->job_id, end, &ev)
+			 : log_reader_seek(s->rd, end, &ev);
+	for (; rc == 0; rc = sub->job_id ? log_reader_job_next(s->rd, &ev)
+					 : log_reader_next(s->rd, &ev)) {
+		if (ev.seq > head)	/* never past the snapshot we measured */
+			break;
+		end = ev.seq + 1;
+		if (!sub->job_len || (ev.job_len == sub->job_len &&
+				      memcmp(ev.job, sub->job, ev.job_len) == 0)) {
+			size_t start;
+
+			if (sub->kind == SESS_WS) {
+				buf_add(&s->out, streams_zero, LWS_PRE);
+				start = s->out.len;
+				log_event_json(&ev, &s->out, 0);
+			} else {
+				start = s->out.len;
+				buf_puts(&s->out, "id: ");
+				buf_u64(&s->out, ev.seq);
+				buf_puts(&s->out, "\ndata: ");
+				log_event_json(&ev, &s->out, 0);
+				buf_puts(&s->out, "\n\n");
+			}
+			s->off[n] = start;
+			s->len[n] = s->out.len - start;
+			s->seq[n] = ev.seq;
+			n++;
+			if (sub->job_id && log_status_final(ev.status)) {
+				*final = 1;
+				break;
+			}
+			if (n >= max || s->out.len >= STREAMS_BATCH_BYTES)
+				break;
+		}
+		if (++scanned >= STREAMS_SCAN_MAX)
+			break;
+	}
+out:
+	/* End of the log (or of this job's events) in this snapshot: every
+	 * event up to head has been examined. */
+	if (rc == JG_ENOTFOUND) {
+		rc = 0;
+		if (end < head + 1)
+			end = head + 1;
+	}
+	log_reader_end(s->rd);
+	if (rc != 0)
+		return rc;
+	if (s->out.oom)
+		return ENOMEM;
+	*scan_end = end;
+	return n;
+}
+
+/* After a writable callback wrote what it could: ask again if the cursor
+ * has not reached the head (or the stream must close).  A choked socket is
+ * not a spin: lws calls back only once the kernel takes data again. */
+static void streams_rearm(Streams *s, StreamSub *sub)
+{
+	if (sub->finished || sub->next_seq <= s->head)
+		streams_arm(sub);
+}
+
+static int streams_fail(StreamSub *sub, int rc)
+{
+	jg_log(JG_ERROR, "stream read failed", "error", jg_strerror(rc), NULL);
+	if (sub->kind == SESS_WS)
+		lws_close_reason(sub->wsi, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION,
+				 (unsigned char *)"log read failed", 15);
+	return -1;
+}
+
+/* ---- WebSocket ---- */
+
+int streams_ws_open(Streams *s, struct lws *wsi, ApiSession *sess)
+{
+	char msg[160];
+	StreamArgs a;
+	int st, finished;
+
+	streams_own(s);
+	sess->kind = SESS_WS;
+	sess->sub = NULL;
+	if ((st = streams_parse(s, wsi, SESS_WS, &a, &finished, msg, sizeof msg)) != 0) {
+		/* 1008 policy violation for the client's mistakes, 1011 for ours. */
+		lws_close_reason(wsi, st == 503 ? LWS_CLOSE_STATUS_UNEXPECTED_CONDITION
+						: LWS_CLOSE_STATUS_POLICY_VIOLATION,
+				 (unsigned char *)msg, strlen(msg));
+		return -1;
+	}
+	if (!(sess->sub = streams_sub_add(s, wsi, SESS_WS, &a))) {
+		lws_close_reason(wsi, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION,
+				 (unsigned char *)"out of memory", 13);
+		return -1;
+	}
+	sess->sub->finished = finished;
+	streams_arm(sess->sub);
+	return 0;
+}
+
+int streams_ws_writeable(Streams *s, struct lws *wsi, ApiSession *sess)
+{
+	StreamSub *sub = sess->sub;
+	uint64_t scan_end;
+	int n, i, final, wrote = 0;
+
+	streams_own(s);
+	if (!sub)
+		return -1;
+	sub->armed = 0;
+	if (sub->finished) {
+		lws_close_reason(wsi, LWS_CLOSE_STATUS_NORMAL,
+				 (unsigned char *)"job finished", 12);
+		return -1;
+	}
+	if ((n = streams_fill(s, sub, sub->batch, &scan_end, &final)) < 0)
+		return streams_fail(sub, n);
+	for (i = 0; i < n; i++) {
+		/* Checking choked before each further write is what makes more
+		 * than one lws_write per callback legal. */
+		if (i > 0 && lws_send_pipe_choked(wsi))
+			break;
+		if (lws_write(wsi, (unsigned char *)s->out.p + s->off[i], s->len[i],
+			      LWS_WRITE_TEXT) < 0)
+			return -1;
+		sub->next_seq = s->seq[i] + 1;
+		s->delivered++;
+		wrote = 1;
+	}
+	if (i == n) {
+		sub->next_seq = scan_end;
+		sub->finished = final;
+		if (sub->batch < STREAMS_BATCH_EVENTS)
+			sub->batch *= 2;
+	} else if (i < sub->batch / 2) {
+		/* The client drains slowly: render less next time. */
+		sub->batch = i > 1 ? i : 1;
+	}
+	if (!wrote && sub->ping_due && !lws_send_pipe_choked(wsi)) {
+		if (lws_write(wsi, (unsigned char *)streams_ping_buf + LWS_PRE, 0,
+			      LWS_WRITE_PING) < 0)
+			return -1;
+		wrote = 1;
+	}
+	if (wrote) {
+		sub->ping_due = 0;
+		sub->last_tx_ns = jg_mono_ns();
+	}
+	streams_rearm(s, sub);
+	return 0;
+}
+
+void streams_ws_closed(Streams *s, ApiSession *sess)
+{
+	streams_own(s);
+	if (sess->sub) {
+		streams_sub_free(s, sess->sub);
+		sess->sub = NULL;
+	}
+}
+
+/* ---- SSE ---- */
+
+int streams_sse_open(Streams *s, struct lws *wsi, ApiSession *sess)
+{
+	unsigned char hdr[LWS_PRE + 1024], *start = hdr + LWS_PRE, *p = start,
+		      *end = hdr + sizeof hdr - 1;
+	char msg[160];
+	StreamArgs a;
+	int st, finished;
+
+	streams_own(s);
+	sess->kind = SESS_SSE;
+	sess->sub = NULL;
+	if ((st = streams_parse(s, wsi, SESS_SSE, &a, &finished, msg, sizeof msg)) != 0)
+		return api_error(wsi, st, st == 400 ? "bad_request" :
+				 st == 404 ? "not_found" : "overloaded", msg);
+	if (lws_add_http_common_headers(wsi, HTTP_STATUS_OK, "text/event-stream",
+					LWS_ILLEGAL_HTTP_CONTENT_LEN, &p, end) ||
+	    lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL,
+					 (unsigned char *)"no-cache", 8, &p, end) ||
+	    lws_finalize_write_http_header(wsi, start, &p, end))
+		return -1;
+	/* A stream is long-lived by design: no transaction timeout, and for h2
+	 * no idle timeout on the network connection while it is open. */
+	lws_http_mark_sse(wsi);
+	lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
+	if (!(sess->sub = streams_sub_add(s, wsi, SESS_SSE, &a)))
+		return -1;
+	sess->sub->finished = finished;
+	streams_arm(sess->sub);
+	return 0;
+}
+
+int streams_sse_writeable(Streams *s, struct lws *wsi, ApiSession *sess)
+{
+	StreamSub *sub = sess->sub;
+	uint64_t scan_end;
+	int n, final, wrote = 0;
+
+	streams_own(s);
+	if (!sub)
+		return -1;
+	sub->armed = 0;
+	/* The final event went out in an earlier callback and lws has flushed
+	 * it (it only calls us when nothing is pending): end the response.
+	 * Without Content-Length the end of an HTTP/1.1 body is the close. */
+	if (sub->finished)
+		return -1;
+	if ((n = streams_fill(s, sub, STREAMS_BATCH_EVENTS, &scan_end, &final)) < 0)
+		return streams_fail(sub, n);
+	if (n > 0) {
+		/* One write for the whole batch: lws keeps any unsent tail, so
+		 * once it returns, every record in the batch is delivered. */
+		size_t len = s->out.len - LWS_PRE;
+
+		if (lws_write(wsi, (unsigned char *)s->out.p + LWS_PRE, len,
+			      LWS_WRITE_HTTP) < 0)
+			return -1;
+		s->delivered += (uint64_t)n;
+		wrote = 1;
+	}
+	sub->next_seq = scan_end;
+	sub->finished = final;
+	if (!wrote && sub->ping_due) {
+		memcpy(streams_ping_buf + LWS_PRE, ": ping\n\n", 8);
+		if (lws_write(wsi, (unsigned char *)streams_ping_buf + LWS_PRE, 8,
+			      LWS_WRITE_HTTP) < 0)
+			return -1;
+		wrote = 1;
+	}
+	if (wrote) {
+		sub->ping_due = 0;
+		sub->last_tx_ns = jg_mono_ns();
+	}
+	streams_rearm(s, sub);
+	return 0;
+}
+
+void streams_sse_closed(Streams *s, ApiSession *sess)
+{
+	streams_own(s);
+	if (sess->sub) {
+		streams_sub_free(s, sess->sub);
+		sess->sub = NULL;
+	}
+}
