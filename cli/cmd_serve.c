@@ -1,0 +1,299 @@
+/*
+ * cmd_serve.c -- `jobgate serve`: load the config, own the data dir, wire
+ * the four roles together and run until SIGINT/SIGTERM.
+ *
+ * Start order follows the watcher rule (log_watch before log_start):
+ * open log -> open projector, runner, api (each registers a watcher) ->
+ * start log writer, projector, runner -> run the api loop on this thread.
+ * Stop order drains from the edge inward: api stops accepting, the runner
+ * finishes or interrupts jobs (appending their events), the api closes,
+ * the projector catches up with the head, and the log commits the rest.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/rand.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../api/api.h"
+#include "../common/config.h"
+#include "../common/jg.h"
+#include "../log/log.h"
+#include "../projector/projector.h"
+#include "../runner/runner.h"
+#include "cli.h"
+
+#define SHUTDOWN_GRACE_S 10
+
+static const char usage[] =
+	"usage: jobgate serve [--config FILE] [--listen HOST:PORT] [--data-dir DIR]\n"
+	"\n"
+	"  --config FILE       JSON configuration (default: embedded: one builtin\n"
+	"                      job 'echo', listen 127.0.0.1:8080, data dir ./data)\n"
+	"  --listen HOST:PORT  overrides the config; port 0 picks a free port\n"
+	"  --data-dir DIR      overrides the config\n"
+	"\n"
+	"Token: env JOBGATE_TOKEN adds one; with no token at all, one is\n"
+	"generated, saved in DIR/token (mode 0600) and printed once.\n"
+	"SIGINT/SIGTERM stop gracefully; a second one exits at once.\n";
+
+typedef struct ServeArgs {
+	const char *config, *listen, *data_dir;
+} ServeArgs;
+
+static int parse_args(int argc, char **argv, ServeArgs *a)
+{
+	int rc;
+
+	memset(a, 0, sizeof *a);
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--config"))
+			rc = cli_value(argc, argv, &i, "serve", &a->config);
+		else if (!strcmp(argv[i], "--listen"))
+			rc = cli_value(argc, argv, &i, "serve", &a->listen);
+		else if (!strcmp(argv[i], "--data-dir"))
+			rc = cli_value(argc, argv, &i, "serve", &a->data_dir);
+		else
+			rc = cli_bad("serve", "unknown argument '%s'", argv[i]);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+/* Load config and apply overrides; exit code or 0. */
+static int load_config(const ServeArgs *a, Config **cfg)
+{
+	char err[512];
+	int rc;
+
+	rc = a->config ? config_load(a->config, cfg, err, sizeof err)
+		       : config_default(cfg);
+	if (rc != 0) {
+		if (!a->config)
+			snprintf(err, sizeof err, "%s", jg_strerror(rc));
+		fprintf(stderr, "jobgate serve: %s: %s\n", a->config ? a->config : "default config", err);
+		return 2;
+	}
+	if (a->listen && config_set_listen(*cfg, a->listen) != 0) {
+		fprintf(stderr, "jobgate serve: --listen: expected HOST:PORT, got '%s'\n", a->listen);
+		return 2;
+	}
+	if (a->data_dir) {
+		if (strlen(a->data_dir) >= sizeof (*cfg)->data_dir) {
+			fprintf(stderr, "jobgate serve: --data-dir: path too long\n");
+			return 2;
+		}
+		snprintf((*cfg)->data_dir, sizeof (*cfg)->data_dir, "%s", a->data_dir);
+	}
+	return 0;
+}
+
+/* Read DATA/token, or create it with a fresh random token.  *created says
+ * which.  The token never goes to the log stream. */
+static int data_token(const char *dir, char *tok, size_t cap, int *created)
+{
+	char path[4200];
+	unsigned char raw[24];
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof path, "%s/token", dir);
+	*created = 0;
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) >= 0) {
+		n = read(fd, tok, cap - 1);
+		close(fd);
+		while (n > 0 && (tok[n - 1] == '\n' || tok[n - 1] == '\r' || tok[n - 1] == ' '))
+			n--;
+		if (n <= 0)
+			return JG_EINVAL;
+		tok[n] = 0;
+		return 0;
+	}
+	if (errno != ENOENT)
+		return errno;
+	if (RAND_bytes(raw, sizeof raw) != 1)
+		return JG_EINVAL;
+	for (size_t i = 0; i < sizeof raw; i++)
+		snprintf(tok + 2 * i, 3, "%02x", raw[i]);
+	if ((fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) < 0)
+		return errno;
+	n = write(fd, tok, strlen(tok));
+	if (n != (ssize_t)strlen(tok) || write(fd, "\n", 1) != 1 || fsync(fd) != 0) {
+		int e = errno ? errno : EIO;
+		close(fd);
+		unlink(path);
+		return e;
+	}
+	close(fd);
+	*created = 1;
+	return 0;
+}
+
+/* Print how to try it; the token itself only when it was just generated. */
+static void print_welcome(const Config *c, int port, const char *tok, int created)
+{
+	char auth[256];
+
+	if (created) {
+		printf("jobgate: generated an API token, saved in %s/token:\n  %s\n",
+		       c->data_dir, tok);
+		snprintf(auth, sizeof auth, "%s", tok);
+	} else {
+		printf("jobgate: using the API token in %s/token\n", c->data_dir);
+		snprintf(auth, sizeof auth, "$(cat %s/token)", c->data_dir);
+	}
+	printf("try it:\n  curl -X POST -H \"Authorization: Bearer %s\" "
+	       "-H 'Content-Type: application/json' -d '{\"hello\":\"world\"}' "
+	       "'http://%s:%d/trigger/%s/wait'\n",
+	       auth, c->listen_host, port, c->jobs[0].name);
+	fflush(stdout);
+}
+
+static int setup_tokens(Config *c, char *tok, size_t cap, int *created, int *have_data_token)
+{
+	const char *env = getenv("JOBGATE_TOKEN");
+	int rc;
+
+	*have_data_token = 0;
+	if (env && *env && (rc = config_add_token(c, "env", env)) != 0)
+		return rc;
+	if (c->ntokens > 0)
+		return 0;
+	if ((rc = data_token(c->data_dir, tok, cap, created)) != 0)
+		return rc;
+	*have_data_token = 1;
+	return config_add_token(c, "default", tok);
+}
+
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+			jg_log(JG_WARN, "cannot raise the open file limit", "error", strerror(errno), NULL);
+	}
+}
+
+/* Signal thread: the only place SIGINT/SIGTERM are taken. */
+static void *signal_main(void *arg)
+{
+	Api *a = arg;
+	sigset_t set;
+	int sig, n = 0;
+
+	pthread_setname_np(pthread_self(), "jg-signal");
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	for (;;) {
+		if (sigwait(&set, &sig) != 0)
+			continue;
+		if (++n > 1) {
+			jg_log(JG_WARN, "second signal: exiting now", NULL);
+			_exit(1);
+		}
+		jg_log(JG_INFO, "shutting down", "signal", sig == SIGINT ? "SIGINT" : "SIGTERM", NULL);
+		api_stop(a);
+	}
+	return NULL;
+}
+
+static int fail(const char *what, int rc)
+{
+	jg_log(JG_ERROR, what, "error", jg_strerror(rc), NULL);
+	return 1;
+}
+
+/* Build, run and tear down the roles.  Returns the exit code. */
+static int run(Config *c, const char *tok, int created, int have_data_token)
+{
+	char db[4200];
+	Log *log = NULL;
+	Projector *proj = NULL;
+	Runner *run = NULL;
+	Api *api = NULL;
+	LogOptions lo = { 0, c->queue_max, c->map_size_mb };
+	pthread_t sig;
+	int rc, code = 1;
+
+	snprintf(db, sizeof db, "%s/jobs.db", c->data_dir);
+	if ((rc = log_open(&log, c->data_dir, &lo)) != 0) { code = fail("cannot open the event log", rc); goto out; }
+	if ((rc = proj_open(&proj, db, log)) != 0) { code = fail("cannot open the read model", rc); goto out; }
+	if ((rc = runner_open(&run, c, log)) != 0) { code = fail("cannot start the runner", rc); goto out; }
+	if ((rc = api_open(&api, c, log, proj, run, db)) != 0) { code = fail("cannot listen", rc); goto out; }
+	if ((rc = log_start(log)) != 0 || (rc = proj_start(proj)) != 0 ||
+	    (rc = runner_start(run)) != 0) {
+		code = fail("cannot start threads", rc);
+		goto out;
+	}
+	if (pthread_create(&sig, NULL, signal_main, api) == 0)
+		pthread_detach(sig);
+	if (have_data_token)
+		print_welcome(c, api_port(api), tok, created);
+	rc = api_run(api);
+	code = rc == 0 ? 0 : fail("api loop failed", rc);
+out:
+	runner_close(run, SHUTDOWN_GRACE_S);
+	api_close(api);
+	proj_close(proj);
+	log_close(log);
+	if (code == 0)
+		jg_log(JG_INFO, "stopped", NULL);
+	return code;
+}
+
+int cmd_serve(int argc, char **argv)
+{
+	ServeArgs a;
+	Config *c = NULL;
+	char tok[128] = "";
+	sigset_t set;
+	int rc, lockfd, created = 0, have_data_token = 0, code;
+
+	for (int i = 1; i < argc; i++)
+		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+			fputs(usage, stdout);
+			return 0;
+		}
+	if ((rc = parse_args(argc, argv, &a)) != 0 || (rc = load_config(&a, &c)) != 0) {
+		config_free(c);
+		return rc;
+	}
+	rc = jg_datadir_lock(c->data_dir, &lockfd);
+	if (rc == JG_ELOCKED) {
+		fprintf(stderr, "jobgate serve: data dir %s is in use by another jobgate serve\n", c->data_dir);
+		config_free(c);
+		return 1;
+	}
+	if (rc != 0) {
+		fprintf(stderr, "jobgate serve: data dir %s: %s\n", c->data_dir, jg_strerror(rc));
+		config_free(c);
+		return 1;
+	}
+	if ((rc = setup_tokens(c, tok, sizeof tok, &created, &have_data_token)) != 0) {
+		fprintf(stderr, "jobgate serve: token: %s\n", jg_strerror(rc));
+		config_free(c);
+		return 1;
+	}
+	raise_fd_limit();
+	/* Block the stop signals in every thread created from here on; the
+	 * signal thread takes them with sigwait(). */
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	code = run(c, tok, created, have_data_token);
+	memset(tok, 0, sizeof tok);
+	config_free(c);
+	return code;
+}

@@ -1,0 +1,56 @@
+/*
+ * main.c -- the jobgate binary: dispatch to a subcommand.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const char usage[] =
+	"usage: jobgate <command> [options]\n"
+	"\n"
+	"commands:\n"
+	"  serve [--config FILE] [--listen HOST:PORT] [--data-dir DIR]\n"
+	"                      run the gateway\n"
+	"  replay --data-dir DIR [--out FILE] [--check]\n"
+	"                      rebuild the SQLite read model from the log\n"
+	"  log dump|stat|verify --data-dir DIR\n"
+	"                      inspect the event log\n"
+	"\n"
+	"Run 'jobgate <command> --help' for a command's options.\n";
+
+int cli_bad(const char *cmd, const char *fmt, const char *arg)
+{
+	fprintf(stderr, "jobgate %s: ", cmd);
+	fprintf(stderr, fmt, arg);
+	fprintf(stderr, " (see 'jobgate %s --help')\n", cmd);
+	return 2;
+}
+
+int cli_value(int argc, char **argv, int *i, const char *cmd, const char **out)
+{
+	if (*i + 1 >= argc || argv[*i + 1][0] == '\0')
+		return cli_bad(cmd, "option %s needs a value", argv[*i]);
+	*out = argv[++*i];
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		fputs(usage, stderr);
+		return 2;
+	}
+	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+		fputs(usage, stdout);
+		return 0;
+	}
+	if (!strcmp(argv[1], "serve"))
+		return cmd_serve(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "log"))
+		return cmd_log(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "replay"))
+		return cmd_replay(argc - 1, argv + 1);
+	fprintf(stderr, "jobgate: unknown command '%s' (see 'jobgate --help')\n", argv[1]);
+	return 2;
+}
