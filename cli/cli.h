@@ -13,7 +13,7 @@ int cmd_replay(int argc, char **argv);	/* jobgate replay ... (cli/cmd_replay.c) 
 /* Shared argument helpers.  *i is the index of the option; on success it
  * is advanced past the value.  Print the one-line error and return 2. */
 int cli_value(int argc, char **argv, int *i, const char *cmd, const char **out);
-int cli_bad(const char *cmd, const char *fmt, const char *arg)
+int cli_bad(const char *cmd, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
 #endif

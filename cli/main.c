@@ -1,6 +1,7 @@
 /*
  * main.c -- the jobgate binary: dispatch to a subcommand.
  */
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -19,10 +20,14 @@ static const char usage[] =
 	"\n"
 	"Run 'jobgate <command> --help' for a command's options.\n";
 
-int cli_bad(const char *cmd, const char *fmt, const char *arg)
+int cli_bad(const char *cmd, const char *fmt, ...)
 {
+	va_list ap;
+
 	fprintf(stderr, "jobgate %s: ", cmd);
-	fprintf(stderr, fmt, arg);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
 	fprintf(stderr, " (see 'jobgate %s --help')\n", cmd);
 	return 2;
 }
