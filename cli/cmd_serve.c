@@ -139,7 +139,7 @@ static int data_token(const char *dir, char *tok, size_t cap, int *created)
 /* Print how to try it; the token itself only when it was just generated. */
 static void print_welcome(const Config *c, int port, const char *tok, int created)
 {
-	char auth[256];
+	char auth[4400];
 
 	if (created) {
 		printf("jobgate: generated an API token, saved in %s/token:\n  %s\n",
