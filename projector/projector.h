@@ -7,7 +7,7 @@
  * seq in that same transaction: a crash anywhere neither loses nor doubles
  * an event.  It is woken by a log watcher, never by polling.
  *
- * Schema (versioned in PRAGMA user_version; documented in docs/api.md):
+ * Schema (versioned in PRAGMA user_version; documented in docs/read-model.md):
  *   jobs(id INTEGER PRIMARY KEY, job, status, attempts, max_attempts,
  *        payload, result, result_truncated, error, exit_code, signal,
  *        created_at, started_at, finished_at, seq, idempotency_key)
@@ -41,5 +41,13 @@ int  proj_replay(Log *log, const char *out_path, uint64_t *events);
 /* 0 if the jobs tables and applied seq of a and b are equal; else
  * JG_ECONFLICT with the first difference in msg[cap]. */
 int  proj_compare(const char *a, const char *b, char *msg, size_t cap);
+
+/* Added by the read-model owner (issue 3): `jobgate replay --check`.
+ * Hold one read snapshot of db_path, rebuild the log up to that
+ * snapshot's applied seq into tmp_path (must not exist; left for the
+ * caller to remove), and compare as proj_compare() does (tmp first).
+ * Works beside a running server.  *events = events replayed. */
+int  proj_check(Log *log, const char *db_path, const char *tmp_path,
+		uint64_t *events, char *msg, size_t cap);
 
 #endif

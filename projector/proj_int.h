@@ -1,0 +1,63 @@
+/*
+ * proj_int.h -- internals shared by projector.c (the thread, replay and
+ * compare) and schema.c (the schema, its migrations and the SQL that folds
+ * events into rows).  Not a contract for other modules.
+ *
+ * A ProjDb is one write connection to a projection file with its prepared
+ * statements.  It belongs to one thread at a time (the jg-proj thread for
+ * the live projection, the caller of proj_replay() for a rebuild).
+ */
+#ifndef JG_PROJ_INT_H
+#define JG_PROJ_INT_H
+
+#include <sqlite3.h>
+#include <stdint.h>
+#include "../common/buf.h"
+#include "../log/log.h"
+
+/* Schema version stored in PRAGMA user_version; see schema.c to bump it. */
+#define PDB_VERSION 1
+
+enum {
+	PDB_LIVE,	/* WAL, synchronous=NORMAL, schema migrated in place */
+	PDB_BULK,	/* fresh file: no journal, no sync, indexes at the end */
+};
+
+enum {
+	PS_ENQUEUED, PS_STARTED, PS_SUCCEEDED, PS_FAILED, PS_CANCELED,
+	PS_RETRIED, PS_APPLIED, PS_BEGIN, PS_COMMIT, PS_ROLLBACK, PS_N
+};
+
+typedef struct ProjDb {
+	sqlite3      *db;
+	sqlite3_stmt *st[PS_N];
+	Buf           tmp;		/* unescaped JSON strings being bound */
+	uint64_t      applied;		/* seq of the last event applied */
+	uint64_t      committed;	/* applied as of the last commit */
+	int           in_txn;
+	int           mode;
+} ProjDb;
+
+/* Open path (created if missing) and bring its schema to PDB_VERSION.
+ * PDB_BULK expects an empty file.  On failure d is closed.  Logs the
+ * SQLite message once on SQLite failures. */
+int  pdb_open(ProjDb *d, const char *path, int mode);
+void pdb_close(ProjDb *d);			/* zeroed or closed: no-op */
+int  pdb_begin(ProjDb *d);
+/* Fold one log event into the rows; must be the event after d->applied
+ * (JG_ECORRUPT on a gap or an undecodable record).  Inside a txn. */
+int  pdb_apply(ProjDb *d, const LogEvent *ev);
+int  pdb_commit(ProjDb *d);			/* stores d->applied, commits */
+void pdb_rollback(ProjDb *d);			/* d->applied = committed */
+/* PDB_BULK only: build the indexes, stamp the version, switch to WAL. */
+int  pdb_bulk_finish(ProjDb *d);
+
+/* Translate a SQLite result code for `what` into JG_ESQLITE, logging the
+ * connection's message once (the boundary named in STYLE.md). */
+int  pdb_err(sqlite3 *db, int rc, const char *what);
+/* Run SQL without results; 0 or JG_ESQLITE (logged). */
+int  pdb_exec(sqlite3 *db, const char *sql);
+/* applied_seq of an open connection (in whatever txn it is in). */
+int  pdb_read_applied(sqlite3 *db, uint64_t *out);
+
+#endif
