@@ -36,14 +36,16 @@ int buf_reserve(Buf *b, size_t extra)
 
 	if (b->oom)
 		return ENOMEM;
-	if (extra > SIZE_MAX - b->len - 1)
+	/* No real buffer reaches SIZE_MAX/4; refusing earlier keeps the
+	 * doubling below from overflowing. */
+	if (extra >= SIZE_MAX / 4 - b->len)
 		goto fail;
 	need = b->len + extra + 1;	/* + NUL */
 	if (need <= b->cap)
 		return 0;
 	cap = b->cap ? b->cap : 64;
 	while (cap < need)
-		cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+		cap *= 2;
 	p = realloc(b->p, cap);
 	if (!p)
 		goto fail;

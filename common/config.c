@@ -1,0 +1,881 @@
+/*
+ * config.c -- parse and check the JSON configuration (SPEC §3).
+ *
+ * The document is tokenized once by json_parse() (strict JSON), then walked
+ * with tables: every object is matched against the list of keys it may
+ * hold, so an unknown or repeated key is an error before any value is
+ * looked at, and every message starts with the key's path
+ * ("jobs.build.timeout_s: expected a positive integer").  Tokens reference
+ * jobs, so the root's fields are applied in table order (jobs before
+ * tokens), not in document order.
+ *
+ * Secrets: plaintext tokens are hashed with SHA-256 as soon as they are
+ * decoded and the decoded copy is wiped; only digests live in a Config.
+ * config_auth() hashes the presented token and compares it with every
+ * digest using CRYPTO_memcmp, without stopping at a match, so its time
+ * depends on the number of tokens only.  HMAC secrets must stay in memory
+ * (they key the signature check) and are wiped by config_free().
+ */
+#include "config.h"
+#include "json.h"
+#include "jg.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+
+#define CFG_FILE_MAX (1 << 20)	/* a config larger than 1 MiB is a mistake */
+#define CFG_PATH_MAX 256
+#define CFG_HMAC_HEADER "X-Hub-Signature-256"
+
+typedef struct CfgParse {
+	const char *js;
+	const jsmntok_t *t;
+	Config *c;
+	char *err;
+	size_t errlen;
+} CfgParse;
+
+typedef struct CfgField CfgField;
+typedef int (*CfgFn)(CfgParse *p, int i, const char *path, void *obj,
+		     const CfgField *f);
+
+/* One key an object may hold; int fields carry their offset and bound. */
+struct CfgField {
+	const char *name;
+	CfgFn fn;
+	size_t off;
+	int64_t max;
+	int wide;	/* 1: int64_t field, 0: int */
+};
+
+/* A printable, bounded rendering of untrusted text for error messages. */
+static void cfg_show(const char *s, size_t n, char *out, size_t cap)
+{
+	size_t i, k = 0;
+
+	for (i = 0; i < n && k + 4 < cap; i++)
+		out[k++] = s[i] >= 0x20 && s[i] < 0x7f ? s[i] : '?';
+	if (i < n && k + 3 < cap)
+		memcpy(out + k, "...", 3), k += 3;
+	out[k] = '\0';
+}
+
+static int cfg_fail(CfgParse *p, const char *path, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static int cfg_fail(CfgParse *p, const char *path, const char *fmt, ...)
+{
+	va_list ap;
+	int k;
+
+	if (!p->err || p->errlen == 0)
+		return JG_EINVAL;
+	k = snprintf(p->err, p->errlen, "%s: ", path);
+	if (k >= 0 && (size_t)k < p->errlen) {
+		va_start(ap, fmt);
+		vsnprintf(p->err + k, p->errlen - (size_t)k, fmt, ap);
+		va_end(ap);
+	}
+	return JG_EINVAL;
+}
+
+/* The key token's text shown in a path: decoded when it is a short plain
+ * name, else the sanitized raw text. */
+static void cfg_key(CfgParse *p, int k, char *out, size_t cap)
+{
+	const jsmntok_t *t = &p->t[k];
+
+	if (json_str(p->js, t, out, cap) == 0 && config_name_ok(out, strlen(out)))
+		return;
+	cfg_show(p->js + t->start, (size_t)(t->end - t->start), out, cap);
+}
+
+/* parent.key into out[CFG_PATH_MAX]; parts are bounded, so a cut (which
+ * would only shorten a message) cannot happen in practice. */
+static void cfg_path(char *out, const char *parent, const char *key)
+{
+	if (snprintf(out, CFG_PATH_MAX, "%s%s%s", parent, *parent ? "." : "", key) < 0)
+		out[0] = '\0';
+}
+
+/*
+ * Match every key of object toks[obj] against fields[0..nf), rejecting
+ * unknown and repeated keys, then run each present field's handler in
+ * table order.  obj must be an object (checked by the caller).
+ */
+static int cfg_fields(CfgParse *p, int obj, const char *path, void *target,
+		      const CfgField *fields, int nf)
+{
+	char key[80], sub[CFG_PATH_MAX];
+	int at[16], i, k, f, rc;
+
+	if (nf > (int)(sizeof at / sizeof at[0]))
+		return cfg_fail(p, path, "internal: too many fields");
+	for (f = 0; f < nf; f++)
+		at[f] = -1;
+	for (i = obj + 1, k = 0; k < p->t[obj].size; k++, i = json_skip(p->t, i)) {
+		for (f = 0; f < nf && !json_eq(p->js, &p->t[i], fields[f].name); f++)
+			;
+		cfg_key(p, i, key, sizeof key);
+		cfg_path(sub, path, key);
+		if (f == nf)
+			return cfg_fail(p, sub, "unknown key");
+		if (at[f] >= 0)
+			return cfg_fail(p, sub, "duplicate key");
+		at[f] = i + 1;
+	}
+	for (f = 0; f < nf; f++) {
+		if (at[f] < 0)
+			continue;
+		cfg_path(sub, path, fields[f].name);
+		if ((rc = fields[f].fn(p, at[f], sub, target, &fields[f])) != 0)
+			return rc;
+	}
+	return 0;
+}
+
+static int cfg_want(CfgParse *p, int i, const char *path, jsmntype_t type)
+{
+	static const char *what[] = {"", "an object", "an array", "a string", ""};
+
+	if (p->t[i].type == type)
+		return 0;
+	return cfg_fail(p, path, "expected %s", what[type]);
+}
+
+/* String value into out[cap]; rejects non-strings, NUL bytes, empty and
+ * over-long values with the path. */
+static int cfg_str(CfgParse *p, int i, const char *path, char *out, size_t cap)
+{
+	int rc;
+
+	if ((rc = cfg_want(p, i, path, JSMN_STRING)) != 0)
+		return rc;
+	rc = json_str(p->js, &p->t[i], out, cap);
+	if (rc == ENAMETOOLONG)
+		return cfg_fail(p, path, "too long (at most %zu bytes)", cap - 1);
+	if (rc != 0)
+		return cfg_fail(p, path, "must not contain NUL bytes");
+	if (out[0] == '\0')
+		return cfg_fail(p, path, "must not be empty");
+	return 0;
+}
+
+/* Fresh copy of a non-empty string value without NUL bytes. */
+static int cfg_strdup(CfgParse *p, int i, const char *path, char **out)
+{
+	int rc;
+
+	if ((rc = cfg_want(p, i, path, JSMN_STRING)) != 0)
+		return rc;
+	if (p->t[i].end == p->t[i].start)
+		return cfg_fail(p, path, "must not be empty");
+	if (!(*out = json_strdup(p->js, &p->t[i])))
+		return cfg_fail(p, path, "must not contain NUL bytes");
+	return 0;
+}
+
+static int cfg_posint(CfgParse *p, int i, const char *path, void *obj,
+		      const CfgField *f)
+{
+	int64_t v;
+
+	if (json_int(p->js, &p->t[i], 1, INT64_MAX, &v) != 0)
+		return cfg_fail(p, path, "expected a positive integer");
+	if (v > f->max)
+		return cfg_fail(p, path, "must be at most %lld", (long long)f->max);
+	if (f->wide)
+		*(int64_t *)(void *)((char *)obj + f->off) = v;
+	else
+		*(int *)(void *)((char *)obj + f->off) = (int)v;
+	return 0;
+}
+
+/* ---- root ---------------------------------------------------------- */
+
+static int cfg_listen(CfgParse *p, int i, const char *path, void *obj,
+		      const CfgField *f)
+{
+	char hp[300];
+	int rc;
+
+	(void)obj, (void)f;
+	if ((rc = cfg_str(p, i, path, hp, sizeof hp)) != 0)
+		return rc;
+	if (config_set_listen(p->c, hp) != 0)
+		return cfg_fail(p, path, "expected HOST:PORT with a port 0-65535");
+	return 0;
+}
+
+static int cfg_data_dir(CfgParse *p, int i, const char *path, void *obj,
+			const CfgField *f)
+{
+	(void)obj, (void)f;
+	return cfg_str(p, i, path, p->c->data_dir, sizeof p->c->data_dir);
+}
+
+#define LIM(name, max, wide) \
+	{#name, cfg_posint, offsetof(Config, name), max, wide}
+static const CfgField cfg_limit_fields[] = {
+	LIM(max_payload_bytes, 1LL << 30, 1),
+	LIM(max_result_bytes, 1LL << 30, 1),
+	LIM(max_wait_s, 3600, 0),
+	LIM(max_running, 4096, 0),
+	LIM(queue_max, 1 << 24, 0),
+	LIM(map_size_mb, 1LL << 24, 1),	/* 16 TiB */
+};
+
+static int cfg_limits(CfgParse *p, int i, const char *path, void *obj,
+		      const CfgField *f)
+{
+	int rc;
+
+	(void)obj, (void)f;
+	if ((rc = cfg_want(p, i, path, JSMN_OBJECT)) != 0)
+		return rc;
+	return cfg_fields(p, i, path, p->c, cfg_limit_fields,
+			  (int)(sizeof cfg_limit_fields / sizeof cfg_limit_fields[0]));
+}
+
+/* ---- jobs ---------------------------------------------------------- */
+
+static void cfg_job_defaults(JgJob *j)
+{
+	j->timeout_s = 600;
+	j->concurrency = 4;
+	j->max_attempts = 3;
+	j->backoff_s = 2;
+}
+
+static void cfg_job_free(JgJob *j)
+{
+	int k;
+
+	for (k = 0; j->argv && k < j->argc; k++)
+		free(j->argv[k]);
+	free(j->argv);
+	if (j->hmac_secret) {
+		OPENSSL_cleanse(j->hmac_secret, j->hmac_secret_len);
+		free(j->hmac_secret);
+	}
+	free(j->hmac_header);
+	memset(j, 0, sizeof *j);
+}
+
+static int cfg_builtin(CfgParse *p, int i, const char *path, void *obj,
+		       const CfgField *f)
+{
+	JgJob *j = obj;
+	char show[80];
+
+	(void)f;
+	if (cfg_want(p, i, path, JSMN_STRING) != 0)
+		return JG_EINVAL;
+	if (!json_eq(p->js, &p->t[i], "echo")) {
+		cfg_show(p->js + p->t[i].start, (size_t)(p->t[i].end - p->t[i].start),
+			 show, sizeof show);
+		return cfg_fail(p, path, "unknown builtin \"%s\" (known: echo)", show);
+	}
+	j->builtin_echo = 1;
+	return 0;
+}
+
+/* argv[0] is run without a shell: an absolute path, or a bare name looked
+ * up in PATH when the job runs.  A relative path would depend on the
+ * server's working directory, so it is refused. */
+static int cfg_argv0_ok(const char *s)
+{
+	return s[0] == '/' || !strchr(s, '/');
+}
+
+static int cfg_command(CfgParse *p, int i, const char *path, void *obj,
+		       const CfgField *f)
+{
+	JgJob *j = obj;
+	char sub[CFG_PATH_MAX];
+	int k, e, rc, n = p->t[i].size;
+
+	(void)f;
+	if ((rc = cfg_want(p, i, path, JSMN_ARRAY)) != 0)
+		return rc;
+	if (n == 0)
+		return cfg_fail(p, path, "expected a non-empty array of strings");
+	if (!(j->argv = calloc((size_t)n + 1, sizeof *j->argv)))
+		return ENOMEM;
+	for (k = 0, e = i + 1; k < n; k++, e = json_skip(p->t, e)) {
+		snprintf(sub, sizeof sub, "%s[%d]", path, k);
+		if (k > 0 && p->t[e].type == JSMN_STRING && p->t[e].start == p->t[e].end) {
+			j->argv[k] = strdup("");	/* empty arguments are legal */
+			if (!j->argv[k])
+				return ENOMEM;
+		} else if ((rc = cfg_strdup(p, e, sub, &j->argv[k])) != 0) {
+			return rc;
+		}
+		j->argc = k + 1;
+	}
+	if (!cfg_argv0_ok(j->argv[0])) {
+		snprintf(sub, sizeof sub, "%s[0]", path);
+		return cfg_fail(p, sub, "expected an absolute path or a command name");
+	}
+	return 0;
+}
+
+static int cfg_hmac_secret(CfgParse *p, int i, const char *path, void *obj,
+			   const CfgField *f)
+{
+	JgJob *j = obj;
+	int rc;
+
+	(void)f;
+	if ((rc = cfg_strdup(p, i, path, &j->hmac_secret)) != 0)
+		return rc;
+	j->hmac_secret_len = strlen(j->hmac_secret);
+	return 0;
+}
+
+/* An HTTP field name: RFC 9110 token characters. */
+static int cfg_header_ok(const char *s)
+{
+	static const char extra[] = "!#$%&'*+-.^_`|~";
+	size_t n = strlen(s), k;
+
+	if (n == 0 || n > 64)
+		return 0;
+	for (k = 0; k < n; k++)
+		if (!(s[k] >= '0' && s[k] <= '9') && !(s[k] >= 'a' && s[k] <= 'z') &&
+		    !(s[k] >= 'A' && s[k] <= 'Z') && !strchr(extra, s[k]))
+			return 0;
+	return 1;
+}
+
+static int cfg_hmac_header(CfgParse *p, int i, const char *path, void *obj,
+			   const CfgField *f)
+{
+	JgJob *j = obj;
+	int rc;
+
+	(void)f;
+	if ((rc = cfg_strdup(p, i, path, &j->hmac_header)) != 0)
+		return rc;
+	if (!cfg_header_ok(j->hmac_header))
+		return cfg_fail(p, path, "expected an HTTP header name");
+	return 0;
+}
+
+#define JOBINT(name, max) {#name, cfg_posint, offsetof(JgJob, name), max, 0}
+static const CfgField cfg_job_fields[] = {
+	{"builtin", cfg_builtin, 0, 0, 0},
+	{"command", cfg_command, 0, 0, 0},
+	JOBINT(timeout_s, 7 * 86400),
+	JOBINT(concurrency, 1024),
+	JOBINT(max_attempts, 100),
+	JOBINT(backoff_s, 86400),
+	{"hmac_secret", cfg_hmac_secret, 0, 0, 0},
+	{"hmac_header", cfg_hmac_header, 0, 0, 0},
+};
+
+/* Rules that span fields, checked once the job's keys are applied. */
+static int cfg_job_check(CfgParse *p, JgJob *j, const char *path)
+{
+	char sub[CFG_PATH_MAX];
+
+	if (j->builtin_echo == (j->argv != NULL))
+		return cfg_fail(p, path, "exactly one of builtin or command is required");
+	if (j->hmac_header && !j->hmac_secret) {
+		cfg_path(sub, path, "hmac_header");
+		return cfg_fail(p, sub, "requires hmac_secret");
+	}
+	if (j->hmac_secret && !j->hmac_header &&
+	    !(j->hmac_header = strdup(CFG_HMAC_HEADER)))
+		return ENOMEM;
+	return 0;
+}
+
+static int cfg_job(CfgParse *p, int k, JgJob *j)
+{
+	char name[80], path[CFG_PATH_MAX];
+	const JgJob *q;
+	int rc, v = k + 1;
+
+	cfg_key(p, k, name, sizeof name);
+	if (json_str(p->js, &p->t[k], j->name, sizeof j->name) != 0 ||
+	    !config_name_ok(j->name, strlen(j->name)))
+		return cfg_fail(p, "jobs", "bad job name \"%s\": use 1-64 of A-Z a-z 0-9 _ . -",
+				name);
+	cfg_path(path, "jobs", j->name);
+	for (q = p->c->jobs; q < j; q++)
+		if (strcmp(q->name, j->name) == 0)
+			return cfg_fail(p, path, "duplicate key");
+	cfg_job_defaults(j);
+	if ((rc = cfg_want(p, v, path, JSMN_OBJECT)) != 0)
+		return rc;
+	if ((rc = cfg_fields(p, v, path, j, cfg_job_fields,
+			     (int)(sizeof cfg_job_fields / sizeof cfg_job_fields[0]))) != 0)
+		return rc;
+	return cfg_job_check(p, j, path);
+}
+
+static int cfg_jobs(CfgParse *p, int i, const char *path, void *obj,
+		    const CfgField *f)
+{
+	Config *c = p->c;
+	int k, e, rc, n = p->t[i].size;
+
+	(void)obj, (void)f;
+	if ((rc = cfg_want(p, i, path, JSMN_OBJECT)) != 0)
+		return rc;
+	if (n == 0)
+		return cfg_fail(p, path, "at least one job is required");
+	/* Drop the embedded default: the file's jobs replace it. */
+	for (k = 0; k < c->njobs; k++)
+		cfg_job_free(&c->jobs[k]);
+	free(c->jobs);
+	c->njobs = 0;
+	if (!(c->jobs = calloc((size_t)n, sizeof *c->jobs)))
+		return ENOMEM;
+	for (k = 0, e = i + 1; k < n; k++, e = json_skip(p->t, e)) {
+		/* Count the job first so config_free() releases a half-built one. */
+		c->njobs++;
+		if ((rc = cfg_job(p, e, &c->jobs[k])) != 0)
+			return rc;
+	}
+	return 0;
+}
+
+/* ---- tokens -------------------------------------------------------- */
+
+typedef struct CfgTok {
+	JgToken *t;
+	int has_secret;	/* token or token_sha256 seen */
+} CfgTok;
+
+static int cfg_tok_name(CfgParse *p, int i, const char *path, void *obj,
+			const CfgField *f)
+{
+	CfgTok *ct = obj;
+	int k, rc;
+
+	(void)f;
+	if ((rc = cfg_str(p, i, path, ct->t->name, sizeof ct->t->name)) != 0)
+		return rc;
+	if (!config_name_ok(ct->t->name, strlen(ct->t->name)))
+		return cfg_fail(p, path, "bad token name: use 1-64 of A-Z a-z 0-9 _ . -");
+	for (k = 0; &p->c->tokens[k] != ct->t; k++)
+		if (strcmp(p->c->tokens[k].name, ct->t->name) == 0)
+			return cfg_fail(p, path, "duplicate token name \"%s\"", ct->t->name);
+	return 0;
+}
+
+static int cfg_tok_plain(CfgParse *p, int i, const char *path, void *obj,
+			 const CfgField *f)
+{
+	CfgTok *ct = obj;
+	char *plain = NULL;
+	size_t n;
+	int rc;
+
+	(void)f;
+	if ((rc = cfg_strdup(p, i, path, &plain)) != 0)
+		return rc;
+	n = strlen(plain);
+	SHA256((const unsigned char *)plain, n, ct->t->sha256);
+	OPENSSL_cleanse(plain, n);
+	free(plain);
+	ct->has_secret++;
+	return 0;
+}
+
+static int cfg_hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+static int cfg_tok_sha(CfgParse *p, int i, const char *path, void *obj,
+		       const CfgField *f)
+{
+	CfgTok *ct = obj;
+	const jsmntok_t *t = &p->t[i];
+	const char *s = p->js + t->start;
+	int k, hi, lo;
+
+	(void)f;
+	if (t->type != JSMN_STRING || t->end - t->start != 64)
+		return cfg_fail(p, path, "expected 64 hex digits");
+	for (k = 0; k < 32; k++) {
+		hi = cfg_hexval(s[2 * k]);
+		lo = cfg_hexval(s[2 * k + 1]);
+		if (hi < 0 || lo < 0)
+			return cfg_fail(p, path, "expected 64 hex digits");
+		ct->t->sha256[k] = (unsigned char)(hi << 4 | lo);
+	}
+	ct->has_secret++;
+	return 0;
+}
+
+static int cfg_tok_jobs(CfgParse *p, int i, const char *path, void *obj,
+			const CfgField *f)
+{
+	JgToken *t = ((CfgTok *)obj)->t;
+	char sub[CFG_PATH_MAX], name[JG_NAME_MAX + 1];
+	int k, e, rc, n = p->t[i].size;
+
+	(void)f;
+	if ((rc = cfg_want(p, i, path, JSMN_ARRAY)) != 0)
+		return rc;
+	/* An empty list is a token that may trigger nothing (read-only). */
+	if (!(t->jobs = calloc((size_t)n + 1, sizeof *t->jobs)))
+		return ENOMEM;
+	for (k = 0, e = i + 1; k < n; k++, e = json_skip(p->t, e)) {
+		snprintf(sub, sizeof sub, "%s[%d]", path, k);
+		if (p->t[e].type != JSMN_STRING)
+			return cfg_fail(p, sub, "expected a string");
+		if (json_str(p->js, &p->t[e], name, sizeof name) != 0 ||
+		    !config_job(p->c, name, strlen(name))) {
+			cfg_key(p, e, name, sizeof name);
+			return cfg_fail(p, sub, "unknown job \"%s\"", name);
+		}
+		if (!(t->jobs[k] = strdup(name)))
+			return ENOMEM;
+		t->njobs = k + 1;
+	}
+	return 0;
+}
+
+static const CfgField cfg_tok_fields[] = {
+	{"name", cfg_tok_name, 0, 0, 0},
+	{"token", cfg_tok_plain, 0, 0, 0},
+	{"token_sha256", cfg_tok_sha, 0, 0, 0},
+	{"jobs", cfg_tok_jobs, 0, 0, 0},
+};
+
+static int cfg_tokens(CfgParse *p, int i, const char *path, void *obj,
+		      const CfgField *f)
+{
+	Config *c = p->c;
+	char sub[CFG_PATH_MAX];
+	CfgTok ct;
+	int k, e, rc, n = p->t[i].size;
+
+	(void)obj, (void)f;
+	if ((rc = cfg_want(p, i, path, JSMN_ARRAY)) != 0)
+		return rc;
+	if (n == 0)
+		return 0;
+	if (!(c->tokens = calloc((size_t)n, sizeof *c->tokens)))
+		return ENOMEM;
+	for (k = 0, e = i + 1; k < n; k++, e = json_skip(p->t, e)) {
+		snprintf(sub, sizeof sub, "%s[%d]", path, k);
+		c->ntokens++;
+		ct.t = &c->tokens[k];
+		ct.has_secret = 0;
+		if ((rc = cfg_want(p, e, sub, JSMN_OBJECT)) != 0)
+			return rc;
+		if ((rc = cfg_fields(p, e, sub, &ct, cfg_tok_fields,
+				     (int)(sizeof cfg_tok_fields / sizeof cfg_tok_fields[0]))) != 0)
+			return rc;
+		if (ct.t->name[0] == '\0') {
+			strcat(sub, ".name");
+			return cfg_fail(p, sub, "required");
+		}
+		if (ct.has_secret != 1)
+			return cfg_fail(p, sub, "exactly one of token or token_sha256 is required");
+	}
+	return 0;
+}
+
+/* ---- root and public API ------------------------------------------- */
+
+static const CfgField cfg_root_fields[] = {
+	{"listen", cfg_listen, 0, 0, 0},
+	{"data_dir", cfg_data_dir, 0, 0, 0},
+	{"limits", cfg_limits, 0, 0, 0},
+	{"jobs", cfg_jobs, 0, 0, 0},	/* before tokens: they name jobs */
+	{"tokens", cfg_tokens, 0, 0, 0},
+};
+
+/* Every setting at its default, with no jobs and no tokens. */
+static Config *cfg_new(void)
+{
+	Config *c = calloc(1, sizeof *c);
+
+	if (!c)
+		return NULL;
+	strcpy(c->listen_host, "127.0.0.1");
+	c->listen_port = 8080;
+	strcpy(c->data_dir, "./data");
+	c->max_payload_bytes = 1 << 20;
+	c->max_result_bytes = 64 << 10;
+	c->max_wait_s = 60;
+	c->max_running = 64;
+	c->queue_max = 65536;
+	c->map_size_mb = 8192;
+	return c;
+}
+
+int config_default(Config **out)
+{
+	Config *c = cfg_new();
+
+	*out = NULL;
+	if (!c || !(c->jobs = calloc(1, sizeof *c->jobs))) {
+		free(c);
+		return ENOMEM;
+	}
+	c->njobs = 1;
+	strcpy(c->jobs[0].name, "echo");
+	c->jobs[0].builtin_echo = 1;
+	cfg_job_defaults(&c->jobs[0]);
+	*out = c;
+	return 0;
+}
+
+int config_parse(const char *js, size_t n, Config **out, char *err, size_t errlen)
+{
+	CfgParse p = {js, NULL, NULL, err, errlen};
+	jsmntok_t *toks = NULL;
+	int rc;
+
+	*out = NULL;
+	if (err && errlen)
+		err[0] = '\0';
+	if (json_parse(js, n, &toks) < 0) {
+		rc = cfg_fail(&p, "config", "invalid JSON");
+		goto out;
+	}
+	p.t = toks;
+	if (!(p.c = cfg_new())) {
+		rc = ENOMEM;
+		goto out;
+	}
+	if ((rc = cfg_want(&p, 0, "config", JSMN_OBJECT)) != 0)
+		goto out;
+	/* Checked first: tokens naming jobs would otherwise fail obscurely. */
+	if (json_get(js, toks, 0, "jobs") < 0) {
+		rc = cfg_fail(&p, "jobs", "at least one job is required");
+		goto out;
+	}
+	rc = cfg_fields(&p, 0, "", p.c, cfg_root_fields,
+			(int)(sizeof cfg_root_fields / sizeof cfg_root_fields[0]));
+out:
+	if (rc == ENOMEM && err && errlen)
+		snprintf(err, errlen, "config: out of memory");
+	if (rc == 0)
+		*out = p.c;
+	else
+		config_free(p.c);
+	free(toks);
+	return rc;
+}
+
+/* Read all of fd (at most CFG_FILE_MAX bytes) into a fresh buffer. */
+static int cfg_read(int fd, char **out, size_t *n)
+{
+	struct stat st;
+	size_t cap, len = 0;
+	ssize_t r;
+	char *b;
+
+	if (fstat(fd, &st) != 0)
+		return errno;
+	if (st.st_size > CFG_FILE_MAX)
+		return EFBIG;
+	cap = (size_t)st.st_size + 1;
+	if (!(b = malloc(cap)))
+		return ENOMEM;
+	/* Read until EOF (not st_size): the file may be a pipe or growing. */
+	while ((r = read(fd, b + len, cap - len)) != 0) {
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0 || (len += (size_t)r) == cap) {
+			int e = r < 0 ? errno : EFBIG;
+			OPENSSL_cleanse(b, len);
+			free(b);
+			return e;
+		}
+	}
+	*out = b;
+	*n = len;
+	return 0;
+}
+
+int config_load(const char *path, Config **out, char *err, size_t errlen)
+{
+	char *text = NULL;
+	size_t n = 0;
+	int fd, rc;
+
+	*out = NULL;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		rc = errno;
+		goto out;
+	}
+	rc = cfg_read(fd, &text, &n);
+	close(fd);
+	if (rc != 0)
+		goto out;
+	rc = config_parse(text, n, out, err, errlen);
+	/* The file may hold plaintext tokens: leave no copy in freed memory. */
+	OPENSSL_cleanse(text, n);
+	free(text);
+	return rc;
+out:
+	if (err && errlen)
+		snprintf(err, errlen, "%s: %s", path,
+			 rc == EFBIG ? "file too large (limit 1 MiB)" : jg_strerror(rc));
+	return rc;
+}
+
+int config_add_token(Config *c, const char *name, const char *token)
+{
+	JgToken *t;
+	size_t n = strlen(name);
+	int k;
+
+	if (!config_name_ok(name, n) || !token || !token[0])
+		return JG_EINVAL;
+	for (k = 0; k < c->ntokens; k++)
+		if (strcmp(c->tokens[k].name, name) == 0)
+			return JG_EINVAL;
+	t = realloc(c->tokens, ((size_t)c->ntokens + 1) * sizeof *t);
+	if (!t)
+		return ENOMEM;
+	c->tokens = t;
+	t = &c->tokens[c->ntokens++];
+	memset(t, 0, sizeof *t);
+	memcpy(t->name, name, n + 1);
+	SHA256((const unsigned char *)token, strlen(token), t->sha256);
+	return 0;
+}
+
+/* Port: strict decimal 0-65535 (0 asks the kernel for a free port). */
+static int cfg_port(const char *s, size_t n, int *port)
+{
+	uint64_t v;
+
+	if (n == 0 || n > 5 || jg_parse_u64(s, n, &v) != 0 || v > 65535)
+		return JG_EINVAL;
+	*port = (int)v;
+	return 0;
+}
+
+int config_set_listen(Config *c, const char *hostport)
+{
+	const char *colon, *h = hostport;
+	size_t hn, k;
+	int port;
+
+	if (!hostport || !(colon = strrchr(hostport, ':')))
+		return JG_EINVAL;
+	hn = (size_t)(colon - hostport);
+	if (h[0] == '[') {	/* [v6addr]:port */
+		if (hn < 3 || h[hn - 1] != ']')
+			return JG_EINVAL;
+		h++, hn -= 2;
+	}
+	if (hn == 0 || hn >= sizeof c->listen_host)
+		return JG_EINVAL;
+	for (k = 0; k < hn; k++)
+		if (h[k] <= ' ' || h[k] >= 0x7f || h[k] == '[' || h[k] == ']' ||
+		    (h[k] == ':' && hostport[0] != '['))
+			return JG_EINVAL;
+	if (cfg_port(colon + 1, strlen(colon + 1), &port) != 0)
+		return JG_EINVAL;
+	memcpy(c->listen_host, h, hn);
+	c->listen_host[hn] = '\0';
+	c->listen_port = port;
+	return 0;
+}
+
+void config_free(Config *c)
+{
+	int k, j;
+
+	if (!c)
+		return;
+	for (k = 0; k < c->njobs; k++)
+		cfg_job_free(&c->jobs[k]);
+	free(c->jobs);
+	for (k = 0; k < c->ntokens; k++) {
+		for (j = 0; c->tokens[k].jobs && j < c->tokens[k].njobs; j++)
+			free(c->tokens[k].jobs[j]);
+		free(c->tokens[k].jobs);
+	}
+	if (c->tokens)
+		OPENSSL_cleanse(c->tokens, (size_t)c->ntokens * sizeof *c->tokens);
+	free(c->tokens);
+	free(c);
+}
+
+const JgJob *config_job(const Config *c, const char *name, size_t n)
+{
+	int k;
+
+	for (k = 0; k < c->njobs; k++)
+		if (strlen(c->jobs[k].name) == n && memcmp(c->jobs[k].name, name, n) == 0)
+			return &c->jobs[k];
+	return NULL;
+}
+
+const JgToken *config_auth(const Config *c, const char *tok, size_t n)
+{
+	unsigned char d[SHA256_DIGEST_LENGTH];
+	const JgToken *found = NULL;
+	int k;
+
+	if (!tok || n == 0)
+		return NULL;
+	SHA256((const unsigned char *)tok, n, d);
+	/* No early exit: every entry is compared whether or not one matched,
+	 * so timing reveals neither which token matched nor how much of it. */
+	for (k = 0; k < c->ntokens; k++)
+		if (CRYPTO_memcmp(d, c->tokens[k].sha256, sizeof d) == 0 && !found)
+			found = &c->tokens[k];
+	OPENSSL_cleanse(d, sizeof d);
+	return found;
+}
+
+int config_token_allows(const JgToken *t, const char *job)
+{
+	int k;
+
+	if (!t)
+		return 0;
+	if (!t->jobs)
+		return 1;
+	for (k = 0; k < t->njobs; k++)
+		if (strcmp(t->jobs[k], job) == 0)
+			return 1;
+	return 0;
+}
+
+int config_name_ok(const char *s, size_t n)
+{
+	size_t k;
+
+	if (!s || n == 0 || n > JG_NAME_MAX)
+		return 0;
+	/* "." and ".." would be rewritten by clients in /trigger/{job} URLs. */
+	if ((n == 1 && s[0] == '.') || (n == 2 && s[0] == '.' && s[1] == '.'))
+		return 0;
+	for (k = 0; k < n; k++)
+		if (!(s[k] >= '0' && s[k] <= '9') && !(s[k] >= 'a' && s[k] <= 'z') &&
+		    !(s[k] >= 'A' && s[k] <= 'Z') && s[k] != '_' && s[k] != '.' &&
+		    s[k] != '-')
+			return 0;
+	return 1;
+}
