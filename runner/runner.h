@@ -117,4 +117,24 @@ void runner_error_text(const RunnerProc *p, Buf *out);
 #define RUNNER_BACKOFF_CAP_S 3600
 int64_t runner_backoff_ms(int backoff_s, uint32_t attempt, uint64_t *rng);
 
+/* Counters and duration histograms behind runner_metrics (runner/metrics.c).
+ * Updated on the runner thread, read by any thread (a mutex inside).
+ * spec is the job's index in cfg->jobs; status a final JG_ST_*. */
+typedef struct RunnerStats RunnerStats;
+int  runner_stats_open(RunnerStats **out, const Config *cfg);
+void runner_stats_started(RunnerStats *s, int spec);
+void runner_stats_finished(RunnerStats *s, int spec, int status, int64_t dur_ms);
+void runner_stats_running(RunnerStats *s, int delta);	/* processes */
+void runner_stats_write(RunnerStats *s, Buf *out);
+void runner_stats_close(RunnerStats *s);		/* NULL is a no-op */
+
+/* A hash map of items whose first member is their uint64_t id (runner/
+ * table.c): open addressing with linear probing.  Zero-initialize; items
+ * are borrowed.  Single-threaded. */
+typedef struct RunnerMap { void **slot; size_t cap, n; } RunnerMap;
+void *runner_map_get(const RunnerMap *m, uint64_t id);	/* NULL if absent */
+int   runner_map_put(RunnerMap *m, void *item);		/* 0 or ENOMEM; id must be new */
+void  runner_map_del(RunnerMap *m, uint64_t id);	/* absent: no-op */
+void  runner_map_free(RunnerMap *m);			/* the table, not the items */
+
 #endif

@@ -1,0 +1,421 @@
+/*
+ * jobs.c -- job state on the runner thread: the delay heap, the ready
+ * FIFOs, the events we append (RunEnt: a LogEntry plus what to do once it
+ * is durable), and attempts from start to outcome.  See runner.c for the
+ * design.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/wait.h>
+
+#include "runner_int.h"
+
+/* ---- the delay heap (min retry_at) */
+
+static void heap_set(Runner *r, int i, RJob *j)
+{
+	r->heap[i] = j;
+	j->heap_at = i;
+}
+
+static void heap_fix(Runner *r, int i)
+{
+	RJob *j = r->heap[i];
+
+	while (i > 0 && r->heap[(i - 1) / 2]->retry_at > j->retry_at) {
+		heap_set(r, i, r->heap[(i - 1) / 2]);
+		i = (i - 1) / 2;
+	}
+	for (;;) {
+		int c = 2 * i + 1;
+		if (c >= r->heap_n)
+			break;
+		if (c + 1 < r->heap_n && r->heap[c + 1]->retry_at < r->heap[c]->retry_at)
+			c++;
+		if (r->heap[c]->retry_at >= j->retry_at)
+			break;
+		heap_set(r, i, r->heap[c]);
+		i = c;
+	}
+	heap_set(r, i, j);
+}
+
+int runner_heap_push(Runner *r, RJob *j)
+{
+	if (r->heap_n == r->heap_cap) {
+		int cap = r->heap_cap ? r->heap_cap * 2 : 64;
+		RJob **h = realloc(r->heap, (size_t)cap * sizeof *h);
+		if (!h)
+			return ENOMEM;
+		r->heap = h, r->heap_cap = cap;
+	}
+	heap_set(r, r->heap_n++, j);
+	heap_fix(r, r->heap_n - 1);
+	return 0;
+}
+
+void runner_heap_del(Runner *r, RJob *j)
+{
+	int i = j->heap_at;
+
+	if (i < 0)
+		return;
+	j->heap_at = -1;
+	if (i != --r->heap_n) {
+		heap_set(r, i, r->heap[r->heap_n]);
+		heap_fix(r, i);
+	}
+}
+
+/* ---- ready FIFOs */
+
+static void fifo_push(Runner *r, RJob *j)
+{
+	Spec *s = &r->specs[j->spec];
+
+	j->next = NULL;
+	j->prev = s->tail;
+	if (s->tail)
+		s->tail->next = j;
+	else
+		s->head = j;
+	s->tail = j;
+	j->in_fifo = 1;
+}
+
+void runner_fifo_del(Runner *r, RJob *j)
+{
+	Spec *s = &r->specs[j->spec];
+
+	if (!j->in_fifo)
+		return;
+	if (j->prev)
+		j->prev->next = j->next;
+	else
+		s->head = j->next;
+	if (j->next)
+		j->next->prev = j->prev;
+	else
+		s->tail = j->prev;
+	j->prev = j->next = NULL;
+	j->in_fifo = 0;
+}
+
+/* ---- jobs */
+
+RJob *runner_job_new(Runner *r, uint64_t id, const char *name, size_t n)
+{
+	RJob *j = calloc(1, sizeof *j);
+
+	if (!j)
+		return NULL;
+	j->id = id;
+	if (n > JG_NAME_MAX)
+		n = JG_NAME_MAX;
+	memcpy(j->name, name, n);
+	const JgJob *spec = config_job(r->cfg, j->name, n);
+	j->spec = spec ? (int)(spec - r->cfg->jobs) : -1;
+	j->max_attempts = spec ? (uint32_t)spec->max_attempts : 1;
+	j->status = JG_ST_QUEUED;
+	j->heap_at = -1;
+	if (map_put(r, j) != 0) {
+		free(j);
+		return NULL;
+	}
+	return j;
+}
+
+/* Forget j once nothing refers to it: final, durable, no process. */
+void runner_job_forget(Runner *r, RJob *j)
+{
+	if (!log_status_final(j->status) || j->inflight || j->proc || j->waiters)
+		return;
+	runner_fifo_del(r, j);
+	runner_heap_del(r, j);
+	map_del(r, j->id);
+	free(j);
+}
+
+/* ---- events out */
+
+/* Log writer thread: the entry is durable (or failed); hand it back. */
+static void ent_done(LogEntry *e, void *ctx)
+{
+	Runner *r = ctx;
+	RunEnt *x = (RunEnt *)e;
+
+	x->next = NULL;
+	pthread_mutex_lock(&r->mu);
+	if (r->done_tail)
+		r->done_tail->next = x;
+	else
+		r->done_head = x;
+	r->done_tail = x;
+	pthread_mutex_unlock(&r->mu);
+	runner_wake(r);
+}
+
+RunEnt *runner_ent_new(Runner *r)
+{
+	RunEnt *x = r->free_ents;
+
+	if (x) {
+		r->free_ents = x->next;
+		buf_reset(&x->e.extra);
+		Buf keep = x->e.extra;
+		memset(x, 0, sizeof *x);
+		x->e.extra = keep;
+	} else {
+		x = calloc(1, sizeof *x);
+	}
+	return x;
+}
+
+/* Runner thread: the event of x is durable (rc 0) or lost (rc != 0). */
+void runner_ent_finish(Runner *r, RunEnt *x)
+{
+	RJob *j = map_get(r, x->job_id);
+	RunnerReq *q, *qn;
+
+	if (x->e.rc != 0)
+		jg_log(JG_ERROR, "runner: event not written", "error", jg_strerror(x->e.rc),
+		       "job", x->e.job, "type", log_type_name(x->e.type), NULL);
+	for (q = x->reqs; q; q = qn) {
+		qn = q->next;
+		q->rc = x->e.rc;
+		q->seq = x->e.seq;
+		q->done(q, q->ctx);
+	}
+	r->inflight--;
+	if (j) {
+		j->inflight--;
+		runner_job_forget(r, j);
+	}
+	free(x->e.idem);
+	x->e.idem = NULL;
+	x->next = r->free_ents;
+	r->free_ents = x;
+}
+
+/* Submit the event built in x (build rc in brc) for job j. */
+void runner_ent_submit(Runner *r, RJob *j, RunEnt *x, int brc)
+{
+	int rc = brc;
+
+	x->job_id = j->id;
+	x->e.done = ent_done;
+	x->e.ctx = r;
+	j->inflight++;
+	r->inflight++;
+	if (rc == 0)
+		rc = log_submit(r->log, &x->e);
+	if (rc != 0) {
+		x->e.rc = rc;
+		runner_ent_finish(r, x);
+	}
+}
+
+/* ---- attempts */
+
+/* The attempt of j ended without success.  allow_retry: apply the job's
+ * retry policy (attempts left -> retry_at and back to queued). */
+void runner_job_fail(Runner *r, RJob *j, int exit_code, int sig, const char *err,
+		     int64_t dur_ms, int allow_retry)
+{
+	int64_t retry_at = 0;
+
+	if (allow_retry && j->spec >= 0 && j->attempt < j->max_attempts)
+		retry_at = now_ms() + runner_backoff_ms(r->cfg->jobs[j->spec].backoff_s,
+							j->attempt, &r->rng);
+	j->status = retry_at ? JG_ST_QUEUED : JG_ST_FAILED;
+	EMIT(r, j, x, event_failed(&x->e, j->name, j->id, j->attempt, exit_code, sig, err,
+				   retry_at, dur_ms), NULL);
+	if (retry_at) {
+		j->retry_at = retry_at;
+		if (runner_heap_push(r, j) != 0)
+			runner_job_ready(r, j);	/* no memory for the heap: run it now */
+	}
+}
+
+/* Queued j may run now: into its FIFO, or failed if no longer configured. */
+void runner_job_ready(Runner *r, RJob *j)
+{
+	j->retry_at = 0;
+	if (j->spec < 0) {
+		runner_job_fail(r, j, -1, 0, "unknown job", 0, 0);
+		return;
+	}
+	fifo_push(r, j);
+}
+
+void runner_payload(const LogEvent *ev, const char **p, size_t *n)
+{
+	static const char pre[] = ",\"payload\":";
+	EventView v;
+
+	if (ev->pay_len > sizeof pre - 1 &&
+	    memcmp(ev->json + ev->pay_off, pre, sizeof pre - 1) == 0) {
+		*p = ev->json + ev->pay_off + sizeof pre - 1;
+		*n = ev->pay_len - (sizeof pre - 1);
+	} else if (event_decode(ev, &v) == 0 && v.payload.n) {
+		*p = v.payload.p, *n = v.payload.n;
+	} else {
+		*p = "null", *n = 4;
+	}
+}
+
+int runner_snap_begin(Runner *r)
+{
+	int rc = 0;
+
+	if (!r->snap && (rc = log_reader_begin(r->rd)) == 0)
+		r->snap = 1;
+	return rc;
+}
+
+void runner_snap_end(Runner *r)
+{
+	if (r->snap)
+		log_reader_end(r->rd);
+	r->snap = 0;
+}
+
+/* Start the next attempt of queued j with payload p[0..n). */
+void runner_attempt_start(Runner *r, RJob *j, const char *p, size_t n)
+{
+	const JgJob *spec = &r->cfg->jobs[j->spec];
+	Spec *s = &r->specs[j->spec];
+	RProc *rp;
+	int rc;
+
+	j->attempt++;
+	j->status = JG_ST_RUNNING;
+	EMIT(r, j, x, event_started(&x->e, j->name, j->id, j->attempt), NULL);
+	runner_stats_started(r->stats, j->spec);
+	if (spec->builtin_echo) {
+		j->status = JG_ST_SUCCEEDED;
+		EMIT(r, j, x, event_succeeded(&x->e, j->name, j->id, j->attempt, 0, p, n, 0, 0),
+		     NULL);
+		runner_stats_finished(r->stats, j->spec, JG_ST_SUCCEEDED, 0);
+		return;
+	}
+	if (!(rp = calloc(1, sizeof *rp))) {
+		rc = ENOMEM;
+		goto fail;
+	}
+	RunnerSpawn sp = { .path = s->path, .argv = spec->argv, .job_id = j->id,
+			   .job = j->name, .attempt = j->attempt, .in = p, .in_len = n,
+			   .out_cap = (size_t)r->cfg->max_result_bytes };
+	if ((rc = runner_proc_spawn(&rp->p, &sp)) != 0) {
+		free(rp);
+		runner_resolve(spec->argv[0], s->path, sizeof s->path);	/* PATH may have changed */
+		goto fail;
+	}
+	rp->job = j;
+	rp->start_ns = now_ns();
+	rp->deadline_ns = rp->start_ns + (int64_t)spec->timeout_s * 1000000000;
+	j->proc = rp;
+	r->procs[r->nprocs++] = rp;
+	s->running++;
+	runner_stats_running(r->stats, 1);
+	return;
+fail:;
+	char msg[160];
+	snprintf(msg, sizeof msg, "spawn failed: %s", strerror(rc));
+	runner_stats_finished(r->stats, j->spec, JG_ST_FAILED, 0);
+	runner_job_fail(r, j, -1, 0, msg, 0, 1);
+}
+
+/* Start what the caps allow, one job per spec per pass. */
+void runner_dispatch(Runner *r)
+{
+	const Config *c = r->cfg;
+	int progress = 1, k;
+
+	while (progress) {
+		progress = 0;
+		for (k = 0; k < c->njobs; k++) {
+			int i = (r->rr + k) % c->njobs;
+			Spec *s = &r->specs[i];
+			RJob *j = s->head;
+			LogEvent ev;
+			const char *p;
+			size_t n;
+
+			if (!j)
+				continue;
+			if (!c->jobs[i].builtin_echo &&
+			    (s->running >= c->jobs[i].concurrency || r->nprocs >= c->max_running))
+				continue;
+			if (runner_snap_begin(r) != 0)
+				return;
+			runner_fifo_del(r, j);
+			if (log_reader_get(r->rd, j->id, &ev) == 0)
+				runner_payload(&ev, &p, &n);
+			else
+				p = "null", n = 4;
+			runner_attempt_start(r, j, p, n);
+			progress = 1;
+		}
+		r->rr = c->njobs ? (r->rr + 1) % c->njobs : 0;
+	}
+}
+
+/* The process of rp ended (p.status valid): record the outcome. */
+void runner_attempt_end(Runner *r, int idx)
+{
+	RProc *rp = r->procs[idx];
+	RJob *j = rp->job;
+	RunnerProc *p = &rp->p;
+	int64_t dur = (now_ns() - rp->start_ns) / 1000000;
+	int code = WIFEXITED(p->status) ? WEXITSTATUS(p->status) : -1;
+	int sig = WIFSIGNALED(p->status) ? WTERMSIG(p->status) : 0;
+	Buf b = {0};
+
+	r->procs[idx] = r->procs[--r->nprocs];
+	r->specs[j->spec].running--;
+	runner_stats_running(r->stats, -1);
+	j->proc = NULL;
+	if (rp->why == WHY_CANCEL) {
+		RunnerReq *q = j->waiters;
+		j->waiters = NULL;
+		j->status = JG_ST_CANCELED;
+		EMIT(r, j, x, event_canceled(&x->e, j->name, j->id, j->attempt, q ? q->actor : ""), q);
+	} else if (rp->why == WHY_CLOSE) {
+		runner_job_fail(r, j, code, sig, "interrupted", dur, 1);
+	} else if (rp->why == WHY_TIMEOUT) {
+		runner_job_fail(r, j, code, sig, "timeout", dur, 1);
+	} else if (code == 0) {
+		runner_result_json(p->out.p ? p->out.p : "", p->out.len, p->out_truncated, &b);
+		j->status = JG_ST_SUCCEEDED;
+		EMIT(r, j, x, event_succeeded(&x->e, j->name, j->id, j->attempt, 0, b.p, b.len,
+					      p->out_truncated, dur), NULL);
+	} else {
+		runner_error_text(p, &b);
+		buf_add(&b, "", 1);
+		runner_job_fail(r, j, code, sig, b.oom ? "failed" : b.p, dur, 1);
+	}
+	runner_stats_finished(r->stats, j->spec,
+			      rp->why == WHY_CANCEL ? JG_ST_CANCELED :
+			      j->status == JG_ST_SUCCEEDED ? JG_ST_SUCCEEDED : JG_ST_FAILED, dur);
+	buf_free(&b);
+	runner_proc_release(p);
+	free(rp);
+	runner_job_forget(r, j);
+}
+
+/* Ask rp's group to stop: SIGTERM now, SIGKILL after grace_ns. */
+void runner_attempt_stop(RProc *rp, int why, int64_t grace_ns)
+{
+	if (rp->why == WHY_NONE || why == WHY_CANCEL)
+		rp->why = why;
+	if (rp->kill_ns)
+		return;		/* already stopping: keep the earlier SIGKILL */
+	runner_proc_signal(&rp->p, SIGTERM);
+	rp->kill_ns = now_ns() + grace_ns;
+}
+

@@ -1,0 +1,242 @@
+/*
+ * recover.c -- the log side of the runner thread: new jobs from the log
+ * tail, state of jobs no longer held (read back from the log), cancel and
+ * retry requests, and start-up recovery.  See runner.c for the design.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/wait.h>
+
+#include "runner_int.h"
+
+/* ---- the log: new work, and the state of jobs we no longer hold */
+
+/* A new job: run it now if it is an echo (the payload is in hand). */
+static void on_enqueued(Runner *r, const LogEvent *ev, int closing)
+{
+	RJob *j;
+	const char *p;
+	size_t n;
+
+	if (map_get(r, ev->job_id))
+		return;
+	if (!(j = runner_job_new(r, ev->job_id, ev->job, ev->job_len))) {
+		jg_log(JG_ERROR, "runner: out of memory; job left queued", NULL);
+		return;
+	}
+	if (!closing && j->spec >= 0 && r->cfg->jobs[j->spec].builtin_echo &&
+	    !r->specs[j->spec].head) {
+		runner_payload(ev, &p, &n);
+		runner_attempt_start(r, j, p, n);
+	} else {
+		runner_job_ready(r, j);
+	}
+}
+
+/* Read new events up to the head (at most TAIL_BATCH per call). */
+void runner_tail(Runner *r, int closing)
+{
+	LogEvent ev;
+	int rc, i;
+
+	r->more = 0;
+	if (log_head(r->log) <= r->tail)
+		return;
+	if (runner_snap_begin(r) != 0)
+		return;
+	rc = log_reader_seek(r->rd, r->tail + 1, &ev);
+	for (i = 0; rc == 0 && i < TAIL_BATCH; i++) {
+		r->tail = ev.seq;
+		if (ev.type == JG_EV_ENQUEUED)
+			on_enqueued(r, &ev, closing);
+		rc = log_reader_next(r->rd, &ev);
+	}
+	if (rc == 0)
+		r->more = 1;
+	else if (rc != JG_ENOTFOUND)
+		jg_log(JG_ERROR, "runner: log read failed", "error", jg_strerror(rc), NULL);
+}
+
+/* A job we do not hold is final or unknown: read its last event.  Status
+ * 0 = no such job. */
+static int job_lookup(Runner *r, uint64_t id, LogEvent *ev)
+{
+	uint64_t last;
+
+	if (runner_snap_begin(r) != 0 || !(last = log_reader_job_last(r->rd, id)))
+		return 0;
+	if (log_reader_get(r->rd, last, ev) != 0)
+		return 0;
+	return ev->status;
+}
+
+/* ---- cancel and retry */
+
+void runner_req_answer(RunnerReq *q, int rc)
+{
+	q->rc = rc;
+	q->seq = 0;
+	q->done(q, q->ctx);
+}
+
+void runner_req_cancel(Runner *r, RunnerReq *q)
+{
+	RJob *j = map_get(r, q->job_id);
+	LogEvent ev;
+
+	if (!j) {
+		runner_req_answer(q, job_lookup(r, q->job_id, &ev) ? JG_ECONFLICT : JG_ENOTFOUND);
+		return;
+	}
+	if (j->status == JG_ST_RUNNING && j->proc) {
+		q->next = j->waiters;
+		j->waiters = q;
+		runner_attempt_stop(j->proc, WHY_CANCEL, KILL_GRACE_NS);
+	} else if (j->status == JG_ST_QUEUED) {
+		runner_fifo_del(r, j);
+		runner_heap_del(r, j);
+		j->status = JG_ST_CANCELED;
+		q->next = NULL;
+		EMIT(r, j, x, event_canceled(&x->e, j->name, j->id, j->attempt, q->actor), q);
+		runner_job_forget(r, j);
+	} else {
+		runner_req_answer(q, JG_ECONFLICT);
+	}
+}
+
+void runner_req_retry(Runner *r, RunnerReq *q)
+{
+	RJob *j = map_get(r, q->job_id);
+	LogEvent ev;
+	int st;
+
+	if (!j) {
+		st = job_lookup(r, q->job_id, &ev);
+		if (!st) {
+			runner_req_answer(q, JG_ENOTFOUND);
+			return;
+		}
+		if (st != JG_ST_FAILED && st != JG_ST_CANCELED) {
+			runner_req_answer(q, JG_ECONFLICT);
+			return;
+		}
+		if (!(j = runner_job_new(r, q->job_id, ev.job, ev.job_len))) {
+			runner_req_answer(q, ENOMEM);
+			return;
+		}
+		j->status = (uint8_t)st;
+		j->attempt = ev.attempt;
+	}
+	if (j->status != JG_ST_FAILED && j->status != JG_ST_CANCELED) {
+		runner_req_answer(q, JG_ECONFLICT);
+		return;
+	}
+	/* A manual retry grants exactly one more attempt. */
+	j->max_attempts = j->attempt + 1;
+	j->status = JG_ST_QUEUED;
+	q->next = NULL;
+	EMIT(r, j, x, event_retried(&x->e, j->name, j->id, j->attempt + 1, q->actor), q);
+	runner_job_ready(r, j);
+}
+
+/* ---- recovery */
+
+static int by_id(const void *a, const void *b)
+{
+	uint64_t x = (*(RJob *const *)a)->id, y = (*(RJob *const *)b)->id;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Fold one event's header into the map (recovery pass). */
+static void recover_fold(Runner *r, const LogEvent *ev)
+{
+	RJob *j = map_get(r, ev->job_id);
+
+	if (!j && (ev->type == JG_EV_ENQUEUED || ev->type == JG_EV_RETRIED))
+		j = runner_job_new(r, ev->job_id, ev->job, ev->job_len);
+	if (!j)
+		return;
+	j->status = ev->status;
+	j->last_type = ev->type;
+	if (ev->type == JG_EV_ENQUEUED)
+		j->max_attempts = 0;	/* from the event, decoded later */
+	else
+		j->attempt = ev->attempt;
+	if (ev->type == JG_EV_RETRIED)
+		j->max_attempts = ev->attempt;
+	if (log_status_final(j->status)) {
+		map_del(r, j->id);
+		free(j);
+	}
+}
+
+/* A surviving job: finish its state from decoded JSON, then resume it. */
+static void recover_job(Runner *r, RJob *j)
+{
+	LogEvent ev;
+	EventView v;
+	uint64_t last;
+
+	if (!j->max_attempts) {
+		if (log_reader_get(r->rd, j->id, &ev) == 0 && event_decode(&ev, &v) == 0 &&
+		    v.max_attempts > 0)
+			j->max_attempts = (uint32_t)v.max_attempts;
+		else
+			j->max_attempts = j->spec >= 0 ? (uint32_t)r->cfg->jobs[j->spec].max_attempts : 1;
+	}
+	if (j->status == JG_ST_RUNNING) {
+		if (j->spec < 0)
+			runner_job_fail(r, j, -1, 0, "unknown job", 0, 0);
+		else
+			runner_job_fail(r, j, -1, 0, "interrupted", 0, 1);
+		return;
+	}
+	j->retry_at = 0;
+	if (j->last_type == JG_EV_FAILED && (last = log_reader_job_last(r->rd, j->id)) &&
+	    log_reader_get(r->rd, last, &ev) == 0 && event_decode(&ev, &v) == 0)
+		j->retry_at = v.retry_at_ms;
+	if (j->spec >= 0 && j->retry_at > now_ms() && runner_heap_push(r, j) == 0)
+		return;
+	runner_job_ready(r, j);
+}
+
+/* Runner thread, before the loop.  See the essay at the top. */
+int runner_recover(Runner *r)
+{
+	LogEvent ev;
+	RJob **all;
+	size_t i, n = 0;
+	int rc;
+
+	if ((rc = runner_snap_begin(r)) != 0)
+		return rc;
+	for (rc = log_reader_seek(r->rd, 1, &ev); rc == 0; rc = log_reader_next(r->rd, &ev)) {
+		r->tail = ev.seq;
+		recover_fold(r, &ev);
+	}
+	if (rc != JG_ENOTFOUND)
+		goto out;
+	rc = 0;
+	if (!(all = malloc((r->map.n + 1) * sizeof *all))) {
+		rc = ENOMEM;
+		goto out;
+	}
+	for (i = 0; i < r->map.cap; i++)
+		if (r->map.slot[i])
+			all[n++] = r->map.slot[i];
+	qsort(all, n, sizeof *all, by_id);	/* oldest first into the FIFOs */
+	for (i = 0; i < n; i++)
+		recover_job(r, all[i]);
+	free(all);
+	if (n)
+		jg_log(JG_INFO, "runner: recovered unfinished jobs", NULL);
+out:
+	runner_snap_end(r);
+	return rc;
+}
+

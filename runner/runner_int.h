@@ -1,0 +1,146 @@
+/*
+ * runner_int.h -- private to runner/: the runner thread's state, shared by
+ * runner.c (thread, loop, public calls), jobs.c (job state, attempts,
+ * events out) and recover.c (the log side: new work, lookups, cancel and
+ * retry, start-up recovery).  Everything here runs on the runner thread
+ * unless a field is marked {mu}.
+ */
+#ifndef JG_RUNNER_INT_H
+#define JG_RUNNER_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "../common/jg.h"
+#include "../log/event.h"
+#include "runner.h"
+
+#define KILL_GRACE_NS	(5LL * 1000000000)	/* SIGTERM -> SIGKILL (timeout, cancel) */
+#define CLOSE_KILL_NS	(2LL * 1000000000)	/* the same at shutdown */
+#define DRAIN_MAX_NS	(30LL * 1000000000)	/* wait for durability at close */
+#define REQ_MAX		4096			/* queued cancel/retry requests */
+#define TAIL_BATCH	4096			/* events read per snapshot */
+
+enum { WHY_NONE, WHY_TIMEOUT, WHY_CANCEL, WHY_CLOSE };
+
+typedef struct RJob RJob;
+
+typedef struct RProc {
+	RunnerProc p;
+	RJob    *job;
+	int64_t  start_ns, deadline_ns, kill_ns;	/* kill_ns 0: none pending */
+	int      why;					/* WHY_*: why it was signaled */
+	int      pf_at, pf_n;				/* its slice of the pollfds */
+} RProc;
+
+struct RJob {
+	uint64_t  id;			/* first: RunnerMap key */
+	int       spec;			/* index in cfg->jobs, -1 not configured */
+	char      name[JG_NAME_MAX + 1];
+	uint8_t   status, last_type;
+	uint32_t  attempt;		/* last attempt started, 0 none */
+	uint32_t  max_attempts;
+	int64_t   retry_at;		/* wall ms while in the delay heap */
+	int       heap_at;		/* index in r->heap, -1 if not there */
+	int       inflight;		/* our events not yet durable */
+	RProc    *proc;
+	RJob     *prev, *next;		/* ready FIFO of its spec */
+	int       in_fifo;
+	RunnerReq *waiters;		/* cancels waiting for the process to end */
+};
+
+/* One submitted event: the LogEntry plus what to do once durable. */
+typedef struct RunEnt {
+	LogEntry   e;
+	uint64_t   job_id;
+	RunnerReq *reqs;		/* answered with e.rc/e.seq */
+	struct RunEnt *next;		/* done list {r->mu} / free list */
+} RunEnt;
+
+typedef struct Spec {
+	RJob *head, *tail;		/* ready FIFO */
+	int   running;
+	char  path[4096];		/* resolved argv[0] */
+} Spec;
+
+struct Runner {
+	const Config *cfg;
+	Log          *log;
+	RunnerStats  *stats;
+	int           efd;
+	atomic_int    wake_pending;
+	pthread_t     th;
+	int           started;
+
+	pthread_mutex_t mu;
+	RunEnt       *done_head, *done_tail;	/* {mu} */
+	RunnerReq    *req_head, *req_tail;	/* {mu} */
+	int           nreq;			/* {mu} */
+	int           closing, grace_s;		/* {mu} */
+
+	/* Runner thread only. */
+	LogReader    *rd;
+	int           snap;			/* rd holds a snapshot */
+	uint64_t      tail;			/* last seq consumed */
+	int           more;			/* tail stopped at TAIL_BATCH */
+	RunnerMap     map;			/* id -> RJob */
+	RJob        **heap;			/* by retry_at */
+	int           heap_n, heap_cap;
+	Spec         *specs;
+	RProc       **procs;
+	int           nprocs;
+	int           rr;			/* round-robin start */
+	int           inflight;
+	RunEnt       *free_ents;
+	uint64_t      rng;
+	int           closing_seen;
+	int64_t       close_at_ns, drain_until_ns;
+	struct pollfd *pf;
+	int           pf_cap;
+};
+
+static inline RJob *map_get(Runner *r, uint64_t id) { return runner_map_get(&r->map, id); }
+static inline int   map_put(Runner *r, RJob *j)     { return runner_map_put(&r->map, j); }
+static inline void  map_del(Runner *r, uint64_t id) { runner_map_del(&r->map, id); }
+static inline int64_t now_ms(void) { return jg_now_ms(); }
+static inline int64_t now_ns(void) { return jg_mono_ns(); }
+
+int runner_heap_push(Runner *r, RJob *j);
+void runner_heap_del(Runner *r, RJob *j);
+void runner_fifo_del(Runner *r, RJob *j);
+void runner_job_forget(Runner *r, RJob *j);
+void runner_ent_finish(Runner *r, RunEnt *x);
+void runner_ent_submit(Runner *r, RJob *j, RunEnt *x, int brc);
+void runner_job_fail(Runner *r, RJob *j, int exit_code, int sig, const char *err,
+		     int64_t dur_ms, int allow_retry);
+void runner_job_ready(Runner *r, RJob *j);
+void runner_payload(const LogEvent *ev, const char **p, size_t *n);
+int runner_snap_begin(Runner *r);
+void runner_snap_end(Runner *r);
+void runner_attempt_start(Runner *r, RJob *j, const char *p, size_t n);
+void runner_dispatch(Runner *r);
+void runner_attempt_end(Runner *r, int idx);
+void runner_attempt_stop(RProc *rp, int why, int64_t grace_ns);
+void runner_tail(Runner *r, int closing);
+void runner_req_answer(RunnerReq *q, int rc);
+void runner_req_cancel(Runner *r, RunnerReq *q);
+void runner_req_retry(Runner *r, RunnerReq *q);
+int runner_recover(Runner *r);
+void runner_wake(Runner *r);
+
+RJob *runner_job_new(Runner *r, uint64_t id, const char *name, size_t n);
+RunEnt *runner_ent_new(Runner *r);
+
+/* Build an event into a fresh RunEnt x with call, then submit it for job
+ * j; reqs_ are answered once it is durable. */
+#define EMIT(r, j, x, call, reqs_) do {					\
+		RunEnt *x = runner_ent_new(r);					\
+		if (!x) {						\
+			jg_log(JG_ERROR, "runner: out of memory", "job", (j)->name, NULL); \
+			break;						\
+		}							\
+		x->reqs = (reqs_);					\
+		runner_ent_submit(r, j, x, (call));				\
+	} while (0)
+
+#endif
