@@ -1,0 +1,497 @@
+"""Live job status streams (SPEC §4 Streams, issue 5): GET /ws and GET /events.
+
+Every subscriber is a cursor into the log, so these tests compare what a
+stream delivers with `jobgate log dump` (minus payloads): same events, seq
+order, no gaps, no duplicates, exactly resumable.  Every wait is bounded in
+time and every loop in count.
+"""
+import asyncio
+import base64
+import http.client
+import json
+import os
+import socket
+import struct
+import threading
+import time
+
+import pytest
+import websockets
+
+from conftest import TOKEN
+
+SLOW_CONFIG = {
+    "jobs": {
+        "echo": {"builtin": "echo"},
+        "slow": {"command": ["/bin/sleep", "1"], "timeout_s": 30},
+        "fail": {"command": ["/bin/false"], "max_attempts": 1},
+    }
+}
+FINAL = ("succeeded", "failed", "canceled")
+
+
+# ---- helpers ----
+
+def without_payload(ev):
+    ev = dict(ev)
+    ev.pop("payload", None)
+    return ev
+
+
+def log_seq(server):
+    r = server.get("/healthz", token=False)
+    assert r.status == 200, r.body
+    return r.json()["log_seq"]
+
+
+def wait_log(server, seq, timeout=60):
+    """Wait until the log head reaches seq (bounded)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if log_seq(server) >= seq:
+            return
+        time.sleep(0.05)
+    raise AssertionError("log head stuck at %d, wanted %d" % (log_seq(server), seq))
+
+
+def trigger(server, n, job="echo"):
+    ids = []
+    for i in range(n):
+        r = server.post("/trigger/" + job, {"i": i})
+        assert r.status == 202, r.body
+        ids.append(r.json()["id"])
+    return ids
+
+
+def settle(server, njobs_echo):
+    """Each echo job leaves exactly 3 events (enqueued, started, succeeded)."""
+    wait_log(server, 3 * njobs_echo)
+    time.sleep(0.2)
+    assert log_seq(server) == 3 * njobs_echo
+
+
+def ws_url(server, query="", token=None):
+    q = query
+    if token:
+        q = (q + "&" if q else "") + "access_token=" + token
+    return "ws://127.0.0.1:%d/ws%s" % (server.port, "?" + q if q else "")
+
+
+def auth():
+    return {"Authorization": "Bearer " + TOKEN}
+
+
+async def ws_read(url, count=None, until_close=False, timeout=30, headers=None,
+                  quiet=None):
+    """Read up to count messages (or until the server closes).  With quiet,
+    also assert that nothing else arrives within quiet seconds."""
+    out = []
+    code = None
+    async with websockets.connect(url, extra_headers=headers or auth(),
+                                  max_size=None, ping_interval=None,
+                                  open_timeout=10) as ws:
+        deadline = time.time() + timeout
+        try:
+            while count is None or len(out) < count:
+                left = deadline - time.time()
+                assert left > 0, "timed out after %d messages" % len(out)
+                out.append(json.loads(await asyncio.wait_for(ws.recv(), left)))
+            if quiet:
+                with pytest.raises(asyncio.TimeoutError):
+                    extra = await asyncio.wait_for(ws.recv(), quiet)
+                    raise AssertionError("unexpected extra message %r" % extra)
+        except websockets.ConnectionClosed:
+            assert until_close, "closed early after %d messages" % len(out)
+        if until_close:
+            await asyncio.wait_for(ws.wait_closed(), timeout)
+        code = ws.close_code
+    return out, code
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def check_order(msgs, first=None):
+    seqs = [m["seq"] for m in msgs]
+    assert seqs == sorted(set(seqs)), "out of order or duplicated"
+    if first is not None and seqs:
+        assert seqs == list(range(first, first + len(seqs))), "gap in seqs"
+
+
+class RawWS:
+    """A minimal WebSocket client over a plain socket, so a test can control
+    the receive buffer and simply stop reading."""
+
+    def __init__(self, port, path, rcvbuf=None, token=TOKEN, timeout=10):
+        self.s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf:
+            self.s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.s.settimeout(timeout)
+        self.s.connect(("127.0.0.1", port))
+        key = base64.b64encode(os.urandom(16)).decode()
+        req = ("GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
+               "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+               "Sec-WebSocket-Version: 13\r\n" % (path, port, key))
+        if token:
+            req += "Authorization: Bearer %s\r\n" % token
+        self.s.sendall((req + "\r\n").encode())
+        self.buf = b""
+        while b"\r\n\r\n" not in self.buf:
+            d = self.s.recv(4096)
+            assert d, "closed during handshake"
+            self.buf += d
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        self.status = int(head.split(b" ", 2)[1])
+
+    def _need(self, n, deadline):
+        while len(self.buf) < n:
+            self.s.settimeout(max(0.01, deadline - time.time()))
+            d = self.s.recv(1 << 20)
+            if not d:
+                raise EOFError
+            self.buf += d
+
+    def frame(self, timeout=10):
+        """(opcode, payload) of the next frame."""
+        deadline = time.time() + timeout
+        self._need(2, deadline)
+        b0, b1 = self.buf[0], self.buf[1]
+        n, off = b1 & 0x7F, 2
+        if n == 126:
+            self._need(4, deadline)
+            n, off = struct.unpack(">H", self.buf[2:4])[0], 4
+        elif n == 127:
+            self._need(10, deadline)
+            n, off = struct.unpack(">Q", self.buf[2:10])[0], 10
+        assert not b1 & 0x80, "server frames are never masked"
+        assert b0 & 0x80, "one frame per message expected"
+        self._need(off + n, deadline)
+        payload, self.buf = self.buf[off:off + n], self.buf[off + n:]
+        return b0 & 0x0F, payload
+
+    def close(self):
+        self.s.close()
+
+
+def sse_open(server, query="", headers=None, timeout=30):
+    c = http.client.HTTPConnection("127.0.0.1", server.port, timeout=timeout)
+    h = auth()
+    h.update(headers or {})
+    c.request("GET", "/events" + ("?" + query if query else ""), headers=h)
+    return c, c.getresponse()
+
+
+def sse_records(resp, count=None, deadline=None):
+    """Parse SSE records: (id or None, data or None, comment lines)."""
+    out = []
+    rec = {"id": None, "data": None, "comments": []}
+    while count is None or len(out) < count:
+        assert deadline is None or time.time() < deadline, "SSE read timed out"
+        line = resp.readline()
+        if not line:
+            break
+        line = line.decode().rstrip("\n")
+        if line == "":
+            out.append(rec)
+            rec = {"id": None, "data": None, "comments": []}
+        elif line.startswith(":"):
+            rec["comments"].append(line)
+        elif line.startswith("id: "):
+            rec["id"] = int(line[4:])
+        elif line.startswith("data: "):
+            rec["data"] = json.loads(line[6:])
+        else:
+            raise AssertionError("unexpected SSE line %r" % line)
+    return out
+
+
+# ---- tests ----
+
+def test_ws_replay_equals_log_dump(server):
+    trigger(server, 20)
+    settle(server, 20)
+    dump = server.dump()
+    assert len(dump) == 60
+    msgs, _ = run(ws_read(ws_url(server, "from_seq=1"), count=len(dump), quiet=0.5))
+    check_order(msgs, first=1)
+    assert msgs == [without_payload(e) for e in dump]
+    assert all("payload" not in m for m in msgs)
+
+
+def test_ws_live_only_then_resume_exactly(server):
+    trigger(server, 30)
+    settle(server, 30)
+
+    async def first_50_then_live():
+        async with websockets.connect(ws_url(server, "from_seq=1"), extra_headers=auth(),
+                                      max_size=None, ping_interval=None) as ws:
+            got = [json.loads(await asyncio.wait_for(ws.recv(), 10)) for _ in range(50)]
+        return got
+
+    got = run(first_50_then_live())
+    check_order(got, first=1)
+    last = got[-1]["seq"]
+
+    # Live only (no from_seq): starts after the head, sees nothing old.
+    async def live():
+        async with websockets.connect(ws_url(server), extra_headers=auth(),
+                                      max_size=None, ping_interval=None) as ws:
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(ws.recv(), 0.5)
+            trigger(server, 1)
+            return [json.loads(await asyncio.wait_for(ws.recv(), 10)) for _ in range(3)]
+
+    live_msgs = run(live())
+    assert [m["seq"] for m in live_msgs] == [91, 92, 93]
+
+    trigger(server, 19)
+    settle(server, 50)
+    dump = server.dump()
+    missed = [without_payload(e) for e in dump if e["seq"] > last]
+    msgs, _ = run(ws_read(ws_url(server, "from_seq=%d" % (last + 1)),
+                          count=len(missed), quiet=0.5))
+    assert msgs == missed
+
+
+def test_ws_filters_job_name_and_job_id(make_server):
+    s = make_server(config=SLOW_CONFIG)
+    ids = trigger(s, 3) + trigger(s, 2, job="fail")
+    wait_log(s, 3 * 5)
+    time.sleep(0.3)
+    dump = s.dump()
+    fails = [without_payload(e) for e in dump if e["job"] == "fail"]
+    msgs, _ = run(ws_read(ws_url(s, "job=fail&from_seq=1"), count=len(fails), quiet=0.5))
+    assert msgs == fails
+    jid = ids[1]
+    mine = [without_payload(e) for e in dump if e["job_id"] == jid]
+    assert mine[-1]["status"] in FINAL
+    msgs, code = run(ws_read(ws_url(s, "job_id=%d&from_seq=1" % jid), until_close=True))
+    assert msgs == mine
+    assert code == 1000
+
+
+def test_ws_job_id_stream_ends_after_final_event(make_server):
+    s = make_server(config=SLOW_CONFIG)
+    jid = trigger(s, 1, job="slow")[0]
+    # Live job stream opened while the job runs: ends with its final event.
+    msgs, code = run(ws_read(ws_url(s, "job_id=%d&from_seq=%d" % (jid, jid)),
+                             until_close=True, timeout=30))
+    assert code == 1000
+    assert [m["type"] for m in msgs] == ["job.enqueued", "job.started", "job.succeeded"]
+    assert msgs[-1]["status"] == "succeeded"
+    assert all(m["job_id"] == jid for m in msgs)
+    dump = [without_payload(e) for e in s.dump() if e["job_id"] == jid]
+    assert msgs == dump
+    # A job stream that starts after the job's final event ends at once.
+    msgs, code = run(ws_read(ws_url(s, "job_id=%d" % jid), until_close=True, timeout=10))
+    assert msgs == [] and code == 1000
+
+
+def test_ws_auth_refused_without_token_and_access_token_works(server):
+    trigger(server, 1)
+    settle(server, 1)
+    with pytest.raises(websockets.InvalidStatusCode) as ei:
+        run(ws_read(ws_url(server, "from_seq=1"), count=1, headers={}))
+    assert ei.value.status_code == 401
+    with pytest.raises(websockets.InvalidStatusCode) as ei:
+        run(ws_read(ws_url(server, "from_seq=1", token="wrong"), count=1, headers={}))
+    assert ei.value.status_code == 401
+    msgs, _ = run(ws_read(ws_url(server, "from_seq=1", token=TOKEN), count=3, headers={}))
+    assert [m["seq"] for m in msgs] == [1, 2, 3]
+    # Raw client: refused upgrade is an HTTP status, never 101.
+    w = RawWS(server.port, "/ws?from_seq=1", token=None)
+    assert w.status == 401
+    w.close()
+
+
+@pytest.mark.parametrize("query", ["job_id=abc", "job_id=0", "from_seq=-1", "from_seq=1x",
+                                   "job=bad%20name", "job=echo&job_id=1",
+                                   "job_id=99999999"])
+def test_bad_params(server, query):
+    trigger(server, 1)
+    settle(server, 1)
+    r = server.get("/events?" + query)
+    want = 404 if query == "job_id=99999999" else 400
+    assert r.status == want, (query, r.status, r.body)
+    assert r.json()["error"] in ("bad_request", "not_found")
+    assert r.headers["content-type"].startswith("application/json")
+
+    # WS: refused at the upgrade (4xx) or closed at once with 1008.
+    async def go():
+        try:
+            async with websockets.connect(ws_url(server, query), extra_headers=auth(),
+                                          ping_interval=None) as ws:
+                with pytest.raises(websockets.ConnectionClosed):
+                    await asyncio.wait_for(ws.recv(), 10)
+                return ws.close_code
+        except websockets.InvalidStatusCode as e:
+            return e.status_code
+
+    code = run(go())
+    assert code in (want, 1008), (query, code)
+
+
+def test_sse_stream_ids_and_last_event_id(make_server):
+    s = make_server(config=SLOW_CONFIG)
+    ids = trigger(s, 5)
+    wait_log(s, 15)
+    time.sleep(0.2)
+    dump = [without_payload(e) for e in s.dump()]
+
+    c, r = sse_open(s, "from_seq=1")
+    assert r.status == 200
+    assert r.getheader("content-type").startswith("text/event-stream")
+    recs = sse_records(r, count=15, deadline=time.time() + 20)
+    c.close()
+    assert [x["id"] for x in recs] == list(range(1, 16))
+    assert [x["data"] for x in recs] == dump
+    assert all(x["id"] == x["data"]["seq"] for x in recs)
+
+    # Last-Event-ID resumes after that seq, and wins over from_seq.
+    c, r = sse_open(s, "from_seq=1", headers={"Last-Event-ID": "7"})
+    recs = sse_records(r, count=8, deadline=time.time() + 20)
+    c.close()
+    assert [x["data"] for x in recs] == dump[7:]
+
+    # A job_id stream ends (end of response) after the job's final event.
+    jid = ids[2]
+    mine = [e for e in dump if e["job_id"] == jid]
+    c, r = sse_open(s, "job_id=%d" % jid, headers={"Last-Event-ID": str(jid)})
+    recs = sse_records(r, deadline=time.time() + 20)   # until the server ends it
+    c.close()
+    assert [x["data"] for x in recs] == mine[1:]
+    assert recs[-1]["data"]["status"] == "succeeded"
+
+    # Live job stream over SSE for a running job.
+    jid = trigger(s, 1, job="slow")[0]
+    c, r = sse_open(s, "job_id=%d&from_seq=%d" % (jid, jid))
+    recs = sse_records(r, deadline=time.time() + 30)
+    c.close()
+    assert [x["data"]["type"] for x in recs] == ["job.enqueued", "job.started",
+                                                 "job.succeeded"]
+
+    r = s.get("/events?from_seq=1", headers={"Last-Event-ID": "x"})
+    assert r.status == 400
+
+
+def test_pings_on_idle_streams(make_server):
+    s = make_server(env={"JOBGATE_STREAM_PING_MS": "300"})
+    c, r = sse_open(s)
+    t0 = time.time()
+    recs = sse_records(r, count=3, deadline=t0 + 10)
+    c.close()
+    assert all(x["comments"] == [": ping"] and x["data"] is None for x in recs)
+    assert time.time() - t0 < 5
+
+    w = RawWS(s.port, "/ws")
+    assert w.status == 101
+    ops = [w.frame(timeout=5)[0] for _ in range(3)]
+    w.close()
+    assert ops == [9, 9, 9]
+
+
+def test_metrics_subscribers(server):
+    async def go():
+        async with websockets.connect(ws_url(server), extra_headers=auth(),
+                                      ping_interval=None):
+            c, r = sse_open(server)
+            try:
+                m = server.get("/metrics").body.decode()
+            finally:
+                c.close()
+        return m
+
+    m = run(go())
+    assert 'jobgate_subscribers{kind="ws"} 1' in m
+    assert 'jobgate_subscribers{kind="sse"} 1' in m
+    assert "jobgate_stream_events_delivered_total" in m
+    assert "jobgate_stream_slowest_lag_events" in m
+
+
+def rss_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_stalled_subscriber_bounded_memory_then_catches_up(server):
+    NJOBS = int(os.environ.get("JG_STALL_JOBS", "30000"))
+    pid = server.proc.pid
+    w = RawWS(server.port, "/ws?from_seq=1", rcvbuf=4096, timeout=30)
+    assert w.status == 101
+    rss0 = rss_kb(pid)
+    peak = [rss0]
+    errors = []
+    stop = threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            peak[0] = max(peak[0], rss_kb(pid))
+            time.sleep(0.1)
+
+    def worker(n, base):
+        c = server.conn(timeout=30)
+        body = json.dumps({"n": 0})
+        h = {"Authorization": "Bearer " + TOKEN, "Content-Type": "application/json"}
+        try:
+            for i in range(n):
+                for attempt in range(50):      # bounded retry on 503 overloaded
+                    c.request("POST", "/trigger/echo", body=body, headers=h)
+                    r = c.getresponse()
+                    r.read()
+                    if r.status != 503:
+                        break
+                    time.sleep(0.05)
+                if r.status != 202:
+                    errors.append(r.status)
+                    return
+        except Exception as e:          # surfaced below
+            errors.append(repr(e))
+        finally:
+            c.close()
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    nthreads = 16
+    per = NJOBS // nthreads
+    ts = [threading.Thread(target=worker, args=(per, k), daemon=True)
+          for k in range(nthreads)]
+    t0 = time.time()
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(300)
+    assert not any(t.is_alive() for t in ts), "triggers did not finish in 300 s"
+    assert not errors, errors[:5]
+    total = per * nthreads
+    wait_log(server, 3 * total, timeout=300)
+    trig_s = time.time() - t0
+    stop.set()
+    sampler.join(5)
+    peak[0] = max(peak[0], rss_kb(pid))
+    grow_mb = (peak[0] - rss0) / 1024.0
+    print("stalled subscriber: %d jobs in %.1f s, RSS %d -> peak %d kB (+%.1f MB)"
+          % (total, trig_s, rss0, peak[0], grow_mb))
+    assert grow_mb < 64, "server RSS grew %.1f MB with a stalled subscriber" % grow_mb
+
+    # Now read: every event, in order, no gaps, no duplicates.
+    head = log_seq(server)
+    assert head == 3 * total
+    expect = 1
+    deadline = time.time() + 300
+    frames = 0
+    while expect <= head:
+        assert time.time() < deadline, "catch-up timed out at seq %d" % expect
+        frames += 1
+        assert frames < head + 10000
+        op, payload = w.frame(timeout=30)
+        if op == 9:         # ping
+            continue
+        assert op == 1, "unexpected opcode %d" % op
+        ev = json.loads(payload)
+        assert ev["seq"] == expect, (ev["seq"], expect)
+        expect += 1
+    w.close()
