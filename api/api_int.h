@@ -60,4 +60,178 @@ int  streams_check_args(struct lws *wsi, char *msg, size_t cap);
 int  streams_ws_writeable(Streams *s, struct lws *wsi, ApiSession *sess);
 void streams_ws_closed(Streams *s, ApiSession *sess);
 
+/* ====================================================================
+ * HTTP side internals (added by the api owner): shared by server.c,
+ * http.c, routes.c, trigger.c, jobs.c and metrics.c; stream.c does not
+ * use them.  Everything below runs on the api thread unless a comment
+ * says otherwise.
+ * ==================================================================== */
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include "route.h"
+#include "../projector/query.h"
+
+#define API_REQ_MAX       8192		/* requests in flight: more is 503 */
+#define API_BODY_BUDGET   (256u << 20)	/* body bytes buffered at once */
+#define API_BODY_TIMEOUT_S 10		/* client must send the body within */
+#define API_IDEM_MAX      255
+#define API_WAIT_BUCKETS  256
+#define API_NOUTCOMES     5		/* see api_outcome_name() */
+
+enum { API_OUT_ACCEPTED, API_OUT_REPLAYED, API_OUT_OVERLOADED,
+       API_OUT_STORAGE_FULL, API_OUT_FAILED };
+
+/* Request states: who owns the ApiReq now. */
+enum {
+	RQ_BODY = 1,	/* api: headers seen, reading the body */
+	RQ_LOG,		/* log: le is queued at the writer */
+	RQ_RUNNER,	/* runner: rr is queued at the runner */
+	RQ_WAIT,	/* api: parked until the job's final event or timeout */
+	RQ_READY,	/* api: response in out, waiting for writable */
+	RQ_CLOSING	/* api: response sent, hang up when flushed */
+};
+enum { API_KIND_OTHER, API_KIND_TRIGGER, API_KIND_RUNNER };
+enum { API_MODE_POLL, API_MODE_WAIT };
+
+typedef struct ApiReq ApiReq;
+typedef struct ApiRoute ApiRoute;
+
+struct ApiReq {
+	LogEntry    le;		/* trigger: owned by the log while RQ_LOG */
+	RunnerReq   rr;		/* cancel/retry: owned by the runner while RQ_RUNNER */
+	Api        *a;
+	struct lws *wsi;	/* NULL once the connection closed */
+	int         state, kind, orphan;
+	int         close_after;	/* reply "connection: close", then hang up */
+	int         discard;	/* an error is pending: drop body bytes */
+	const ApiRoute *route;
+	const JgToken  *tok;	/* NULL: no bearer (hmac or public route) */
+	const JgJob    *job;
+	int         job_idx, mode, wait_s, hmac;
+	uint64_t    id;
+	int         err_status;	/* pending error, sent once the body is in */
+	const char *err_code, *err_msg;
+	int         chunked;
+	int64_t     clen;	/* Content-Length, -1 if none */
+	size_t      budget;	/* bytes of a->body_bytes this request holds */
+	RouteChunk  ck;
+	Buf         body;	/* request body (pooled memory) */
+	Buf         out;	/* response, LWS_PRE bytes of headroom first */
+	char        idem[API_IDEM_MAX + 1];
+	size_t      idem_len;
+	int         has_idem;
+	lws_sorted_usec_list_t sul;	/* /wait deadline */
+	ApiReq     *qnext;	/* {a->cq_mu} completion queue */
+	ApiReq     *next;	/* free list or waiter chain (api thread) */
+};
+
+/* One row of the route table (routes.c), like Redis's command table. */
+enum { API_M_GET = 1, API_M_POST = 2 };
+enum { API_AUTH_NONE, API_AUTH_BEARER, API_AUTH_TRIGGER };
+struct ApiRoute {
+	const char *pattern;	/* "/jobs/{id}/events" */
+	unsigned    methods;	/* API_M_* */
+	const char *allow;	/* Allow header for 405 */
+	int         auth;	/* API_AUTH_* */
+	/* After auth, at header time, with the captures: parse them into r
+	 * and refuse early with api_pend_error() (never replies itself; the
+	 * error goes out once the body is drained).  NULL: nothing to do. */
+	void      (*head)(Api *a, ApiReq *r, const RouteSeg *caps);
+	/* The whole request is in: respond (returning the callback value) or
+	 * hand off (return 0). */
+	int       (*run)(Api *a, ApiReq *r);
+};
+
+struct Api {
+	const Config *cfg;
+	Log          *log;
+	Projector    *proj;
+	Runner       *run;
+	Streams      *streams;
+	Query        *q;		/* read model (api thread only) */
+	LogReader    *rd;		/* log snapshots (api thread only) */
+	struct lws_context *ctx;
+	struct lws_vhost   *vh;
+	int           port;
+	volatile sig_atomic_t stop;	/* set by api_stop() */
+	atomic_int    closed;		/* api_close() began: done() must not wake */
+
+	pthread_mutex_t cq_mu;		/* completion queue, filled by other threads */
+	ApiReq       *cq_head, *cq_tail;	/* {cq_mu} */
+	atomic_uint_least64_t head;	/* log head, stored by the log watcher */
+	uint64_t      head_seen;	/* last head scanned for /wait (api thread) */
+	uint64_t      head_streams;	/* last head given to the streams */
+
+	ApiReq       *free;		/* request pool */
+	int           nreq, inflight;	/* allocated; owned by log/runner */
+	size_t        body_bytes;	/* buffered request bodies, <= API_BODY_BUDGET */
+	ApiReq       *wait[API_WAIT_BUCKETS];	/* parked /wait requests by job id */
+	int           nwait;
+	char        **hmac_hdr;		/* per job: "lower-case-name:" or NULL */
+	Buf           scratch, job;	/* response and job object scratch */
+
+	uint64_t     *enq;		/* [job * API_NOUTCOMES + outcome] */
+	uint64_t      http[600];	/* responses by status code */
+};
+
+/* server.c */
+ApiReq *api_req_get(Api *a);
+void    api_req_put(Api *a, ApiReq *r);
+void    api_cq_push(Api *a, ApiReq *r);		/* any thread */
+void    api_wait_park(Api *a, ApiReq *r);
+uint64_t api_head(Api *a);
+
+/* http.c: responses.  hdrs is extra header lines, each ending "\r\n".
+ * api_reply() answers from inside r->wsi's own callback and returns the
+ * callback's value; api_defer() answers later (from the drain or a timer):
+ * the response waits in r->out for HTTP_WRITEABLE. */
+int  api_reply(Api *a, ApiReq *r, int status, const char *hdrs,
+	       const char *body, size_t bn);
+void api_defer(Api *a, ApiReq *r, int status, const char *hdrs,
+	       const char *body, size_t bn);
+int  api_flush(Api *a, ApiReq *r);		/* HTTP_WRITEABLE for RQ_READY */
+/* The JSON error body for code/msg into b. */
+void api_error_body(Buf *b, const char *code, const char *msg);
+/* Error response (headers by status: WWW-Authenticate, Retry-After). */
+int  api_reply_error(Api *a, ApiReq *r, int status, const char *code, const char *msg);
+void api_defer_error(Api *a, ApiReq *r, int status, const char *code, const char *msg);
+/* Write a JSON error on wsi without ending the transaction (upgrade
+ * refusals, requests without an ApiReq).  lws_write's result. */
+int  api_write_error(Api *a, struct lws *wsi, int status, const char *code,
+		     const char *msg, int close);
+/* Remember an error to send once the body has been read (keeps the
+ * connection usable); returns 0. */
+int  api_pend_error(ApiReq *r, int status, const char *code, const char *msg);
+int  api_hmac_ok(Api *a, ApiReq *r);		/* 1 if the signature matches */
+const char *api_outcome_name(int o);
+
+/* routes.c */
+int  api_route_begin(Api *a, struct lws *wsi, ApiSession *sess, const char *path, size_t n);
+int  api_route_upgrade(Api *a, struct lws *wsi, const char *proto);
+/* The body is complete (or there is none): pending error or run(). */
+int  api_route_body_done(Api *a, ApiReq *r);
+
+/* trigger.c */
+void api_trigger_head(Api *a, ApiReq *r, const RouteSeg *caps);
+int  api_trigger_run(Api *a, ApiReq *r);
+void api_trigger_done(Api *a, ApiReq *r);	/* drain: the log answered */
+void api_wait_done(Api *a, ApiReq *r);		/* final event or deadline */
+/* Fold job id from the current snapshot of a->rd into a->job.  0,
+ * JG_ENOTFOUND, or a log error.  *status gets the job's status. */
+int  api_job_fold(Api *a, uint64_t id, int *status);
+
+/* jobs.c */
+void api_jobs_id_head(Api *a, ApiReq *r, const RouteSeg *caps);
+int  api_jobs_get(Api *a, ApiReq *r);
+int  api_jobs_list(Api *a, ApiReq *r);
+int  api_jobs_events(Api *a, ApiReq *r);
+int  api_jobs_cancel(Api *a, ApiReq *r);
+int  api_jobs_retry(Api *a, ApiReq *r);
+void api_runner_done(Api *a, ApiReq *r);	/* drain: the runner answered */
+
+/* metrics.c */
+int  api_healthz(Api *a, ApiReq *r);
+int  api_metrics(Api *a, ApiReq *r);
+
 #endif

@@ -1,0 +1,296 @@
+/*
+ * http.c -- responses, JSON errors, auth (bearer and HMAC) and query
+ * arguments for the HTTP side of api/.  All on the api thread.
+ *
+ * Responses are written whole with one lws_write(LWS_WRITE_HTTP_HEADERS):
+ * status line, headers and body composed in one buffer, so a typical
+ * answer costs one send(2).  Header text is fixed strings plus numbers;
+ * nothing is formatted with printf on the hot path.  lws keeps whatever
+ * the kernel did not take and finishes it before the next writable
+ * callback, and lws_http_transaction_completed() waits for that too.
+ */
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <string.h>
+
+#include "api_int.h"
+#include "../common/jg.h"
+
+static const char *api_status_text(int st)
+{
+	switch (st) {
+	case 200: return "200 OK";
+	case 202: return "202 Accepted";
+	case 400: return "400 Bad Request";
+	case 401: return "401 Unauthorized";
+	case 403: return "403 Forbidden";
+	case 404: return "404 Not Found";
+	case 405: return "405 Method Not Allowed";
+	case 409: return "409 Conflict";
+	case 413: return "413 Payload Too Large";
+	case 500: return "500 Internal Server Error";
+	case 503: return "503 Service Unavailable";
+	}
+	return st < 500 ? "400 Bad Request" : "500 Internal Server Error";
+}
+
+/* Compose a whole response into b (LWS_PRE bytes of headroom first). */
+static void api_compose(Buf *b, int status, const char *hdrs, const char *body,
+			size_t bn, int close)
+{
+	static const char zero[LWS_PRE];
+
+	buf_reset(b);
+	buf_reserve(b, LWS_PRE + 160 + (hdrs ? strlen(hdrs) : 0) + bn);
+	buf_add(b, zero, LWS_PRE);
+	buf_puts(b, "HTTP/1.1 ");
+	buf_puts(b, api_status_text(status));
+	/* A caller's own content-type (metrics) comes first in hdrs. */
+	if (hdrs && strncmp(hdrs, "content-type:", 13) == 0)
+		buf_puts(b, "\r\ncontent-length: ");
+	else
+		buf_puts(b, "\r\ncontent-type: application/json\r\ncontent-length: ");
+	buf_u64(b, bn);
+	buf_puts(b, "\r\n");
+	if (hdrs)
+		buf_puts(b, hdrs);
+	if (close)
+		buf_puts(b, "connection: close\r\n");
+	buf_puts(b, "\r\n");
+	buf_add(b, body, bn);
+}
+
+static void api_count(Api *a, int status)
+{
+	if (status >= 100 && status < 600)
+		a->http[status]++;
+}
+
+/* Write r->out; then end the transaction, or hang up once flushed. */
+int api_flush(Api *a, ApiReq *r)
+{
+	struct lws *wsi = r->wsi;
+	ApiSession *sess = lws_wsi_user(wsi);
+	size_t n = r->out.len - LWS_PRE;
+
+	if (r->out.oom || lws_write(wsi, (unsigned char *)r->out.p + LWS_PRE, n,
+				    LWS_WRITE_HTTP_HEADERS) < (int)n)
+		return -1;
+	if (r->close_after) {
+		r->state = RQ_CLOSING;
+		lws_callback_on_writable(wsi);
+		return 0;
+	}
+	if (sess)
+		sess->req = NULL;
+	api_req_put(a, r);
+	return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
+int api_reply(Api *a, ApiReq *r, int status, const char *hdrs,
+	      const char *body, size_t bn)
+{
+	api_count(a, status);
+	api_compose(&r->out, status, hdrs, body, bn, r->close_after);
+	return api_flush(a, r);
+}
+
+void api_defer(Api *a, ApiReq *r, int status, const char *hdrs,
+	       const char *body, size_t bn)
+{
+	api_count(a, status);
+	api_compose(&r->out, status, hdrs, body, bn, r->close_after);
+	r->state = RQ_READY;
+	lws_callback_on_writable(r->wsi);
+}
+
+void api_error_body(Buf *b, const char *code, const char *msg)
+{
+	buf_reset(b);
+	buf_puts(b, "{\"error\":");
+	buf_json_cstr(b, code);
+	buf_puts(b, ",\"message\":");
+	buf_json_cstr(b, msg);
+	buf_puts(b, "}");
+}
+
+static const char *api_error_hdrs(int status)
+{
+	switch (status) {
+	case 401: return "www-authenticate: Bearer\r\n";
+	case 503: return "retry-after: 1\r\n";
+	}
+	return NULL;
+}
+
+/* 405 needs the route's Allow; every other status has fixed headers. */
+static const char *api_req_error_hdrs(ApiReq *r, int status, char *tmp, size_t cap)
+{
+	if (status == 405 && r->route) {
+		snprintf(tmp, cap, "allow: %s\r\n", r->route->allow);
+		return tmp;
+	}
+	return api_error_hdrs(status);
+}
+
+int api_reply_error(Api *a, ApiReq *r, int status, const char *code, const char *msg)
+{
+	char tmp[64];
+
+	api_error_body(&a->scratch, code, msg);
+	return api_reply(a, r, status, api_req_error_hdrs(r, status, tmp, sizeof tmp),
+			 a->scratch.p, a->scratch.len);
+}
+
+void api_defer_error(Api *a, ApiReq *r, int status, const char *code, const char *msg)
+{
+	char tmp[64];
+
+	api_error_body(&a->scratch, code, msg);
+	api_defer(a, r, status, api_req_error_hdrs(r, status, tmp, sizeof tmp),
+		  a->scratch.p, a->scratch.len);
+}
+
+int api_pend_error(ApiReq *r, int status, const char *code, const char *msg)
+{
+	if (!r->err_status) {
+		r->err_status = status;
+		r->err_code = code;
+		r->err_msg = msg;
+	}
+	r->discard = 1;
+	return 0;
+}
+
+int api_write_error(Api *a, struct lws *wsi, int status, const char *code,
+		    const char *msg, int close)
+{
+	Buf *b = &a->job;	/* scratch holds the body */
+
+	api_error_body(&a->scratch, code, msg);
+	api_count(a, status);
+	api_compose(b, status, api_error_hdrs(status), a->scratch.p, a->scratch.len, close);
+	if (b->oom)
+		return -1;
+	return lws_write(wsi, (unsigned char *)b->p + LWS_PRE, b->len - LWS_PRE,
+			 LWS_WRITE_HTTP_HEADERS);
+}
+
+/* stream.c's way to refuse a request (GET /events) it was handed. */
+int api_error(struct lws *wsi, int status, const char *code, const char *msg)
+{
+	Api *a = api_from_wsi(wsi);
+
+	if (api_write_error(a, wsi, status, code, msg, 0) < 0)
+		return -1;
+	return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
+int api_query_arg(struct lws *wsi, const char *name, char *out, size_t cap)
+{
+	char frag[1024];
+	const char *v;
+	size_t vn;
+	int i, n;
+
+	for (i = 0; i < 64; i++) {
+		n = lws_hdr_copy_fragment(wsi, frag, sizeof frag, WSI_TOKEN_HTTP_URI_ARGS, i);
+		if (n < 0) {
+			/* -1 is also "too long for frag": tell the two apart. */
+			if (lws_hdr_fragment_length(wsi, WSI_TOKEN_HTTP_URI_ARGS, i) <= 0)
+				break;
+			continue;
+		}
+		if (!route_arg(frag, (size_t)n, name, &v, &vn))
+			continue;
+		if (vn >= cap)
+			return JG_EINVAL;
+		memcpy(out, v, vn);
+		out[vn] = 0;
+		return 0;
+	}
+	return JG_ENOTFOUND;
+}
+
+/* "Bearer TOKEN" (scheme case-insensitive) into the token span. */
+static int api_bearer(const char *h, size_t n, const char **tok, size_t *tn)
+{
+	if (n < 7 || strncasecmp(h, "bearer ", 7) != 0)
+		return 0;
+	h += 7;
+	n -= 7;
+	while (n && *h == ' ') {
+		h++;
+		n--;
+	}
+	while (n && (h[n - 1] == ' ' || h[n - 1] == '\t'))
+		n--;
+	*tok = h;
+	*tn = n;
+	return n > 0;
+}
+
+const JgToken *api_auth(Api *a, struct lws *wsi, int allow_query)
+{
+	char h[512];
+	const char *tok;
+	size_t tn;
+	int n;
+
+	n = lws_hdr_copy(wsi, h, sizeof h, WSI_TOKEN_HTTP_AUTHORIZATION);
+	if (n > 0 && api_bearer(h, (size_t)n, &tok, &tn))
+		return config_auth(a->cfg, tok, tn);
+	if (allow_query && api_query_arg(wsi, "access_token", h, sizeof h) == 0 && h[0])
+		return config_auth(a->cfg, h, strlen(h));
+	return NULL;
+}
+
+static int api_unhex(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* "sha256=<64 hex>" in the job's signature header over the raw body,
+ * compared in constant time.  The header is still readable: the ah stays
+ * bound to the wsi until the transaction completes. */
+int api_hmac_ok(Api *a, ApiReq *r)
+{
+	const JgJob *j = r->job;
+	const char *key = a->hmac_hdr[r->job_idx];
+	unsigned char mac[EVP_MAX_MD_SIZE], got[32];
+	unsigned int mn = 0;
+	char h[160];
+	int n;
+
+	if (!key || !j->hmac_secret)
+		return 0;
+	n = lws_hdr_custom_copy(r->wsi, h, sizeof h, key, (int)strlen(key));
+	if (n != 7 + 64 || strncmp(h, "sha256=", 7) != 0)
+		return 0;
+	for (int i = 0; i < 32; i++) {
+		int hi = api_unhex(h[7 + 2 * i]), lo = api_unhex(h[8 + 2 * i]);
+		if (hi < 0 || lo < 0)
+			return 0;
+		got[i] = (unsigned char)(hi << 4 | lo);
+	}
+	if (!HMAC(EVP_sha256(), j->hmac_secret, (int)j->hmac_secret_len,
+		  (const unsigned char *)(r->body.len ? r->body.p : ""), r->body.len,
+		  mac, &mn) || mn != 32)
+		return 0;
+	return CRYPTO_memcmp(mac, got, 32) == 0;
+}
+
+const char *api_outcome_name(int o)
+{
+	static const char *const names[API_NOUTCOMES] = {
+		"accepted", "replayed", "overloaded", "storage_full", "failed"
+	};
+	return o >= 0 && o < API_NOUTCOMES ? names[o] : "?";
+}

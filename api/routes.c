@@ -1,0 +1,219 @@
+/*
+ * routes.c -- the route table and the header phase of every request.
+ *
+ * Like Redis's command table, each row names a path pattern, the methods
+ * it takes, how it authenticates, and its handlers: head() runs at header
+ * time (captures parsed, early refusals), run() once the body is in.
+ *
+ * Order of checks, each answered with the first failure: path shape (400
+ * too long, 404 not_found), method (405 + Allow), body framing (400),
+ * auth (401), head() (404 unknown_job, 403, 400 ...), size (413), then
+ * run() with the body (400 invalid_json, 401 bad signature ...).
+ *
+ * Errors found before the body has been read are remembered and sent once
+ * it has been drained without buffering (api_pend_error), so the keep-alive
+ * connection stays in step.  A body we will not read at all (a
+ * Content-Length over the limit, broken framing) is answered at once with
+ * "connection: close" and the connection is dropped after the write.
+ */
+#include <string.h>
+#include <strings.h>
+
+#include "api_int.h"
+#include "../common/jg.h"
+
+static int api_sse_run(Api *a, ApiReq *r);
+static int api_ws_plain(Api *a, ApiReq *r);
+
+static const ApiRoute api_routes[] = {
+	{ "/trigger/{job}",        API_M_POST, "POST", API_AUTH_TRIGGER, api_trigger_head, api_trigger_run },
+	{ "/trigger/{job}/{mode}", API_M_POST, "POST", API_AUTH_TRIGGER, api_trigger_head, api_trigger_run },
+	{ "/jobs",                 API_M_GET,  "GET",  API_AUTH_BEARER,  NULL,             api_jobs_list },
+	{ "/jobs/{id}",            API_M_GET,  "GET",  API_AUTH_BEARER,  api_jobs_id_head, api_jobs_get },
+	{ "/jobs/{id}/events",     API_M_GET,  "GET",  API_AUTH_BEARER,  api_jobs_id_head, api_jobs_events },
+	{ "/jobs/{id}/cancel",     API_M_POST, "POST", API_AUTH_BEARER,  api_jobs_id_head, api_jobs_cancel },
+	{ "/jobs/{id}/retry",      API_M_POST, "POST", API_AUTH_BEARER,  api_jobs_id_head, api_jobs_retry },
+	{ "/events",               API_M_GET,  "GET",  API_AUTH_BEARER,  NULL,             api_sse_run },
+	{ "/ws",                   API_M_GET,  "GET",  API_AUTH_BEARER,  NULL,             api_ws_plain },
+	{ "/healthz",              API_M_GET,  "GET",  API_AUTH_NONE,    NULL,             api_healthz },
+	{ "/metrics",              API_M_GET,  "GET",  API_AUTH_BEARER,  NULL,             api_metrics },
+};
+#define API_NROUTES (int)(sizeof api_routes / sizeof api_routes[0])
+
+static unsigned api_method(struct lws *wsi)
+{
+	if (lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI))
+		return API_M_POST;
+	if (lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI))
+		return API_M_GET;
+	return 0;	/* PUT, DELETE, PATCH, OPTIONS, HEAD: never allowed */
+}
+
+/* Content-Length / Transfer-Encoding.  0, or an error status (400). */
+static int api_framing(struct lws *wsi, ApiReq *r)
+{
+	char v[64];
+	uint64_t cl;
+	int n;
+
+	if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0) {
+		n = lws_hdr_copy(wsi, v, sizeof v, WSI_TOKEN_HTTP_TRANSFER_ENCODING);
+		/* Both headers at once is how requests get smuggled: refuse. */
+		if (n <= 0 || strcasecmp(v, "chunked") != 0 ||
+		    lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0)
+			return 400;
+		r->chunked = 1;
+		/* Whatever follows the last chunk in the same read is lost to
+		 * lws, so a chunked request ends its connection. */
+		r->close_after = 1;
+		return 0;
+	}
+	if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0) {
+		n = lws_hdr_copy(wsi, v, sizeof v, WSI_TOKEN_HTTP_CONTENT_LENGTH);
+		if (n <= 0 || jg_parse_u64(v, (size_t)n, &cl) != 0 || cl > INT64_MAX)
+			return 400;
+		r->clen = (int64_t)cl;
+	}
+	return 0;
+}
+
+/* An error at header time: now if there is no body to drain, else after. */
+static int api_head_fail(Api *a, ApiReq *r, int has_body, int status,
+			 const char *code, const char *msg)
+{
+	if (has_body)
+		return api_pend_error(r, status, code, msg);
+	return api_reply_error(a, r, status, code, msg);
+}
+
+/* Api thread, LWS_CALLBACK_HTTP: match, check, and start the body. */
+int api_route_begin(Api *a, struct lws *wsi, ApiSession *sess, const char *path, size_t n)
+{
+	const ApiRoute *rt = NULL, *path_hit = NULL;
+	unsigned m = api_method(wsi);
+	RouteSeg caps[3];
+	RoutePath rp;
+	ApiReq *r;
+	int rc, has_body, st;
+
+	(void)n;
+	sess->kind = SESS_HTTP;
+	if (sess->req)	/* a previous transaction's leftover */
+		api_req_put(a, sess->req);
+	sess->req = NULL;
+	if (!(r = api_req_get(a))) {
+		api_write_error(a, wsi, 503, "overloaded", "too many requests in flight", 1);
+		return -1;
+	}
+	r->wsi = wsi;
+	sess->req = r;
+	if ((st = api_framing(wsi, r)) != 0) {
+		r->close_after = 1;
+		return api_reply_error(a, r, st, "bad_request", "bad Content-Length or Transfer-Encoding");
+	}
+	has_body = r->chunked || r->clen > 0;
+	if (r->clen > a->cfg->max_payload_bytes) {
+		/* Refuse without reading: the rest of the body stays unread and
+		 * the connection is dropped after the answer. */
+		r->close_after = 1;
+		has_body = 0;
+	}
+	rc = route_split(path, strlen(path), &rp);
+	if (rc == ENAMETOOLONG)
+		return api_head_fail(a, r, has_body, 400, "bad_request", "path too long");
+	for (int i = 0; rc == 0 && i < API_NROUTES; i++) {
+		if (!route_match(api_routes[i].pattern, &rp, caps, 3))
+			continue;
+		path_hit = &api_routes[i];
+		if (api_routes[i].methods & m) {
+			rt = path_hit;
+			break;
+		}
+	}
+	if (!rt) {
+		r->route = path_hit;
+		if (path_hit)
+			return api_head_fail(a, r, has_body, 405, "method_not_allowed",
+					     "method not allowed on this path");
+		return api_head_fail(a, r, has_body, 404, "not_found", "no such route");
+	}
+	r->route = rt;
+	if (rt->auth != API_AUTH_NONE)
+		r->tok = api_auth(a, wsi, 0);
+	if (rt->auth == API_AUTH_BEARER && !r->tok)
+		return api_head_fail(a, r, has_body, 401, "unauthorized", "missing or invalid bearer token");
+	if (rt->head)
+		rt->head(a, r, caps);	/* may leave a pending error */
+	if (r->err_status && !has_body)
+		return api_route_body_done(a, r);
+	if (r->clen > a->cfg->max_payload_bytes)
+		return api_reply_error(a, r, 413, "payload_too_large", "body exceeds max_payload_bytes");
+	if (!has_body)
+		return api_route_body_done(a, r);
+	if (r->clen > 0 && !r->discard) {
+		if (a->body_bytes + (size_t)r->clen > API_BODY_BUDGET) {
+			r->close_after = 1;
+			return api_reply_error(a, r, 503, "overloaded", "too many request bodies in flight");
+		}
+		r->budget = (size_t)r->clen;
+		a->body_bytes += r->budget;
+		buf_reserve(&r->body, (size_t)r->clen);
+	}
+	lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT, API_BODY_TIMEOUT_S);
+	return 0;
+}
+
+/* Api thread: the body is in (or there was none). */
+int api_route_body_done(Api *a, ApiReq *r)
+{
+	/* From here the server owes the answer: no lws timeout may cut it
+	 * (a parked /wait has its own deadline). */
+	lws_set_timeout(r->wsi, NO_PENDING_TIMEOUT, 0);
+	if (r->err_status)
+		return api_reply_error(a, r, r->err_status, r->err_code, r->err_msg);
+	return r->route->run(a, r);
+}
+
+/* GET /events: the streams engineer's SSE; our request is done with. */
+static int api_sse_run(Api *a, ApiReq *r)
+{
+	struct lws *wsi = r->wsi;
+	ApiSession *sess = lws_wsi_user(wsi);
+
+	sess->req = NULL;
+	api_req_put(a, r);
+	return streams_sse_open(a->streams, wsi, sess);
+}
+
+/* GET /ws without an upgrade. */
+static int api_ws_plain(Api *a, ApiReq *r)
+{
+	return api_reply_error(a, r, 400, "bad_request", "GET /ws needs a WebSocket upgrade");
+}
+
+/* Api thread, LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: only /ws, only with a
+ * token (header or access_token), only with sane stream args.  >0 after
+ * writing a refusal, <0 to hang up, 0 to go on (lws's convention). */
+int api_route_upgrade(Api *a, struct lws *wsi, const char *proto)
+{
+	char path[64], msg[120];
+	int st;
+
+	if (!proto || strcmp(proto, "websocket") != 0)
+		return -1;
+	if (lws_hdr_copy(wsi, path, sizeof path, WSI_TOKEN_GET_URI) <= 0 ||
+	    strcmp(path, "/ws") != 0) {
+		api_write_error(a, wsi, 404, "not_found", "WebSocket upgrades are only on /ws", 0);
+		return 1;
+	}
+	if (!api_auth(a, wsi, 1)) {
+		api_write_error(a, wsi, 401, "unauthorized", "missing or invalid token", 0);
+		return 1;
+	}
+	if ((st = streams_check_args(wsi, msg, sizeof msg)) != 0) {
+		api_write_error(a, wsi, st, st == 400 ? "bad_request" :
+				st == 404 ? "not_found" : "overloaded", msg, 0);
+		return 1;
+	}
+	return 0;
+}

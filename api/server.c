@@ -1,0 +1,626 @@
+/*
+ * server.c -- the lws context, the one protocol callback, the request pool
+ * and the queues that connect the api thread to the log writer and the
+ * runner.
+ *
+ * Threads.  Everything here runs on the api thread (the lws service loop
+ * in api_run) except api_cq_push(), api_log_watch() and api_stop(), which
+ * other threads call.  They only touch the completion queue (cq_mu), the
+ * atomic head and the stop flag, then lws_cancel_service(): the one lws
+ * call another thread may make.  The api thread drains in
+ * LWS_CALLBACK_EVENT_WAIT_CANCELLED.
+ *
+ * A request's life.  LWS_CALLBACK_HTTP takes an ApiReq from the pool
+ * (routes.c matches, authenticates and sets limits), the body arrives in
+ * HTTP_BODY (bounded: Content-Length checked up front, chunked bodies
+ * decoded and counted as they come), and at its end the route's run()
+ * either answers at once or hands the request to another thread: its
+ * embedded LogEntry to log_submit() or RunnerReq to runner_submit().  That
+ * thread's done() pushes the request on the completion queue; the drain
+ * builds the answer (one LMDB snapshot for the whole batch) into r->out
+ * and asks for writable; HTTP_WRITEABLE writes it and ends the
+ * transaction, and the request goes back to the pool.
+ *
+ * Closed connections.  A connection may close while its request belongs to
+ * the log or the runner; we cannot take it back, so the request is marked
+ * orphan (wsi = NULL) and freed when its completion arrives.  A parked
+ * /wait request is ours, so it is unhooked and freed at once.
+ *
+ * Head moves.  The log watcher stores the new head and wakes us; the
+ * drain hands it to the streams and scans the new events' binary headers
+ * (job_id, status: no JSON) for the final event of any parked /wait job.
+ */
+#include <assert.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api_int.h"
+#include "../common/jg.h"
+#include "../log/event.h"
+
+#define API_DRAIN_S 5		/* api_run: wait this long for owed answers */
+
+/* ---- pool ---- */
+
+/* Api thread.  A request from the pool, or NULL at API_REQ_MAX. */
+ApiReq *api_req_get(Api *a)
+{
+	ApiReq *r = a->free;
+
+	if (r) {
+		a->free = r->next;
+	} else {
+		if (a->nreq >= API_REQ_MAX || !(r = calloc(1, sizeof *r)))
+			return NULL;
+		a->nreq++;
+	}
+	r->a = a;
+	r->next = r->qnext = NULL;
+	r->state = RQ_BODY;
+	r->kind = API_KIND_OTHER;
+	r->orphan = r->close_after = r->discard = r->hmac = r->has_idem = 0;
+	r->route = NULL;
+	r->tok = NULL;
+	r->job = NULL;
+	r->job_idx = -1;
+	r->mode = API_MODE_POLL;
+	r->wait_s = 0;
+	r->id = 0;
+	r->err_status = 0;
+	r->chunked = 0;
+	r->clen = -1;
+	r->budget = 0;
+	memset(&r->ck, 0, sizeof r->ck);
+	buf_reset(&r->body);
+	buf_reset(&r->out);
+	r->idem_len = 0;
+	return r;
+}
+
+/* Api thread.  Back to the pool; memory of big bodies is given back so
+ * the pool's footprint stays near API_REQ_MAX small requests. */
+void api_req_put(Api *a, ApiReq *r)
+{
+	a->body_bytes -= r->budget;
+	r->budget = 0;
+	if (r->body.cap > 65536)
+		buf_free(&r->body);
+	if (r->out.cap > 65536)
+		buf_free(&r->out);
+	if (r->le.extra.cap > 65536)
+		buf_free(&r->le.extra);
+	free(r->le.idem);
+	r->le.idem = NULL;
+	r->wsi = NULL;
+	r->state = 0;
+	r->next = a->free;
+	a->free = r;
+}
+
+static void api_req_destroy(ApiReq *r)
+{
+	buf_free(&r->body);
+	buf_free(&r->out);
+	event_entry_free(&r->le);
+	free(r);
+}
+
+/* ---- completion queue and head (other threads) ---- */
+
+/* Log writer or runner thread: hand a finished request back.  Only the
+ * push onto an empty queue wakes the loop, which takes the whole queue. */
+void api_cq_push(Api *a, ApiReq *r)
+{
+	int wake;
+
+	r->qnext = NULL;
+	pthread_mutex_lock(&a->cq_mu);
+	wake = a->cq_head == NULL;
+	if (a->cq_tail)
+		a->cq_tail->qnext = r;
+	else
+		a->cq_head = r;
+	a->cq_tail = r;
+	pthread_mutex_unlock(&a->cq_mu);
+	if (wake && !atomic_load(&a->closed))
+		lws_cancel_service(a->ctx);
+}
+
+/* Log writer thread, after each commit. */
+static void api_log_watch(void *ctx, uint64_t head)
+{
+	Api *a = ctx;
+
+	atomic_store(&a->head, head);
+	if (!atomic_load(&a->closed))
+		lws_cancel_service(a->ctx);
+}
+
+uint64_t api_head(Api *a)
+{
+	return atomic_load(&a->head);
+}
+
+/* ---- /wait parking ---- */
+
+static ApiReq **api_wait_slot(Api *a, uint64_t id)
+{
+	return &a->wait[id % API_WAIT_BUCKETS];
+}
+
+static void api_wait_unhook(Api *a, ApiReq *r)
+{
+	ApiReq **pp;
+
+	for (pp = api_wait_slot(a, r->id); *pp; pp = &(*pp)->next)
+		if (*pp == r) {
+			*pp = r->next;
+			a->nwait--;
+			break;
+		}
+	r->next = NULL;
+	lws_sul_cancel(&r->sul);
+}
+
+static void api_wait_timer(lws_sorted_usec_list_t *sul)
+{
+	ApiReq *r = lws_container_of(sul, ApiReq, sul);
+
+	api_wait_unhook(r->a, r);
+	api_wait_done(r->a, r);
+	log_reader_end(r->a->rd);
+}
+
+/* Park r until its job's final event or r->wait_s seconds. */
+void api_wait_park(Api *a, ApiReq *r)
+{
+	ApiReq **slot = api_wait_slot(a, r->id);
+
+	r->state = RQ_WAIT;
+	r->next = *slot;
+	*slot = r;
+	a->nwait++;
+	lws_sul_schedule(a->ctx, 0, &r->sul, api_wait_timer,
+			 (lws_usec_t)r->wait_s * LWS_US_PER_SEC);
+}
+
+/* Answer every parked request of a job whose final event was seen. */
+static void api_wait_final(Api *a, uint64_t id)
+{
+	ApiReq **pp = api_wait_slot(a, id), *r, *hit = NULL;
+
+	while ((r = *pp)) {
+		if (r->id == id) {
+			*pp = r->next;
+			a->nwait--;
+			lws_sul_cancel(&r->sul);
+			r->next = hit;
+			hit = r;
+		} else {
+			pp = &r->next;
+		}
+	}
+	while ((r = hit)) {
+		hit = r->next;
+		r->next = NULL;
+		api_wait_done(a, r);
+	}
+}
+
+/* Scan events (from, to] of the open snapshot for final statuses.  Ids
+ * are collected in batches and answered between them, because answering
+ * folds jobs on the same reader. */
+static void api_wait_scan(Api *a, uint64_t from, uint64_t to)
+{
+	uint64_t ids[64], next = from + 1;
+	LogEvent ev;
+	int n, rc;
+
+	do {
+		n = 0;
+		for (rc = log_reader_seek(a->rd, next, &ev);
+		     rc == 0 && ev.seq <= to && n < 64; rc = log_reader_next(a->rd, &ev)) {
+			next = ev.seq + 1;
+			if (log_status_final(ev.status))
+				ids[n++] = ev.job_id;
+		}
+		for (int i = 0; i < n; i++)
+			api_wait_final(a, ids[i]);
+	} while (n == 64);
+}
+
+/* Api thread, shutdown: answer every parked request now. */
+static void api_wait_flush(Api *a)
+{
+	for (int b = 0; b < API_WAIT_BUCKETS; b++)
+		while (a->wait[b]) {
+			ApiReq *r = a->wait[b];
+			api_wait_unhook(a, r);
+			api_wait_done(a, r);
+		}
+	log_reader_end(a->rd);
+}
+
+/* ---- drain ---- */
+
+/* Api thread, LWS_CALLBACK_EVENT_WAIT_CANCELLED: answer what the log and
+ * the runner finished, then follow the head.  One snapshot serves all. */
+static void api_drain(Api *a)
+{
+	ApiReq *list, *r;
+	uint64_t head = api_head(a), snap;
+	int began = 0;
+
+	pthread_mutex_lock(&a->cq_mu);
+	list = a->cq_head;
+	a->cq_head = a->cq_tail = NULL;
+	pthread_mutex_unlock(&a->cq_mu);
+	if (!list && head <= a->head_seen)
+		return;
+	if (log_reader_begin(a->rd) == 0)
+		began = 1;
+	while ((r = list)) {
+		list = r->qnext;
+		a->inflight--;
+		if (r->orphan) {
+			if (r->kind == API_KIND_TRIGGER)
+				a->enq[r->job_idx * API_NOUTCOMES +
+				       (r->le.rc ? API_OUT_FAILED : r->le.replayed ?
+					API_OUT_REPLAYED : API_OUT_ACCEPTED)]++;
+			api_req_put(a, r);
+		} else if (r->kind == API_KIND_TRIGGER) {
+			api_trigger_done(a, r);
+		} else {
+			api_runner_done(a, r);
+		}
+	}
+	snap = began ? log_reader_head(a->rd) : a->head_seen;
+	if (snap > a->head_seen) {
+		if (a->nwait)
+			api_wait_scan(a, a->head_seen, snap);
+		a->head_seen = snap;
+	}
+	log_reader_end(a->rd);
+	if (head < snap)
+		head = snap;
+	if (head > a->head_streams) {
+		a->head_streams = head;
+		streams_on_head(a->streams, head);
+	}
+}
+
+/* ---- the protocol callback ---- */
+
+static ApiSession *api_sess(void *user)
+{
+	return user;
+}
+
+/* The connection or transaction of sess ended: let go of its request. */
+static void api_sess_drop(Api *a, ApiSession *sess)
+{
+	ApiReq *r = sess->req;
+
+	if (!r)
+		return;
+	sess->req = NULL;
+	r->wsi = NULL;
+	switch (r->state) {
+	case RQ_LOG:
+	case RQ_RUNNER:
+		r->orphan = 1;	/* freed when its completion arrives */
+		break;
+	case RQ_WAIT:
+		api_wait_unhook(a, r);
+		api_req_put(a, r);
+		break;
+	default:
+		api_req_put(a, r);
+	}
+}
+
+/* Api thread.  One request body fragment. */
+static int api_body(Api *a, ApiReq *r, const char *in, size_t len)
+{
+	size_t max = (size_t)a->cfg->max_payload_bytes, used;
+	int rc;
+
+	if (r->state != RQ_BODY)
+		return 0;	/* answered already (e.g. 413): ignore the rest */
+	if (!r->chunked) {
+		if (r->discard)
+			return 0;
+		if (r->body.len + len > max)	/* Content-Length lied */
+			goto too_big;
+		buf_add(&r->body, in, len);
+		return r->body.oom ? -1 : 0;
+	}
+	/* Chunked: decode; in discard mode into a scratch that is reset. */
+	rc = route_chunk_feed(&r->ck, in, len, &r->body, max, &used);
+	if (r->discard && r->body.len)
+		buf_reset(&r->body);
+	if (rc == E2BIG)
+		goto too_big;
+	if (rc == ROUTE_CHUNK_DONE)
+		return api_route_body_done(a, r);
+	if (rc != ROUTE_CHUNK_MORE) {
+		r->close_after = 1;
+		r->discard = 0;
+		return api_reply_error(a, r, 400, "bad_request", "malformed chunked body");
+	}
+	if (!r->discard && r->body.len > r->budget) {
+		/* Account what a chunked body holds; refuse past the budget. */
+		size_t more = r->body.len - r->budget;
+		if (a->body_bytes + more > API_BODY_BUDGET) {
+			r->close_after = 1;
+			return api_reply_error(a, r, 503, "overloaded", "too many request bodies in flight");
+		}
+		a->body_bytes += more;
+		r->budget += more;
+	}
+	return 0;
+too_big:
+	r->close_after = 1;
+	r->discard = 0;
+	return api_reply_error(a, r, 413, "payload_too_large", "body exceeds max_payload_bytes");
+}
+
+static int api_callback(struct lws *wsi, enum lws_callback_reasons reason,
+			void *user, void *in, size_t len)
+{
+	Api *a = lws_context_user(lws_get_context(wsi));
+	ApiSession *sess = api_sess(user);
+	ApiReq *r;
+
+	switch (reason) {
+	case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+		if (a)
+			api_drain(a);
+		return 0;
+	case LWS_CALLBACK_HTTP:
+		return api_route_begin(a, wsi, sess, in, len);
+	case LWS_CALLBACK_HTTP_BODY:
+		r = sess ? sess->req : NULL;
+		return r ? api_body(a, r, in, len) : 0;
+	case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+		r = sess ? sess->req : NULL;
+		if (!r || r->state != RQ_BODY || r->chunked)
+			return 0;
+		return api_route_body_done(a, r);
+	case LWS_CALLBACK_HTTP_WRITEABLE:
+		if (sess && sess->kind == SESS_SSE)
+			return streams_sse_writeable(a->streams, wsi, sess);
+		r = sess ? sess->req : NULL;
+		if (!r)
+			return 0;
+		if (r->state == RQ_CLOSING)
+			return -1;
+		return r->state == RQ_READY ? api_flush(a, r) : 0;
+	case LWS_CALLBACK_CLOSED_HTTP:
+		if (sess && sess->kind == SESS_SSE) {
+			streams_sse_closed(a->streams, sess);
+			sess->kind = SESS_HTTP;
+			return 0;
+		}
+		if (sess)
+			api_sess_drop(a, sess);
+		return 0;
+	case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
+		if (sess && sess->kind == SESS_HTTP)
+			api_sess_drop(a, sess);
+		return 0;
+	case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+		return api_route_upgrade(a, wsi, in);
+	case LWS_CALLBACK_ESTABLISHED:
+		sess->kind = SESS_WS;
+		return streams_ws_open(a->streams, wsi, sess);
+	case LWS_CALLBACK_SERVER_WRITEABLE:
+		return sess && sess->kind == SESS_WS ?
+			streams_ws_writeable(a->streams, wsi, sess) : 0;
+	case LWS_CALLBACK_CLOSED:
+		if (sess && sess->kind == SESS_WS)
+			streams_ws_closed(a->streams, sess);
+		return 0;
+	default:
+		break;
+	}
+	return 0;
+}
+
+static const struct lws_protocols api_protocols[] = {
+	{ "jobgate", api_callback, sizeof(ApiSession), 4096, 0, NULL, 0 },
+	{ NULL, NULL, 0, 0, 0, NULL, 0 }
+};
+
+/* ---- lws logs into jg_log ---- */
+
+/* Any thread lws logs from.  Strip lws's own "[time] E: " prefix and the
+ * newline; the JSON line has its own time and level. */
+static void api_lws_log(int level, const char *line)
+{
+	char msg[512];
+	const char *p = line, *q;
+	size_t n;
+
+	if (*p == '[' && (q = strchr(p, ']')))
+		p = q + 1;
+	while (*p == ' ')
+		p++;
+	if (p[0] && p[1] == ':' && p[2] == ' ')
+		p += 3;
+	n = strlen(p);
+	while (n && (p[n - 1] == '\n' || p[n - 1] == '\r' || p[n - 1] == ' '))
+		n--;
+	if (n >= sizeof msg)
+		n = sizeof msg - 1;
+	memcpy(msg, p, n);
+	msg[n] = 0;
+	jg_log(level & LLL_ERR ? JG_ERROR : JG_WARN, "libwebsockets", "detail", msg, NULL);
+}
+
+/* ---- public ---- */
+
+Api *api_from_wsi(struct lws *wsi)
+{
+	return lws_context_user(lws_get_context(wsi));
+}
+
+Streams *api_streams(Api *a)
+{
+	return a->streams;
+}
+
+int api_port(Api *a)
+{
+	return a->port;
+}
+
+/* Lower-case "name:" as lws stores custom header names. */
+static char *api_hdr_key(const char *name)
+{
+	size_t n = strlen(name);
+	char *k = malloc(n + 2);
+
+	if (!k)
+		return NULL;
+	for (size_t i = 0; i < n; i++)
+		k[i] = (char)((name[i] >= 'A' && name[i] <= 'Z') ? name[i] + 32 : name[i]);
+	k[n] = ':';
+	k[n + 1] = 0;
+	return k;
+}
+
+static int api_listen(Api *a)
+{
+	struct lws_context_creation_info info;
+	char addr[300];
+	int v4 = strchr(a->cfg->listen_host, ':') == NULL;
+
+	memset(&info, 0, sizeof info);
+	info.port = a->cfg->listen_port;
+	info.iface = a->cfg->listen_host;
+	info.protocols = api_protocols;
+	info.user = a;
+	info.vhost_name = "jobgate";
+	/* lws 4.1 binds every interface unless IPv6 is off for the vhost. */
+	info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 |
+		       (v4 ? LWS_SERVER_OPTION_DISABLE_IPV6 : 0);
+	info.max_http_header_data = 16384;
+	info.max_http_header_pool = 1024;
+	info.timeout_secs = 10;
+	info.keepalive_timeout = 60;
+	info.fd_limit_per_thread = 0;
+	if (!(a->ctx = lws_create_context(&info)))
+		return JG_EINVAL;
+	a->vh = lws_get_vhost_by_name(a->ctx, "jobgate");
+	a->port = a->vh ? lws_get_vhost_listen_port(a->vh) : -1;
+	if (a->port <= 0)
+		return JG_EINVAL;
+	snprintf(addr, sizeof addr, v4 ? "%s:%d" : "[%s]:%d", a->cfg->listen_host, a->port);
+	jg_log(JG_INFO, "listening", "listen", addr, NULL);
+	return 0;
+}
+
+int api_open(Api **out, const Config *cfg, Log *log, Projector *proj,
+	     Runner *run, const char *db_path)
+{
+	Api *a;
+	int rc;
+
+	*out = NULL;
+	if (!(a = calloc(1, sizeof *a)))
+		return ENOMEM;
+	a->cfg = cfg;
+	a->log = log;
+	a->proj = proj;
+	a->run = run;
+	pthread_mutex_init(&a->cq_mu, NULL);
+	atomic_init(&a->closed, 0);
+	atomic_init(&a->head, log_head(log));
+	a->head_seen = a->head_streams = log_head(log);
+	rc = ENOMEM;
+	if (!(a->enq = calloc((size_t)cfg->njobs * API_NOUTCOMES + 1, sizeof *a->enq)) ||
+	    !(a->hmac_hdr = calloc((size_t)cfg->njobs + 1, sizeof *a->hmac_hdr)))
+		goto fail;
+	for (int i = 0; i < cfg->njobs; i++)
+		if (cfg->jobs[i].hmac_secret &&
+		    !(a->hmac_hdr[i] = api_hdr_key(cfg->jobs[i].hmac_header ?
+				cfg->jobs[i].hmac_header : "X-Hub-Signature-256")))
+			goto fail;
+	if ((rc = log_reader_open(log, &a->rd)) != 0 ||
+	    (rc = query_open(&a->q, db_path)) != 0 ||
+	    (rc = streams_open(&a->streams, cfg, log)) != 0 ||
+	    (rc = log_watch(log, api_log_watch, a)) != 0)
+		goto fail;
+	lws_set_log_level(LLL_ERR | LLL_WARN, api_lws_log);
+	if ((rc = api_listen(a)) != 0)
+		goto fail;
+	*out = a;
+	return 0;
+fail:
+	api_close(a);
+	return rc;
+}
+
+/* Api thread: serve until api_stop(), then answer what is owed (parked
+ * waits at once, commits in flight as they land) for up to API_DRAIN_S. */
+int api_run(Api *a)
+{
+	int64_t until;
+
+	while (!a->stop)
+		if (lws_service(a->ctx, 0) < 0)
+			return JG_EINVAL;
+	api_wait_flush(a);
+	until = jg_mono_ns() + (int64_t)API_DRAIN_S * 1000000000;
+	while ((a->inflight > 0 || a->nwait > 0) && jg_mono_ns() < until)
+		lws_service(a->ctx, 0);
+	/* One more turn so answers queued by the drain get written. */
+	for (int i = 0; i < 3; i++)
+		lws_service(a->ctx, -1);
+	return 0;
+}
+
+/* Any thread (the signal thread): ask api_run to return. */
+void api_stop(Api *a)
+{
+	if (!a)
+		return;
+	a->stop = 1;
+	lws_cancel_service(a->ctx);
+}
+
+void api_close(Api *a)
+{
+	ApiReq *r;
+
+	if (!a)
+		return;
+	atomic_store(&a->closed, 1);
+	if (a->ctx)
+		lws_context_destroy(a->ctx);	/* closes sessions: drops requests */
+	a->ctx = NULL;
+	streams_close(a->streams);
+	query_close(a->q);
+	log_reader_close(a->rd);
+	/* Requests still owned by the log or the runner cannot be freed:
+	 * their done() may yet run.  That only happens if api_run's drain
+	 * timed out; leak them (and a) rather than risk a use after free. */
+	if (a->inflight > 0) {
+		jg_log(JG_WARN, "answers still owed at close", NULL);
+		return;
+	}
+	while ((r = a->free)) {
+		a->free = r->next;
+		api_req_destroy(r);
+	}
+	for (int i = 0; a->hmac_hdr && i < a->cfg->njobs; i++)
+		free(a->hmac_hdr[i]);
+	free(a->hmac_hdr);
+	free(a->enq);
+	buf_free(&a->scratch);
+	buf_free(&a->job);
+	pthread_mutex_destroy(&a->cq_mu);
+	free(a);
+}
