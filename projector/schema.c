@@ -507,7 +507,12 @@ static int pdb_bind_event(ProjDb *d, const EventView *v, int *which)
 			sqlite3_bind_int64(st, 4, v->exit_code);
 		else
 			sqlite3_bind_null(st, 4);
-		bind_span(st, 5, v->result);
+		/* A JSON null result is SQL NULL: same rendering, and
+		 * `WHERE result IS NULL` means what an operator expects. */
+		if (v->result.n == 4 && memcmp(v->result.p, "null", 4) == 0)
+			sqlite3_bind_null(st, 5);
+		else
+			bind_span(st, 5, v->result);
 		sqlite3_bind_int(st, 6, v->result_truncated != 0);
 		bind_time(st, 7, v->at_ms);
 		break;
