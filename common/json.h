@@ -38,7 +38,9 @@ int json_eq(const char *js, const jsmntok_t *t, const char *s);
 int json_get(const char *js, const jsmntok_t *toks, int obj, const char *key);
 
 /* Decode the string token t (escapes resolved) into out (cap bytes incl.
- * NUL).  0, or JG_EINVAL if not a string, ENAMETOOLONG if it does not fit. */
+ * NUL).  0, or JG_EINVAL if not a string (or it holds \u0000, which a C
+ * string cannot carry), ENAMETOOLONG if it does not fit.  Lone surrogate
+ * escapes decode to U+FFFD, so the output is always valid UTF-8. */
 int json_str(const char *js, const jsmntok_t *t, char *out, size_t cap);
 /* Same, into a fresh malloc'd string the caller frees; NULL on error. */
 char *json_strdup(const char *js, const jsmntok_t *t);
