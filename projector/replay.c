@@ -125,7 +125,18 @@ static int open_snapshot(const char *path, sqlite3 **out)
 	*out = NULL;
 	if (access(path, F_OK) != 0)
 		return errno;
-	rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
+	/* Read-write if allowed, though we only read: the last connection to
+	 * close a WAL file deletes its -wal and -shm only if it may write,
+	 * and a read-only one would leave them behind on files nobody else
+	 * has open (a rebuilt --out file, the temporary file of a check). */
+	rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+	if (rc != SQLITE_OK) {
+		sqlite3_close(db);
+		db = NULL;
+		rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
+	}
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(db, "PRAGMA query_only = 1", NULL, NULL, NULL);
 	if (rc != SQLITE_OK) {
 		rc = pdb_err(db, rc, "open");
 		sqlite3_close(db);
