@@ -1,0 +1,248 @@
+"""The SQLite read model end to end: exactly-once across kill -9, replay
+determinism, pagination, outside sqlite3 readers, scripts/replay."""
+import os
+import random
+import sqlite3
+import subprocess
+import threading
+import time
+
+import pytest
+
+SCRIPT = os.path.join(os.path.dirname(__file__), "..", "..", "scripts", "replay")
+FINAL = ("succeeded", "failed", "canceled")
+
+
+def db_path(s):
+    return os.path.join(s.data_dir, "jobs.db")
+
+
+def rows(path):
+    """(applied_seq, every jobs row in id order) from one snapshot."""
+    c = sqlite3.connect("file:%s?mode=ro" % path, uri=True, isolation_level=None)
+    try:
+        c.execute("BEGIN")
+        applied = c.execute("select value from meta where key='applied_seq'").fetchone()[0]
+        data = c.execute("select * from jobs order by id").fetchall()
+        c.execute("COMMIT")
+        return applied, data
+    finally:
+        c.close()
+
+
+def wait_projected(s, timeout=20):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        h = s.get("/healthz").json()
+        if h["projected_seq"] >= h["log_seq"]:
+            return h
+        time.sleep(0.02)
+    raise AssertionError("projector did not reach the log head: %r" % h)
+
+
+def wait_final(s, ids, timeout=30):
+    deadline = time.time() + timeout
+    for i in ids:
+        while True:
+            j = s.get("/jobs/%d" % i).json()
+            if j["status"] in FINAL:
+                break
+            assert time.time() < deadline, "job %d stuck in %s" % (i, j["status"])
+            time.sleep(0.02)
+
+
+def trigger_many(s, n, job="echo"):
+    ids = []
+    c = s.conn()
+    for k in range(n):
+        r = s.post("/trigger/%s" % job, {"k": k}, conn=c)
+        assert r.status == 202, r.body
+        ids.append(r.json()["id"])
+    c.close()
+    return ids
+
+
+def enqueued_upto(s, seq):
+    return sum(1 for e in s.dump() if e["type"] == "job.enqueued" and e["seq"] <= seq)
+
+
+def replay(s, *args):
+    return s.jobgate("replay", "--data-dir", s.data_dir, *args)
+
+
+def test_exactly_once_across_kill9(server):
+    rnd = random.Random(7)
+    for rnd_no in range(4):
+        stop = threading.Event()
+
+        def fire():
+            try:
+                c = server.conn(timeout=5)
+                while not stop.is_set():
+                    server.post("/trigger/echo", {"r": rnd_no}, conn=c)
+            except Exception:
+                pass        # the server was killed under us
+
+        ts = [threading.Thread(target=fire) for _ in range(4)]
+        for t in ts:
+            t.start()
+        time.sleep(0.1 + rnd.random() * 0.6)
+        server.kill9()
+        stop.set()
+        for t in ts:
+            t.join(10)
+        server.start()
+        r = replay(server, "--check")
+        assert r.returncode == 0, r.stdout + r.stderr
+        applied, data = rows(db_path(server))
+        assert len(data) == enqueued_upto(server, applied)
+    h = wait_projected(server)
+    applied, data = rows(db_path(server))
+    assert applied >= h["projected_seq"]
+    assert len(data) == enqueued_upto(server, applied)
+    assert replay(server, "--check").returncode == 0
+
+
+def test_two_replays_identical_and_equal_live(server, tmp_path):
+    ids = trigger_many(server, 120)
+    wait_final(server, ids)
+    wait_projected(server)
+    a, b = str(tmp_path / "r1.db"), str(tmp_path / "r2.db")
+    assert replay(server, "--out", a).returncode == 0
+    assert replay(server, "--out", b).returncode == 0
+    ra, rb = rows(a), rows(b)
+    assert ra == rb
+    live = rows(db_path(server))
+    if live[0] == ra[0]:        # nothing new was applied meanwhile
+        assert live == ra
+    assert len(ra[1]) == len(ids)
+    # --out never overwrites.
+    r = replay(server, "--out", a)
+    assert r.returncode == 1 and "exists" in r.stderr
+
+
+def test_pagination_walks_every_job_once(server):
+    ids = set(trigger_many(server, 230))
+    wait_projected(server)      # lists read the projection only
+    seen, cursor, pages = [], None, 0
+    while True:
+        q = "/jobs?limit=17" + ("&cursor=" + cursor if cursor else "")
+        r = server.get(q)
+        assert r.status == 200, r.body
+        body = r.json()
+        seen += [j["id"] for j in body["jobs"]]
+        pages += 1
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == sorted(seen, reverse=True)
+    assert len(seen) == len(set(seen)) == len(ids) and set(seen) == ids
+    assert pages == (len(ids) + 16) // 17
+    # Filters.
+    r = server.get("/jobs?job=echo&limit=1000").json()
+    assert len(r["jobs"]) == len(ids) and r["next_cursor"] is None
+    assert server.get("/jobs?job=nope").json() == {"jobs": [], "next_cursor": None}
+    for st in ("queued", "running", "succeeded"):
+        for j in server.get("/jobs?status=%s&limit=1000" % st).json()["jobs"]:
+            assert j["status"] == st
+    # Bad limits and cursors are 400; unknown ids 404.
+    for bad in ("limit=0", "limit=1001", "limit=-1", "limit=abc",
+                "cursor=zz", "cursor=", "cursor=0000000000000000",
+                "cursor=%2e%2e", "status=bogus"):
+        r = server.get("/jobs?" + bad)
+        assert r.status == 400, (bad, r.status, r.body)
+    assert server.get("/jobs?limit=1000").status == 200
+    assert server.get("/jobs?limit=1").status == 200
+    r = server.get("/jobs/999999999")
+    assert r.status == 404 and r.json()["error"] in ("not_found", "unknown_job")
+
+
+def test_outside_sqlite3_reader_does_not_stall(server):
+    trigger_many(server, 20)
+    wait_projected(server)
+    sh = subprocess.Popen(["sqlite3", db_path(server)], stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        sh.stdin.write("BEGIN;\nSELECT count(*) FROM jobs;\n")
+        sh.stdin.flush()
+        first = sh.stdout.readline().strip()
+        assert first.isdigit()
+        t0 = time.time()
+        ids = trigger_many(server, 300)
+        assert time.time() - t0 < 30
+        h = wait_projected(server, timeout=10)
+        assert h["projected_seq"] >= ids[-1]
+        # The shell's snapshot did not move.
+        sh.stdin.write("SELECT count(*) FROM jobs;\n")
+        sh.stdin.flush()
+        assert sh.stdout.readline().strip() == first
+    finally:
+        sh.stdin.write("COMMIT;\n.quit\n")
+        sh.stdin.flush()
+        sh.wait(10)
+
+
+def test_direct_sqlite3_group_by_while_running(server):
+    ids = trigger_many(server, 30)
+    wait_final(server, ids)
+    wait_projected(server)
+    r = subprocess.run(["sqlite3", db_path(server),
+                        "select status, count(*) from jobs group by 1"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert "succeeded|30" in r.stdout
+
+
+def test_replay_cli_arguments(server):
+    assert server.jobgate("replay", "--help").returncode == 0
+    r = server.jobgate("replay", "--bogus")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert server.jobgate("replay", "--out").returncode == 2
+    # Replacing the live projection is refused while the server runs.
+    r = replay(server)
+    assert r.returncode == 1 and "running server" in r.stderr
+
+
+def test_check_reports_a_difference(server):
+    trigger_many(server, 10)
+    wait_projected(server)
+    server.kill9()
+    c = sqlite3.connect(db_path(server))
+    c.execute("update jobs set attempts = attempts + 5 where id = (select max(id) from jobs)")
+    c.commit()
+    c.close()
+    r = replay(server, "--check")
+    assert r.returncode == 1
+    assert "attempts" in r.stdout
+
+
+def test_scripts_replay(server):
+    ids = trigger_many(server, 40)
+    wait_final(server, ids)
+    wait_projected(server)
+    env = dict(os.environ, JOBGATE_BIN=server.cmd()[0])
+    run = lambda *a: subprocess.run([SCRIPT, "--data-dir", server.data_dir] + list(a),
+                                    capture_output=True, text=True, timeout=120, env=env)
+    r = run()
+    assert r.returncode == 1 and "running server" in r.stderr
+    r = run("--check")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "succeeded  40" in r.stdout
+    out = os.path.join(server.tmp, "side.db")
+    r = run("--out", out)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "before" in r.stdout and "after" in r.stdout
+    server.kill9()
+    before = rows(db_path(server))
+    r = run()
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "before" in r.stdout and "after" in r.stdout and "succeeded  40" in r.stdout
+    baks = [f for f in os.listdir(server.data_dir) if f.startswith("jobs.db.bak-")]
+    assert baks, os.listdir(server.data_dir)
+    assert rows(db_path(server))[1] == rows(out)[1]
+    assert rows(db_path(server))[1] == before[1]
+    assert run("--bogus").returncode == 2
+    # The server starts on the rebuilt projection and keeps going.
+    server.start()
+    assert server.get("/jobs/%d" % ids[0]).json()["status"] == "succeeded"
+    assert server.post("/trigger/echo", {}).status == 202
