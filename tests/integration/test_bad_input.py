@@ -1,0 +1,236 @@
+"""Every bad input of SPEC §4/§7 gets its status and JSON error, appends
+nothing to the log, and leaves the server healthy."""
+import hashlib
+import hmac
+import json
+import socket
+import time
+
+import pytest
+
+SECRET = "from-github"
+CONFIG = {
+    "tokens": [{"name": "ci", "token": "ci-secret"},
+               {"name": "ops", "token": "ops-secret", "jobs": ["echo"]}],
+    "jobs": {"echo": {"builtin": "echo"},
+             "other": {"builtin": "echo"},
+             "hook": {"builtin": "echo", "hmac_secret": SECRET,
+                      "hmac_header": "X-Hub-Signature-256"}},
+    "limits": {"max_payload_bytes": 1024, "max_wait_s": 5},
+}
+
+
+@pytest.fixture
+def srv(make_server):
+    return make_server(config=CONFIG)
+
+
+def log_seq(s):
+    h = s.get("/healthz", token=None)
+    assert h.status == 200
+    return h.json()["log_seq"]
+
+
+def sign(body):
+    return "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+
+
+def raw(s, data, timeout=5):
+    """Send raw bytes; return what came back before close or timeout."""
+    sk = socket.create_connection(("127.0.0.1", s.port), timeout=timeout)
+    try:
+        sk.sendall(data)
+        out = b""
+        t0 = time.time()
+        while time.time() - t0 < timeout:
+            try:
+                d = sk.recv(65536)
+            except socket.timeout:
+                break
+            except ConnectionResetError:
+                break
+            if not d:
+                break
+            out += d
+            if b"\r\n\r\n" in out:
+                head, _, body = out.partition(b"\r\n\r\n")
+                n = [int(l.split(b":")[1]) for l in head.split(b"\r\n")
+                     if l.lower().startswith(b"content-length:")]
+                if n and len(body) >= n[0]:
+                    break
+        return out
+    finally:
+        sk.close()
+
+
+def parse(resp):
+    head, _, body = resp.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split()[1])
+    hdrs = {}
+    for l in lines[1:]:
+        k, _, v = l.partition(b":")
+        hdrs[k.strip().lower().decode()] = v.strip().decode()
+    return status, hdrs, body
+
+
+def check_error(r, status, code):
+    assert r.status == status, (r.status, r.body)
+    assert r.headers["content-type"] == "application/json"
+    e = r.json()
+    assert e["error"] == code and isinstance(e["message"], str) and e["message"]
+
+
+CASES = [
+    # (name, method, path, body, headers, token, status, code)
+    ("no token", "POST", "/trigger/echo", b"{}", {}, None, 401, "unauthorized"),
+    ("wrong token", "POST", "/trigger/echo", b"{}", {}, "nope", 401, "unauthorized"),
+    ("lower-case scheme, wrong", "POST", "/trigger/echo", b"{}", {"Authorization": "bearer x"}, None, 401, "unauthorized"),
+    ("token not allowed the job", "POST", "/trigger/other", b"{}", {}, "ops-secret", 403, "forbidden"),
+    ("unknown job", "POST", "/trigger/nosuch", b"{}", {}, "ci-secret", 404, "unknown_job"),
+    ("bad name bytes", "POST", "/trigger/%C3%28", b"{}", {}, "ci-secret", 404, "unknown_job"),
+    ("bad json", "POST", "/trigger/echo", b"{nope", {}, "ci-secret", 400, "invalid_json"),
+    ("trailing garbage json", "POST", "/trigger/echo", b"{} x", {}, "ci-secret", 400, "invalid_json"),
+    ("bad utf-8 json", "POST", "/trigger/echo", b'"\xff"', {}, "ci-secret", 400, "invalid_json"),
+    ("bad mode", "POST", "/trigger/echo/fast", b"{}", {}, "ci-secret", 400, "bad_request"),
+    ("bad timeout", "POST", "/trigger/echo/wait?timeout=-1", b"{}", {}, "ci-secret", 400, "bad_request"),
+    ("long idempotency key", "POST", "/trigger/echo", b"{}", {"Idempotency-Key": "k" * 256}, "ci-secret", 400, "bad_request"),
+    ("bad hmac", "POST", "/trigger/hook", b"{}", {"X-Hub-Signature-256": "sha256=" + "0" * 64}, None, 401, "unauthorized"),
+    ("hmac of other body", "POST", "/trigger/hook", b"{}", {"X-Hub-Signature-256": sign(b"[]")}, None, 401, "unauthorized"),
+    ("missing hmac", "POST", "/trigger/hook", b"{}", {}, None, 401, "unauthorized"),
+    ("malformed hmac", "POST", "/trigger/hook", b"{}", {"X-Hub-Signature-256": "sha1=abc"}, None, 401, "unauthorized"),
+    ("unknown route", "GET", "/nope", None, {}, "ci-secret", 404, "not_found"),
+    ("trailing slash", "GET", "/jobs/", None, {}, "ci-secret", 404, "not_found"),
+    ("id not decimal", "GET", "/jobs/abc", None, {}, "ci-secret", 404, "not_found"),
+    ("id leading zero", "GET", "/jobs/01", None, {}, "ci-secret", 404, "not_found"),
+    ("id overflow", "GET", "/jobs/99999999999999999999999", None, {}, "ci-secret", 404, "not_found"),
+    ("unknown id", "GET", "/jobs/424242", None, {}, "ci-secret", 404, "unknown_job"),
+    ("unknown id events", "GET", "/jobs/424242/events", None, {}, "ci-secret", 404, "unknown_job"),
+    ("cancel unknown", "POST", "/jobs/424242/cancel", None, {}, "ci-secret", 404, "unknown_job"),
+    ("bad limit", "GET", "/jobs?limit=0", None, {}, "ci-secret", 400, "bad_request"),
+    ("big limit", "GET", "/jobs?limit=1001", None, {}, "ci-secret", 400, "bad_request"),
+    ("bad status", "GET", "/jobs?status=bogus", None, {}, "ci-secret", 400, "bad_request"),
+    ("bad cursor", "GET", "/jobs?cursor=zz", None, {}, "ci-secret", 400, "bad_request"),
+    ("long path", "GET", "/" + "a" * 3000, None, {}, "ci-secret", 400, "bad_request"),
+    ("jobs without token", "GET", "/jobs", None, {}, None, 401, "unauthorized"),
+    ("ws without upgrade", "GET", "/ws", None, {}, "ci-secret", 400, "bad_request"),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_bad_request(srv, case):
+    _, method, path, body, headers, token, status, code = case
+    before = log_seq(srv)
+    r = srv.request(method, path, body=body, headers=headers,
+                    token=token if token else False)
+    check_error(r, status, code)
+    if status == 401:
+        assert r.headers["www-authenticate"] == "Bearer"
+    assert log_seq(srv) == before
+    assert srv.post("/trigger/echo", {"ok": 1}, token="ci-secret").status == 202
+
+
+def test_wrong_method_has_allow(srv):
+    before = log_seq(srv)
+    for method, path, allow in [("GET", "/trigger/echo", "POST"), ("PUT", "/jobs/1", "GET"),
+                                ("DELETE", "/trigger/echo/poll", "POST"),
+                                ("POST", "/healthz", "GET"), ("GET", "/jobs/1/cancel", "POST")]:
+        r = srv.request(method, path, token="ci-secret")
+        check_error(r, 405, "method_not_allowed")
+        assert r.headers["allow"] == allow
+    assert log_seq(srv) == before
+
+
+def test_errors_keep_the_connection(srv):
+    c = srv.conn()
+    try:
+        r = srv.post("/trigger/echo", b"{bad", token="ci-secret", conn=c)
+        check_error(r, 400, "invalid_json")
+        r = srv.post("/trigger/nosuch", b"{}", token="ci-secret", conn=c)
+        check_error(r, 404, "unknown_job")
+        r = srv.post("/trigger/echo", b"{}", token="nope", conn=c)
+        check_error(r, 401, "unauthorized")
+        r = srv.post("/trigger/echo", b"{}", token="ci-secret", conn=c)
+        assert r.status == 202
+    finally:
+        c.close()
+
+
+def test_good_hmac_is_accepted(srv):
+    body = b'{"ref":"main"}'
+    r = srv.post("/trigger/hook", body, token=False,
+                 headers={"X-Hub-Signature-256": sign(body)})
+    assert r.status == 202, r.body
+    assert r.json()["payload"] == {"ref": "main"}
+
+
+def test_oversize_refused_without_reading(srv):
+    before = log_seq(srv)
+    t0 = time.time()
+    resp = raw(srv, b"POST /trigger/echo HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ci-secret\r\n"
+                    b"Content-Length: 100000000\r\n\r\n" + b"[" * 100)
+    assert time.time() - t0 < 3
+    status, hdrs, body = parse(resp)
+    assert status == 413
+    assert json.loads(body)["error"] == "payload_too_large"
+    assert hdrs.get("connection") == "close"
+    # Just over the limit, sent whole: still 413.
+    r = srv.post("/trigger/echo", b'"' + b"a" * 1100 + b'"', token="ci-secret")
+    check_error(r, 413, "payload_too_large")
+    assert log_seq(srv) == before
+
+
+def test_oversize_chunked(srv):
+    before = log_seq(srv)
+    chunk = b"a" * 600
+    resp = raw(srv, b"POST /trigger/echo HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ci-secret\r\n"
+                    b"Transfer-Encoding: chunked\r\n\r\n" +
+                    (b"%x\r\n%s\r\n" % (len(chunk), chunk)) * 2)
+    status, _, body = parse(resp)
+    assert status == 413 and json.loads(body)["error"] == "payload_too_large"
+    resp = raw(srv, b"POST /trigger/echo HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ci-secret\r\n"
+                    b"Transfer-Encoding: chunked\r\n\r\nzz\r\n")
+    status, _, body = parse(resp)
+    assert status == 400 and json.loads(body)["error"] == "bad_request"
+    assert log_seq(srv) == before
+
+
+def test_bad_framing(srv):
+    before = log_seq(srv)
+    for hdr in (b"Content-Length: abc\r\n", b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+                b"Transfer-Encoding: gzip\r\n"):
+        resp = raw(srv, b"POST /trigger/echo HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ci-secret\r\n"
+                        + hdr + b"\r\n{}")
+        status, _, body = parse(resp)
+        assert status == 400 and json.loads(body)["error"] == "bad_request"
+    assert log_seq(srv) == before
+
+
+@pytest.mark.parametrize("junk", [b"\x00\x01\x02\x03garbage\r\n\r\n", b"HELLO\r\n\r\n",
+                                  b"GET / HTTP/9.9\r\n\r\n", b"\x16\x03\x01\x02\x00\x01\x00",
+                                  b"POST /trigger/echo HTTP/1.1\r\n" + b"X: y\r\n" * 5000 + b"\r\n"])
+def test_garbage_on_the_socket(srv, junk):
+    before = log_seq(srv)
+    resp = raw(srv, junk, timeout=3)
+    # lws answers some of these itself (a 4xx page) and drops the rest.
+    if resp:
+        assert resp.startswith(b"HTTP/1."), resp[:40]
+        assert 400 <= int(resp.split()[1]) < 500
+    assert log_seq(srv) == before
+    assert srv.post("/trigger/echo", {"after": "junk"}, token="ci-secret").status == 202
+
+
+def test_slow_body_times_out(srv):
+    """A client that never sends its announced body is cut off."""
+    sk = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
+    try:
+        sk.sendall(b"POST /trigger/echo HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ci-secret\r\n"
+                   b"Content-Length: 10\r\n\r\n{")
+        t0 = time.time()
+        data = sk.recv(4096)
+        while data:
+            data = sk.recv(4096)
+        assert time.time() - t0 < 25
+    finally:
+        sk.close()
+    assert srv.post("/trigger/echo", {}, token="ci-secret").status == 202
