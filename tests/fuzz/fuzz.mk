@@ -18,12 +18,14 @@ FUZZ_CFLAGS  := -std=c11 -D_GNU_SOURCE -g -O1 -Wall -Wextra -Werror \
 	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
 	-fno-omit-frame-pointer
 
-FUZZ_TARGETS := json config
+FUZZ_TARGETS := json config route
 
 json_SRCS    := common/json.c common/buf.c common/jg.c
 json_LIBS    :=
 config_SRCS  := common/config.c common/json.c common/buf.c common/jg.c
 config_LIBS  := -lcrypto
+route_SRCS   := api/route.c common/buf.c common/jg.c
+route_LIBS   :=
 
 all: $(FUZZ_TARGETS:%=run-%)
 build: $(FUZZ_TARGETS:%=$(FUZZ_O)/fuzz_%)
