@@ -14,6 +14,8 @@
 
 #include "runner_int.h"
 
+static void orphans_add(Runner *r, pid_t pgid);
+
 /* ---- the delay heap (min retry_at) */
 
 static void heap_set(Runner *r, int i, RJob *j)
@@ -404,8 +406,41 @@ void runner_attempt_end(Runner *r, int idx)
 			      j->status == JG_ST_SUCCEEDED ? JG_ST_SUCCEEDED : JG_ST_FAILED, dur);
 	buf_free(&b);
 	runner_proc_release(p);
+	if (!runner_proc_reap_group(rp->p.pid))
+		orphans_add(r, rp->p.pid);
 	free(rp);
 	runner_job_forget(r, j);
+}
+
+/* Reap what group pgid still holds from the loop until it is empty. */
+static void orphans_add(Runner *r, pid_t pgid)
+{
+	if (r->norph == r->orph_cap) {
+		int cap = r->orph_cap ? r->orph_cap * 2 : 16;
+		Orphans *o = realloc(r->orph, (size_t)cap * sizeof *o);
+		if (!o)
+			return;		/* init (or nobody) reaps them */
+		r->orph = o, r->orph_cap = cap;
+	}
+	r->orph[r->norph++] = (Orphans){ pgid, now_ns() + ORPHAN_NS };
+}
+
+/* Runner thread: reap left-behind groups; drop the empty or expired. */
+void runner_orphans_reap(Runner *r)
+{
+	int64_t t = now_ns();
+	int i, k;
+
+	for (i = r->norph - 1; i >= 0; i--) {
+		pid_t pg = r->orph[i].pgid;
+		/* A live job now leads pg: the old group is long empty. */
+		for (k = 0; k < r->nprocs && r->procs[k]->p.pid != pg; k++) {}
+		if (k == r->nprocs && !runner_proc_reap_group(pg) && t < r->orph[i].until_ns)
+			continue;
+		if (k == r->nprocs && t >= r->orph[i].until_ns)
+			jg_log(JG_WARN, "runner: job processes outlived their group leader", NULL);
+		r->orph[i] = r->orph[--r->norph];
+	}
 }
 
 /* Ask rp's group to stop: SIGTERM now, SIGKILL after grace_ns. */

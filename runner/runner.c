@@ -48,6 +48,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/eventfd.h>
+#include <sys/prctl.h>
 
 #include "runner_int.h"
 
@@ -94,6 +95,8 @@ static void timers(Runner *r, int closing)
 			rp->kill_ns = INT64_MAX;	/* sent; wait for the exit */
 		}
 	}
+	if (r->norph)
+		runner_orphans_reap(r);
 	while (!closing && r->heap_n && r->heap[0]->retry_at <= wall) {
 		RJob *j = r->heap[0];
 		runner_heap_del(r, j);
@@ -125,6 +128,8 @@ static int poll_timeout(Runner *r, int closing)
 		if (w < next)
 			next = w;
 	}
+	if (r->norph && t + ORPHAN_POLL_MS * 1000000LL < next)
+		next = t + ORPHAN_POLL_MS * 1000000LL;
 	if (next == INT64_MAX)
 		return -1;
 	ms = (next - t + 999999) / 1000000;
@@ -173,15 +178,16 @@ static int loop_once(Runner *r)
 	uint64_t v;
 	int closing, n;
 
-	take_inputs(r, &done, &reqs, &closing);
 	n = build_pollfds(r);
-	if (n > 0 && poll(r->pf, (nfds_t)n, done || reqs ? 0 : poll_timeout(r, closing)) < 0 &&
+	if (n > 0 && poll(r->pf, (nfds_t)n, poll_timeout(r, r->closing_seen)) < 0 &&
 	    errno != EINTR)
 		jg_log(JG_ERROR, "runner: poll failed", "error", strerror(errno), NULL);
 	if (n > 0 && r->pf[0].revents) {
+		/* Clear before taking: a push after this writes the eventfd again. */
 		atomic_store(&r->wake_pending, 0);
 		if (read(r->efd, &v, sizeof v) < 0) { /* EAGAIN: raced, fine */ }
 	}
+	take_inputs(r, &done, &reqs, &closing);
 	for (; done; done = dn) {
 		dn = done->next;
 		runner_ent_finish(r, done);
@@ -204,7 +210,7 @@ static int loop_once(Runner *r)
 	if (!closing)
 		runner_dispatch(r);
 	runner_snap_end(r);
-	if (!closing || r->nprocs)
+	if (!closing || r->nprocs || r->norph)
 		return 1;
 	if (!r->drain_until_ns)
 		r->drain_until_ns = now_ns() + DRAIN_MAX_NS;
@@ -224,6 +230,8 @@ static void *runner_main(void *arg)
 	pthread_sigmask(SIG_BLOCK, &pipe, NULL);
 	if ((rc = runner_recover(r)) != 0)
 		jg_log(JG_ERROR, "runner: recovery failed", "error", jg_strerror(rc), NULL);
+	runner_dispatch(r);	/* recovered work: nothing else would wake us for it */
+	runner_snap_end(r);
 	while (loop_once(r)) {}
 	if (r->inflight)
 		jg_log(JG_WARN, "runner: closed with events not confirmed", NULL);
@@ -278,7 +286,11 @@ fail:
 /* Caller's thread (after log_start).  See runner.h. */
 int runner_start(Runner *r)
 {
-	int rc = pthread_create(&r->th, NULL, runner_main, r);
+	int rc;
+
+	if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
+		jg_log(JG_WARN, "runner: cannot become child subreaper", "error", strerror(errno), NULL);
+	rc = pthread_create(&r->th, NULL, runner_main, r);
 
 	if (rc == 0)
 		r->started = 1;
@@ -346,6 +358,7 @@ void runner_close(Runner *r, int grace_s)
 		close(r->efd);
 	pthread_mutex_destroy(&r->mu);
 	free(r->heap);
+	free(r->orph);
 	free(r->pf);
 	free(r->procs);
 	free(r->specs);

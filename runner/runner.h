@@ -38,7 +38,9 @@ typedef struct RunnerReq {
  * the runner's lifetime. */
 int  runner_open(Runner **out, const Config *cfg, Log *log);
 /* Start the thread: it first records attempts left running by a previous
- * process as failed ("interrupted"), then runs queued work. */
+ * process as failed ("interrupted"), then runs queued work.  Also makes the
+ * process a child subreaper (PR_SET_CHILD_SUBREAPER), so that orphans of
+ * job groups are reaped by the runner even under an init that does not. */
 int  runner_start(Runner *r);
 int  runner_submit(Runner *r, RunnerReq *q);	/* 0 or JG_EFULL/JG_ECLOSED */
 void runner_metrics(Runner *r, Buf *out);	/* Prometheus lines, any thread */
@@ -99,6 +101,11 @@ int  runner_proc_fds(const RunnerProc *p, struct pollfd *pf);
  * read stdout/stderr, reap.  1 when finished (p->status valid), else 0. */
 int  runner_proc_step(RunnerProc *p, const struct pollfd *pf, int n);
 void runner_proc_signal(RunnerProc *p, int sig);	/* killpg while unreaped */
+/* After the leader was reaped: reap our children left in group pgid (the
+ * gateway is their subreaper, see runner_start) and say whether the group
+ * is empty (1) or has members left (0).  The caller must not pass a pgid
+ * that names a live job's group (the old one is empty then). */
+int  runner_proc_reap_group(pid_t pgid);
 /* Close and free everything; a still-running group is SIGKILLed and reaped. */
 void runner_proc_release(RunnerProc *p);
 

@@ -19,6 +19,8 @@
 #define CLOSE_KILL_NS	(2LL * 1000000000)	/* the same at shutdown */
 #define DRAIN_MAX_NS	(30LL * 1000000000)	/* wait for durability at close */
 #define REQ_MAX		4096			/* queued cancel/retry requests */
+#define ORPHAN_NS	(10LL * 1000000000)	/* reap left-behind group members */
+#define ORPHAN_POLL_MS	20
 #define TAIL_BATCH	4096			/* events read per snapshot */
 
 enum { WHY_NONE, WHY_TIMEOUT, WHY_CANCEL, WHY_CLOSE };
@@ -56,6 +58,13 @@ typedef struct RunEnt {
 	RunnerReq *reqs;		/* answered with e.rc/e.seq */
 	struct RunEnt *next;		/* done list {r->mu} / free list */
 } RunEnt;
+
+/* A job's process group whose leader is reaped but members remain (they
+ * were SIGKILLed): reaped until empty or until gives up. */
+typedef struct Orphans {
+	pid_t   pgid;
+	int64_t until_ns;
+} Orphans;
 
 typedef struct Spec {
 	RJob *head, *tail;		/* ready FIFO */
@@ -97,6 +106,8 @@ struct Runner {
 	int64_t       close_at_ns, drain_until_ns;
 	struct pollfd *pf;
 	int           pf_cap;
+	Orphans      *orph;			/* groups left behind by leaders */
+	int           norph, orph_cap;
 };
 
 static inline RJob *map_get(Runner *r, uint64_t id) { return runner_map_get(&r->map, id); }
@@ -127,6 +138,7 @@ void runner_req_cancel(Runner *r, RunnerReq *q);
 void runner_req_retry(Runner *r, RunnerReq *q);
 int runner_recover(Runner *r);
 void runner_wake(Runner *r);
+void runner_orphans_reap(Runner *r);
 
 RJob *runner_job_new(Runner *r, uint64_t id, const char *name, size_t n);
 RunEnt *runner_ent_new(Runner *r);

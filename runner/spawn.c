@@ -391,6 +391,16 @@ void runner_proc_signal(RunnerProc *p, int sig)
 		kill(-p->pid, sig);
 }
 
+/* Runner thread (needs PR_SET_CHILD_SUBREAPER to see orphans).  See
+ * runner.h. */
+int runner_proc_reap_group(pid_t pgid)
+{
+	int st;
+
+	while (waitpid(-pgid, &st, WNOHANG) > 0) {}
+	return kill(-pgid, 0) < 0 && errno == ESRCH;
+}
+
 /* Runner thread.  See runner.h. */
 void runner_proc_release(RunnerProc *p)
 {
@@ -453,11 +463,16 @@ void runner_result_json(const char *p, size_t n, int truncated, Buf *out)
 void runner_error_text(const RunnerProc *p, Buf *out)
 {
 	const char *s = p->err, *e = p->err + p->err_len, *nl;
+	int cut = p->err_cut;
 
+	if (p->err_len > RUNNER_ERR_TAIL) {
+		s = e - RUNNER_ERR_TAIL;
+		cut = 1;
+	}
 	while (e > s && is_ws(e[-1]))
 		e--;
 	/* A cut tail starts mid-line: start at the next whole line if any. */
-	if (p->err_cut && (nl = memchr(s, '\n', (size_t)(e - s))) != NULL)
+	if (cut && (nl = memchr(s, '\n', (size_t)(e - s))) != NULL)
 		s = nl + 1;
 	while (s < e && is_ws(*s))
 		s++;

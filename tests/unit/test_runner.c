@@ -1,0 +1,579 @@
+/*
+ * test_runner.c -- the runner without HTTP: process spawning and capture
+ * (spawn.c), backoff, the job map, and whole jobs through a real Log
+ * (enqueue with log_submit, wait for the runner's events in the log).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "../../common/jg.h"
+#include "../../common/json.h"
+#include "../../log/event.h"
+#include "../../runner/runner.h"
+#include "t.h"
+
+/* ---- processes */
+
+/* Run argv to completion (bounded: 20 s) with stdin in[0..n). */
+static int run_proc(RunnerProc *p, char *const argv[], const char *in, size_t n, size_t cap)
+{
+	RunnerSpawn s = { .path = argv[0], .argv = argv, .job_id = 42, .job = "tjob",
+			  .attempt = 3, .in = in, .in_len = n, .out_cap = cap };
+	struct pollfd pf[RUNNER_PROC_FDS];
+	int64_t end = jg_mono_ns() + 20LL * 1000000000;
+	int rc = runner_proc_spawn(p, &s);
+
+	if (rc != 0)
+		return rc;
+	while (jg_mono_ns() < end) {
+		int k = runner_proc_fds(p, pf);
+		CHECK(poll(pf, (nfds_t)k, 1000) >= 0);
+		if (runner_proc_step(p, pf, k))
+			return 0;
+	}
+	return ETIMEDOUT;
+}
+
+TEST(proc_env_is_exactly_four_vars)
+{
+	char *argv[] = { "/usr/bin/env", NULL };
+	RunnerProc p;
+
+	CHECK_RC(run_proc(&p, argv, "", 0, 4096));
+	buf_add(&p.out, "", 1);
+	CHECK(WIFEXITED(p.status) && WEXITSTATUS(p.status) == 0);
+	CHECK(strstr(p.out.p, "PATH=" RUNNER_PATH "\n"));
+	CHECK(strstr(p.out.p, "JOBGATE_JOB_ID=42\n"));
+	CHECK(strstr(p.out.p, "JOBGATE_JOB=tjob\n"));
+	CHECK(strstr(p.out.p, "JOBGATE_ATTEMPT=3\n"));
+	int lines = 0;
+	for (const char *c = p.out.p; *c; c++)
+		lines += *c == '\n';
+	CHECK(lines == 4);
+	runner_proc_release(&p);
+}
+
+TEST(proc_stdin_roundtrip_large)
+{
+	size_t n = 3 * 1024 * 1024, i;
+	char *in = malloc(n);
+	char *argv[] = { "/bin/cat", NULL };
+	RunnerProc p;
+
+	CHECK(in);
+	for (i = 0; i < n; i++)
+		in[i] = (char)('a' + i % 26);
+	CHECK_RC(run_proc(&p, argv, in, n, n));
+	CHECK(p.out.len == n && !p.out_truncated);
+	CHECK(memcmp(p.out.p, in, n) == 0);
+	runner_proc_release(&p);
+	free(in);
+}
+
+TEST(proc_stdout_capped_and_flagged)
+{
+	char *argv[] = { "/bin/sh", "-c", "head -c 200000 /dev/zero | tr '\\0' x", NULL };
+	RunnerProc p;
+	Buf b = {0};
+
+	CHECK_RC(run_proc(&p, argv, "", 0, 1000));
+	CHECK(WIFEXITED(p.status) && WEXITSTATUS(p.status) == 0);
+	CHECK(p.out.len == 1000 && p.out_truncated);
+	runner_result_json(p.out.p, p.out.len, p.out_truncated, &b);
+	CHECK(b.len == 1002 && b.p[0] == '"');
+	runner_proc_release(&p);
+	buf_free(&b);
+}
+
+TEST(proc_stderr_tail_keeps_last_lines)
+{
+	char *argv[] = { "/bin/sh", "-c",
+		"i=0; while [ $i -lt 3000 ]; do echo line$i >&2; i=$((i+1)); done; exit 3", NULL };
+	RunnerProc p;
+	Buf b = {0};
+
+	CHECK_RC(run_proc(&p, argv, "", 0, 100));
+	CHECK(WIFEXITED(p.status) && WEXITSTATUS(p.status) == 3);
+	runner_error_text(&p, &b);
+	buf_add(&b, "", 1);
+	CHECK(b.len - 1 <= RUNNER_ERR_TAIL);
+	CHECK(strncmp(b.p, "line", 4) == 0);		/* starts on a whole line */
+	CHECK(strlen(b.p) >= 8 && strcmp(b.p + strlen(b.p) - 8, "line2999") == 0);
+	runner_proc_release(&p);
+	buf_free(&b);
+}
+
+TEST(proc_exec_failure_reports_errno)
+{
+	char *argv[] = { "/nonexistent/prog", NULL };
+	RunnerProc p;
+
+	CHECK(run_proc(&p, argv, "", 0, 10) == ENOENT);
+}
+
+TEST(proc_signal_kills_whole_group)
+{
+	char *argv[] = { "/bin/sh", "-c", "sleep 100 & sleep 100; wait", NULL };
+	RunnerSpawn s = { .path = argv[0], .argv = argv, .job_id = 1, .job = "g",
+			  .attempt = 1, .in = "", .in_len = 0, .out_cap = 10 };
+	struct pollfd pf[RUNNER_PROC_FDS];
+	RunnerProc p;
+	int i, done = 0;
+
+	CHECK(prctl(PR_SET_CHILD_SUBREAPER, 1) == 0);
+	CHECK_RC(runner_proc_spawn(&p, &s));
+	CHECK(getpgid(p.pid) == p.pid);
+	pid_t pg = p.pid;
+	usleep(200 * 1000);
+	runner_proc_signal(&p, SIGTERM);
+	for (i = 0; i < 100 && !done; i++) {
+		int k = runner_proc_fds(&p, pf);
+		CHECK(poll(pf, (nfds_t)k, 100) >= 0);
+		done = runner_proc_step(&p, pf, k);
+	}
+	CHECK(done && WIFSIGNALED(p.status) && WTERMSIG(p.status) == SIGTERM);
+	/* The background sleep is our orphan to reap (we are its subreaper). */
+	for (i = 0; i < 200 && !runner_proc_reap_group(pg); i++)
+		usleep(10 * 1000);
+	CHECK(kill(-pg, 0) < 0 && errno == ESRCH);
+	runner_proc_release(&p);
+}
+
+TEST(result_json_or_string)
+{
+	Buf b = {0};
+
+	runner_result_json("{\"a\": [1, 2]}\n", 14, 0, &b);
+	CHECK(b.len == 13 && memcmp(b.p, "{\"a\": [1, 2]}", 13) == 0);
+	buf_reset(&b);
+	runner_result_json("hello\n", 6, 0, &b);
+	CHECK(b.len == 9 && memcmp(b.p, "\"hello\\n\"", 9) == 0);
+	buf_reset(&b);
+	runner_result_json("", 0, 0, &b);
+	CHECK(b.len == 2 && memcmp(b.p, "\"\"", 2) == 0);
+	buf_reset(&b);
+	runner_result_json("[1,2]", 5, 1, &b);	/* cut: never stored as JSON */
+	CHECK(b.len == 7 && b.p[0] == '"');
+	buf_free(&b);
+}
+
+TEST(backoff_exponential_capped_jittered)
+{
+	uint64_t rng = 12345;
+	int i;
+
+	for (i = 0; i < 200; i++) {
+		int64_t a = runner_backoff_ms(2, 1, &rng), c = runner_backoff_ms(2, 3, &rng);
+		int64_t big = runner_backoff_ms(10, 40, &rng);
+		CHECK(a >= 1800 && a <= 2200);
+		CHECK(c >= 7200 && c <= 8800);
+		CHECK(big >= 3240000 && big <= 3960000);
+	}
+	CHECK(runner_backoff_ms(0, 5, &rng) == 0);
+	/* Jitter varies. */
+	int64_t first = runner_backoff_ms(100, 1, &rng), differs = 0;
+	for (i = 0; i < 20; i++)
+		differs |= runner_backoff_ms(100, 1, &rng) != first;
+	CHECK(differs);
+}
+
+typedef struct Item { uint64_t id; int v; } Item;
+
+TEST(map_put_get_del)
+{
+	RunnerMap m = {0};
+	enum { N = 20000 };
+	Item *it = calloc(N, sizeof *it);
+	int i;
+
+	CHECK(it);
+	for (i = 0; i < N; i++) {
+		it[i].id = (uint64_t)i * 3 + 1;
+		it[i].v = i;
+		CHECK_RC(runner_map_put(&m, &it[i]));
+	}
+	for (i = 0; i < N; i += 2)
+		runner_map_del(&m, it[i].id);
+	CHECK(m.n == N / 2);
+	for (i = 0; i < N; i++) {
+		Item *x = runner_map_get(&m, it[i].id);
+		CHECK(i % 2 ? x == &it[i] : x == NULL);
+	}
+	CHECK(runner_map_get(&m, 2) == NULL);
+	runner_map_free(&m);
+	free(it);
+}
+
+/* ---- whole jobs through a Log */
+
+typedef struct Env {
+	Config *cfg;
+	Log    *log;
+	Runner *run;
+} Env;
+
+static void env_open(Env *e, const char *cfg_json, int start_runner)
+{
+	char err[256] = "";
+	LogOptions o = { .queue_max = 1024, .map_size_mb = 64 };
+
+	if (config_parse(cfg_json, strlen(cfg_json), &e->cfg, err, sizeof err) != 0) {
+		fprintf(stderr, "config: %s\n", err);
+		CHECK(0);
+	}
+	CHECK_RC(log_open(&e->log, t_dir(), &o));
+	CHECK_RC(runner_open(&e->run, e->cfg, e->log));
+	CHECK_RC(log_start(e->log));
+	if (start_runner)
+		CHECK_RC(runner_start(e->run));
+}
+
+static void env_close(Env *e, int grace_s)
+{
+	runner_close(e->run, grace_s);
+	log_close(e->log);
+	config_free(e->cfg);
+}
+
+typedef struct Wait {
+	pthread_mutex_t mu;
+	pthread_cond_t  cv;
+	int             done;
+} Wait;
+
+static void entry_done(LogEntry *le, void *ctx)
+{
+	Wait *w = ctx;
+
+	(void)le;
+	pthread_mutex_lock(&w->mu);
+	w->done = 1;
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+static void wait_flag(Wait *w)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += 10;
+	pthread_mutex_lock(&w->mu);
+	while (!w->done)
+		if (pthread_cond_timedwait(&w->cv, &w->mu, &ts) != 0)
+			break;
+	CHECK(w->done);
+	pthread_mutex_unlock(&w->mu);
+}
+
+/* Append an event built by the caller and wait until it is durable. */
+static uint64_t append(Log *l, LogEntry *e)
+{
+	Wait w = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0 };
+
+	e->done = entry_done;
+	e->ctx = &w;
+	CHECK_RC(log_submit(l, e));
+	wait_flag(&w);
+	CHECK_RC(e->rc);
+	uint64_t seq = e->seq;
+	event_entry_free(e);
+	return seq;
+}
+
+static uint64_t enqueue(Log *l, const char *job, const char *payload, int max_attempts)
+{
+	LogEntry e;
+
+	memset(&e, 0, sizeof e);
+	CHECK_RC(event_enqueued(&e, job, payload, strlen(payload), NULL, 0, "t", max_attempts));
+	return append(l, &e);
+}
+
+/* Wait (bounded) until job id's last event has status st; returns its seq. */
+static uint64_t wait_status(Log *l, uint64_t id, int st, int secs)
+{
+	LogReader *rd;
+	LogEvent ev;
+	int64_t end = jg_mono_ns() + (int64_t)secs * 1000000000;
+	uint64_t seq = 0;
+
+	CHECK_RC(log_reader_open(l, &rd));
+	while (jg_mono_ns() < end) {
+		CHECK_RC(log_reader_begin(rd));
+		uint64_t last = log_reader_job_last(rd, id);
+		if (last && log_reader_get(rd, last, &ev) == 0 && ev.status == st) {
+			seq = last;
+			log_reader_end(rd);
+			break;
+		}
+		log_reader_end(rd);
+		usleep(10 * 1000);
+	}
+	log_reader_close(rd);
+	if (!seq)
+		fprintf(stderr, "job %llu never reached %s\n", (unsigned long long)id,
+			log_status_name(st));
+	CHECK(seq);
+	return seq;
+}
+
+/* Decode the job's events into v[0..max); returns the count. */
+static int job_events(Log *l, uint64_t id, EventView *v, Buf *keep, int max)
+{
+	LogReader *rd;
+	LogEvent ev;
+	int n = 0, rc;
+
+	CHECK_RC(log_reader_open(l, &rd));
+	CHECK_RC(log_reader_begin(rd));
+	for (rc = log_reader_job_seek(rd, id, 0, &ev); rc == 0 && n < max;
+	     rc = log_reader_job_next(rd, &ev)) {
+		CHECK_RC(event_decode(&ev, &v[n]));
+		/* Keep error/result text past the snapshot. */
+		Span *sp = v[n].type == JG_EV_SUCCEEDED ? &v[n].result : &v[n].error;
+		size_t at = keep[n].len;
+		buf_add(&keep[n], sp->p ? sp->p : "", sp->n);
+		buf_add(&keep[n], "", 1);
+		sp->p = keep[n].p + at;
+		n++;
+	}
+	log_reader_end(rd);
+	log_reader_close(rd);
+	return n;
+}
+
+#define CFG_HEAD "{\"jobs\":{\"echo\":{\"builtin\":\"echo\"},"
+
+TEST(runs_cat_and_echo)
+{
+	Env e;
+	EventView v[8];
+	Buf keep[8] = {{0}};
+
+	env_open(&e, CFG_HEAD "\"cat\":{\"command\":[\"/bin/cat\"]}}}", 1);
+	uint64_t a = enqueue(e.log, "cat", "{\"x\":\"$(touch /tmp/nope)\"}", 3);
+	uint64_t b = enqueue(e.log, "echo", "[1,2,3]", 3);
+	wait_status(e.log, a, JG_ST_SUCCEEDED, 10);
+	wait_status(e.log, b, JG_ST_SUCCEEDED, 10);
+	int n = job_events(e.log, a, v, keep, 8);
+	CHECK(n == 3 && v[1].type == JG_EV_STARTED && v[1].attempt == 1);
+	CHECK(v[2].exit_code == 0 && strcmp(v[2].result.p, "{\"x\":\"$(touch /tmp/nope)\"}") == 0);
+	for (int i = 0; i < 8; i++)
+		buf_reset(&keep[i]);
+	n = job_events(e.log, b, v, keep, 8);
+	CHECK(n == 3 && strcmp(v[2].result.p, "[1,2,3]") == 0);
+	env_close(&e, 5);
+	for (int i = 0; i < 8; i++)
+		buf_free(&keep[i]);
+}
+
+TEST(failure_retries_with_backoff_then_fails)
+{
+	Env e;
+	EventView v[16];
+	Buf keep[16] = {{0}};
+
+	env_open(&e, CFG_HEAD "\"bad\":{\"command\":[\"/bin/sh\",\"-c\",\"echo oops $JOBGATE_ATTEMPT >&2; exit 3\"],"
+		 "\"max_attempts\":3,\"backoff_s\":1}}}", 1);
+	uint64_t id = enqueue(e.log, "bad", "null", 3);
+	wait_status(e.log, id, JG_ST_FAILED, 15);
+	int n = job_events(e.log, id, v, keep, 16);
+	/* enqueued, (started, failed) x 3 */
+	CHECK(n == 7);
+	CHECK(v[2].type == JG_EV_FAILED && v[2].status == JG_ST_QUEUED && v[2].retry_at_ms > 0);
+	CHECK(v[4].status == JG_ST_QUEUED && v[4].retry_at_ms > 0);
+	CHECK(v[6].status == JG_ST_FAILED && v[6].retry_at_ms == 0 && v[6].exit_code == 3);
+	CHECK(strcmp(v[6].error.p, "\"oops 3\"") == 0);
+	/* attempt 2 starts >= 0.9 s after failure 1, attempt 3 >= 1.8 s after failure 2 */
+	CHECK(v[3].at_ms - v[2].at_ms >= 850 && v[3].at_ms - v[2].at_ms < 3000);
+	CHECK(v[5].at_ms - v[4].at_ms >= 1750 && v[5].at_ms - v[4].at_ms < 4000);
+	env_close(&e, 5);
+	for (int i = 0; i < 16; i++)
+		buf_free(&keep[i]);
+}
+
+TEST(timeout_kills_and_fails)
+{
+	Env e;
+	EventView v[8];
+	Buf keep[8] = {{0}};
+
+	env_open(&e, CFG_HEAD "\"slow\":{\"command\":[\"sleep\",\"30\"],\"timeout_s\":1,"
+		 "\"max_attempts\":1}}}", 1);
+	int64_t t0 = jg_mono_ns();
+	uint64_t id = enqueue(e.log, "slow", "null", 1);
+	wait_status(e.log, id, JG_ST_FAILED, 10);
+	CHECK(jg_mono_ns() - t0 < 5LL * 1000000000);
+	int n = job_events(e.log, id, v, keep, 8);
+	CHECK(n == 3 && strcmp(v[2].error.p, "\"timeout\"") == 0 && v[2].signal == SIGTERM);
+	env_close(&e, 5);
+	for (int i = 0; i < 8; i++)
+		buf_free(&keep[i]);
+}
+
+typedef struct ReqWait { Wait w; } ReqWait;
+
+static void req_done(RunnerReq *q, void *ctx)
+{
+	(void)q;
+	entry_done(NULL, ctx);
+}
+
+static int request(Runner *r, int op, uint64_t id)
+{
+	Wait w = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0 };
+	RunnerReq q;
+
+	memset(&q, 0, sizeof q);
+	q.op = op;
+	q.job_id = id;
+	strcpy(q.actor, "ops");
+	q.done = req_done;
+	q.ctx = &w;
+	CHECK_RC(runner_submit(r, &q));
+	wait_flag(&w);
+	return q.rc;
+}
+
+TEST(cancel_running_then_conflict_then_retry)
+{
+	Env e;
+	EventView v[16];
+	Buf keep[16] = {{0}};
+
+	env_open(&e, CFG_HEAD "\"long\":{\"command\":[\"/bin/sh\",\"-c\",\"sleep 100 & sleep 100; wait\"],"
+		 "\"max_attempts\":1}}}", 1);
+	uint64_t id = enqueue(e.log, "long", "null", 1);
+	wait_status(e.log, id, JG_ST_RUNNING, 10);
+	usleep(100 * 1000);
+	CHECK(request(e.run, RUNNER_CANCEL, id) == 0);
+	wait_status(e.log, id, JG_ST_CANCELED, 1);
+	CHECK(request(e.run, RUNNER_CANCEL, id) == JG_ECONFLICT);
+	CHECK(request(e.run, RUNNER_CANCEL, 999999) == JG_ENOTFOUND);
+	CHECK(request(e.run, RUNNER_RETRY, id) == 0);
+	wait_status(e.log, id, JG_ST_RUNNING, 10);
+	CHECK(request(e.run, RUNNER_RETRY, id) == JG_ECONFLICT);
+	int n = job_events(e.log, id, v, keep, 16);
+	CHECK(n == 5 && v[3].type == JG_EV_RETRIED && v[3].attempt == 2 && v[4].attempt == 2);
+	env_close(&e, 0);	/* interrupts attempt 2: failed, no attempts left */
+	for (int i = 0; i < 16; i++)
+		buf_free(&keep[i]);
+}
+
+TEST(cancel_queued_at_once)
+{
+	Env e;
+
+	/* concurrency 1: the second job stays queued behind the first. */
+	env_open(&e, CFG_HEAD "\"one\":{\"command\":[\"sleep\",\"100\"],\"concurrency\":1}}}", 1);
+	uint64_t a = enqueue(e.log, "one", "null", 3);
+	uint64_t b = enqueue(e.log, "one", "null", 3);
+	wait_status(e.log, a, JG_ST_RUNNING, 10);
+	usleep(200 * 1000);
+	wait_status(e.log, b, JG_ST_QUEUED, 1);
+	CHECK(request(e.run, RUNNER_CANCEL, b) == 0);
+	wait_status(e.log, b, JG_ST_CANCELED, 1);
+	CHECK(request(e.run, RUNNER_CANCEL, a) == 0);
+	wait_status(e.log, a, JG_ST_CANCELED, 10);
+	env_close(&e, 0);
+}
+
+TEST(recovery_interrupted_then_rerun)
+{
+	Env e;
+	LogEntry le;
+	EventView v[16];
+	Buf keep[16] = {{0}};
+
+	/* A previous process: enqueued and started, then died. */
+	env_open(&e, CFG_HEAD "\"cat\":{\"command\":[\"/bin/cat\"],\"backoff_s\":1}}}", 0);
+	uint64_t id = enqueue(e.log, "cat", "\"hi\"", 3);
+	memset(&le, 0, sizeof le);
+	CHECK_RC(event_started(&le, "cat", id, 1));
+	append(e.log, &le);
+	uint64_t gone = enqueue(e.log, "gone", "1", 3);	/* job no longer configured */
+	CHECK_RC(runner_start(e.run));
+	wait_status(e.log, id, JG_ST_SUCCEEDED, 10);
+	wait_status(e.log, gone, JG_ST_FAILED, 5);
+	int n = job_events(e.log, id, v, keep, 16);
+	CHECK(n == 5);
+	CHECK(v[2].type == JG_EV_FAILED && strcmp(v[2].error.p, "\"interrupted\"") == 0);
+	CHECK(v[2].retry_at_ms > 0 && v[3].attempt == 2 && strcmp(v[4].result.p, "\"hi\"") == 0);
+	for (int i = 0; i < 16; i++)
+		buf_reset(&keep[i]);
+	n = job_events(e.log, gone, v, keep, 16);
+	CHECK(n == 2 && strcmp(v[1].error.p, "\"unknown job\"") == 0);
+	env_close(&e, 5);
+	for (int i = 0; i < 16; i++)
+		buf_free(&keep[i]);
+}
+
+TEST(close_interrupts_and_records)
+{
+	Env e;
+	EventView v[8];
+	Buf keep[8] = {{0}};
+
+	env_open(&e, CFG_HEAD "\"long\":{\"command\":[\"sleep\",\"100\"],\"max_attempts\":2}}}", 1);
+	uint64_t id = enqueue(e.log, "long", "null", 2);
+	wait_status(e.log, id, JG_ST_RUNNING, 10);
+	int64_t t0 = jg_mono_ns();
+	runner_close(e.run, 1);
+	CHECK(jg_mono_ns() - t0 < 4LL * 1000000000);
+	/* Durable before runner_close returned. */
+	int n = job_events(e.log, id, v, keep, 8);
+	CHECK(n == 3 && strcmp(v[2].error.p, "\"interrupted\"") == 0);
+	CHECK(v[2].status == JG_ST_QUEUED && v[2].retry_at_ms > 0);
+	log_close(e.log);
+	config_free(e.cfg);
+	for (int i = 0; i < 8; i++)
+		buf_free(&keep[i]);
+}
+
+TEST(metrics_render)
+{
+	Env e;
+	Buf b = {0};
+
+	env_open(&e, CFG_HEAD "\"t\":{\"command\":[\"/bin/true\"]}}}", 1);
+	uint64_t id = enqueue(e.log, "t", "null", 3);
+	wait_status(e.log, id, JG_ST_SUCCEEDED, 10);
+	runner_metrics(e.run, &b);
+	buf_add(&b, "", 1);
+	CHECK(strstr(b.p, "jobgate_jobs_running 0\n"));
+	CHECK(strstr(b.p, "jobgate_runs_started_total{job=\"t\"} 1\n"));
+	CHECK(strstr(b.p, "jobgate_job_duration_seconds_count{job=\"t\",status=\"succeeded\"} 1\n"));
+	CHECK(strstr(b.p, "le=\"+Inf\"} 1\n"));
+	buf_free(&b);
+	env_close(&e, 5);
+}
+
+int main(void)
+{
+	RUN(proc_env_is_exactly_four_vars);
+	RUN(proc_stdin_roundtrip_large);
+	RUN(proc_stdout_capped_and_flagged);
+	RUN(proc_stderr_tail_keeps_last_lines);
+	RUN(proc_exec_failure_reports_errno);
+	RUN(proc_signal_kills_whole_group);
+	RUN(result_json_or_string);
+	RUN(backoff_exponential_capped_jittered);
+	RUN(map_put_get_del);
+	RUN(runs_cat_and_echo);
+	RUN(failure_retries_with_backoff_then_fails);
+	RUN(timeout_kills_and_fails);
+	RUN(cancel_running_then_conflict_then_retry);
+	RUN(cancel_queued_at_once);
+	RUN(recovery_interrupted_then_rerun);
+	RUN(close_interrupts_and_records);
+	RUN(metrics_render);
+	return t_done();
+}
