@@ -1,0 +1,251 @@
+"""Runner acceptance tests (SPEC §4 trigger wait/cancel/retry, §5, §6):
+the real binary runs real commands; we check results, events and that no
+job process is left behind."""
+import datetime
+import os
+import signal
+import time
+
+import pytest
+
+ECHO = {"builtin": "echo"}
+
+
+def cfg(jobs, **limits):
+    c = {"jobs": dict({"echo": ECHO}, **jobs)}
+    if limits:
+        c["limits"] = limits
+    return c
+
+
+def events_of(s, jid):
+    r = s.get("/jobs/%d/events" % jid)
+    assert r.status == 200, r.body
+    b = r.json()
+    return b["events"] if isinstance(b, dict) else b
+
+
+def at(ev):
+    return datetime.datetime.strptime(ev["at"], "%Y-%m-%dT%H:%M:%S.%fZ").timestamp()
+
+
+def wait_job(s, jid, statuses, timeout=20):
+    deadline = time.time() + timeout
+    job = None
+    while time.time() < deadline:
+        r = s.get("/jobs/%d" % jid)
+        if r.status == 200:
+            job = r.json()
+            if job["status"] in statuses:
+                return job
+        time.sleep(0.05)
+    raise AssertionError("job %d not in %s: %r" % (jid, statuses, job))
+
+
+def trigger(s, job, payload=None):
+    r = s.post("/trigger/" + job, payload)
+    assert r.status == 202, r.body
+    return r.json()["id"]
+
+
+def wait_file(path, timeout=10):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if os.path.exists(path):
+            with open(path) as f:
+                t = f.read().strip()
+            if t:
+                return t
+        time.sleep(0.02)
+    raise AssertionError("no " + path)
+
+
+def proc_alive(pid):
+    """True while pid exists and is not a zombie (a zombie runs nothing; an
+    init that does not reap may keep one around after the gateway died)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            st = f.read()
+    except FileNotFoundError:
+        return False
+    return st[st.rindex(")") + 2] != "Z"
+
+
+def test_echo_wait_returns_payload(make_server):
+    s = make_server(config=cfg({}))
+    payload = {"a": [1, 2, {"b": "ü"}], "n": None}
+    r = s.post("/trigger/echo/wait", payload)
+    assert r.status == 200, r.body
+    job = r.json()
+    assert job["status"] == "succeeded"
+    assert job["result"] == payload
+    assert job["attempts"] == 1
+
+
+def test_shell_metacharacters_reach_cat_verbatim(make_server, tmp_path):
+    marker = str(tmp_path / "pwned")
+    s = make_server(config=cfg({"cat": {"command": ["/bin/cat"]}}))
+    payload = ("$(touch %s) `touch %s` ; touch %s | & && > < * ? ~ ' \" \\ \n\t $HOME ${PATH}"
+               % (marker, marker, marker))
+    r = s.post("/trigger/cat/wait", payload)
+    assert r.status == 200, r.body
+    job = r.json()
+    assert job["status"] == "succeeded", job
+    assert job["result"] == payload
+    assert not os.path.exists(marker)
+
+
+def test_failing_command_retries_with_backoff(make_server):
+    s = make_server(config=cfg({"bad": {
+        "command": ["/bin/sh", "-c", "echo noise >&2; echo attempt $JOBGATE_ATTEMPT broke >&2; exit 3"],
+        "max_attempts": 3, "backoff_s": 1}}))
+    jid = trigger(s, "bad", {"x": 1})
+    job = wait_job(s, jid, ["failed"], timeout=30)
+    assert job["exit_code"] == 3
+    assert "attempt 3 broke" in job["error"]
+    assert job["attempts"] == 3
+    evs = events_of(s, jid)
+    started = [e for e in evs if e["type"] == "job.started"]
+    failed = [e for e in evs if e["type"] == "job.failed"]
+    assert [e["attempt"] for e in started] == [1, 2, 3]
+    assert [e["attempt"] for e in failed] == [1, 2, 3]
+    assert "retry_at" in failed[0] and "retry_at" in failed[1] and "retry_at" not in failed[2]
+    assert failed[0]["status"] == "queued" and failed[2]["status"] == "failed"
+    # backoff 1 s then 2 s, jitter ±10%
+    gap1 = at(started[1]) - at(failed[0])
+    gap2 = at(started[2]) - at(failed[1])
+    assert 0.85 <= gap1 < 3, gap1
+    assert 1.75 <= gap2 < 4.5, gap2
+
+
+def test_timeout_fails_quickly(make_server):
+    s = make_server(config=cfg({"slow": {"command": ["sleep", "30"], "timeout_s": 1,
+                                         "max_attempts": 1}}))
+    t0 = time.time()
+    r = s.post("/trigger/slow/wait?timeout=20")
+    assert r.status == 200, r.body
+    job = r.json()
+    assert job["status"] == "failed"
+    assert job["error"] == "timeout"
+    assert time.time() - t0 < 8
+
+
+def test_cancel_running_kills_group_then_409(make_server, tmp_path):
+    pidfile = str(tmp_path / "pgid")
+    s = make_server(config=cfg({"long": {
+        "command": ["/bin/sh", "-c", "echo $$ > %s; sleep 100 & sleep 100; wait" % pidfile],
+        "max_attempts": 1}}))
+    jid = trigger(s, "long")
+    pgid = int(wait_file(pidfile))
+    wait_job(s, jid, ["running"])
+    assert os.getpgid(pgid) == pgid      # the job leads its own group
+    r = s.post("/jobs/%d/cancel" % jid)
+    assert r.status == 200, r.body
+    job = wait_job(s, jid, ["canceled"], timeout=10)
+    assert job["status"] == "canceled"
+    deadline = time.time() + 10
+    gone = False
+    while time.time() < deadline and not gone:
+        try:
+            os.killpg(pgid, 0)
+            time.sleep(0.05)
+        except ProcessLookupError:
+            gone = True
+    assert gone, "processes of group %d left" % pgid
+    r = s.post("/jobs/%d/cancel" % jid)
+    assert r.status == 409, r.body
+    assert r.json()["error"] == "conflict"
+
+
+def test_cancel_queued_and_retry(make_server):
+    s = make_server(config=cfg({"one": {"command": ["sleep", "100"], "concurrency": 1,
+                                        "max_attempts": 1}}))
+    a = trigger(s, "one")
+    b = trigger(s, "one")
+    wait_job(s, a, ["running"])
+    assert s.get("/jobs/%d" % b).json()["status"] == "queued"
+    r = s.post("/jobs/%d/cancel" % b)
+    assert r.status == 200, r.body
+    assert wait_job(s, b, ["canceled"], timeout=2)["status"] == "canceled"
+    assert s.post("/jobs/%d/retry" % a).status == 409     # running: not retryable
+    assert s.post("/jobs/%d/cancel" % a).status == 200
+    wait_job(s, a, ["canceled"], timeout=10)
+    r = s.post("/jobs/%d/retry" % b)
+    assert r.status == 200, r.body
+    job = wait_job(s, b, ["running"], timeout=10)
+    assert job["attempts"] == 1
+    assert s.post("/jobs/%d/cancel" % b).status == 200
+    wait_job(s, b, ["canceled"], timeout=10)
+    types = [e["type"] for e in events_of(s, b)]
+    assert types == ["job.enqueued", "job.canceled", "job.retried", "job.started", "job.canceled"]
+    assert s.post("/jobs/99999/cancel").status == 404
+
+
+def test_concurrency_cap_holds(make_server):
+    s = make_server(config=cfg({"nap": {"command": ["sleep", "0.4"], "concurrency": 2}}))
+    ids = [trigger(s, "nap") for _ in range(6)]
+    for jid in ids:
+        wait_job(s, jid, ["succeeded"], timeout=30)
+    evs = []
+    for jid in ids:
+        evs += events_of(s, jid)
+    evs.sort(key=lambda e: e["seq"])
+    running = peak = 0
+    for e in evs:
+        if e["type"] == "job.started":
+            running += 1
+        elif e["type"] in ("job.succeeded", "job.failed", "job.canceled"):
+            running -= 1
+        peak = max(peak, running)
+    assert peak == 2, peak
+
+
+def test_kill9_kills_job_and_restart_reruns(make_server, tmp_path):
+    pidfile = str(tmp_path / "pid")
+    script = ('echo $$ > %s; if [ "$JOBGATE_ATTEMPT" = 1 ]; then exec sleep 60; fi; echo again'
+              % pidfile)
+    s = make_server(config=cfg({"work": {"command": ["/bin/sh", "-c", script],
+                                         "max_attempts": 2, "backoff_s": 1}}))
+    jid = trigger(s, "work")
+    pid = int(wait_file(pidfile))
+    wait_job(s, jid, ["running"])
+    os.unlink(pidfile)
+    s.kill9()
+    deadline = time.time() + 5
+    while time.time() < deadline and proc_alive(pid):
+        time.sleep(0.02)
+    assert not proc_alive(pid), "job process outlived the gateway"
+    s.start()
+    job = wait_job(s, jid, ["succeeded", "failed"], timeout=20)
+    assert job["status"] == "succeeded", job
+    assert job["result"] == "again\n"
+    evs = events_of(s, jid)
+    failed = [e for e in evs if e["type"] == "job.failed"]
+    assert len(failed) == 1 and failed[0]["error"] == "interrupted"
+    assert failed[0]["attempt"] == 1 and "retry_at" in failed[0]
+    assert [e["attempt"] for e in evs if e["type"] == "job.started"] == [1, 2]
+
+
+def test_shutdown_interrupts_and_next_start_resumes(make_server, tmp_path):
+    s = make_server(config=cfg({"work": {"command": ["/bin/sh", "-c",
+                                                     '[ "$JOBGATE_ATTEMPT" = 1 ] && exec sleep 60; echo ok'],
+                                         "max_attempts": 2, "backoff_s": 1}}))
+    jid = trigger(s, "work")
+    wait_job(s, jid, ["running"])
+    assert s.stop(signal.SIGTERM, timeout=60) == 0
+    s.start()
+    job = wait_job(s, jid, ["succeeded"], timeout=20)
+    assert job["result"] == "ok\n"
+    failed = [e for e in events_of(s, jid) if e["type"] == "job.failed"]
+    assert [e["error"] for e in failed] == ["interrupted"]
+
+
+def test_metrics_expose_runner_series(make_server):
+    s = make_server(config=cfg({"t": {"command": ["/bin/true"]}}))
+    jid = trigger(s, "t")
+    wait_job(s, jid, ["succeeded"])
+    r = s.get("/metrics")
+    assert r.status == 200
+    text = r.body.decode()
+    assert "jobgate_jobs_running 0" in text
+    assert 'jobgate_job_duration_seconds_count{job="t",status="succeeded"} 1' in text
