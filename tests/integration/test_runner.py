@@ -2,6 +2,7 @@
 the real binary runs real commands; we check results, events and that no
 job process is left behind."""
 import datetime
+import json
 import os
 import signal
 import time
@@ -87,7 +88,8 @@ def test_shell_metacharacters_reach_cat_verbatim(make_server, tmp_path):
     s = make_server(config=cfg({"cat": {"command": ["/bin/cat"]}}))
     payload = ("$(touch %s) `touch %s` ; touch %s | & && > < * ? ~ ' \" \\ \n\t $HOME ${PATH}"
                % (marker, marker, marker))
-    r = s.post("/trigger/cat/wait", payload)
+    body = json.dumps(payload)             # a str body is sent as is
+    r = s.post("/trigger/cat/wait", body, headers={"Content-Type": "application/json"})
     assert r.status == 200, r.body
     job = r.json()
     assert job["status"] == "succeeded", job
