@@ -34,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -201,6 +202,7 @@ static uint64_t deliver_hist[100001];	/* ms buckets, last = overflow */
 static long long events_total, subs_connected, subs_failed;
 static I64s succ_id, succ_seen_us, succ_at_ms;	/* sub 0's job.succeeded */
 static int64_t sub_first_event_us, sub_last_event_us;
+static atomic_llong succ_seen;	/* job.succeeded seen by sub 0 */
 
 static void on_event(Sub *s, int idx, const char *m, size_t n, int64_t t)
 {
@@ -237,6 +239,7 @@ static void on_event(Sub *s, int idx, const char *m, size_t n, int64_t t)
 		long long id = p ? num_after(p + 9, end) : -1;
 		if (id >= 0) {
 			push(&succ_id, id);
+			atomic_fetch_add(&succ_seen, 1);
 			push(&succ_seen_us, t);
 			push(&succ_at_ms, at);
 		}
@@ -669,8 +672,9 @@ int main(int argc, char **argv)
 		if (head != prev) {
 			prev = head;
 			stable_since = now_us();
-		} else if (now_us() - stable_since >= 1000000) {
-			break;
+		} else if (now_us() - stable_since >= 1000000 &&
+			   (!e2e || subs_n < 1 || atomic_load(&succ_seen) >= ok2xx)) {
+			break;	/* with --e2e: until every acknowledged job succeeded */
 		}
 	}
 	int64_t t_settled = now_us();
@@ -787,6 +791,10 @@ int main(int argc, char **argv)
 		printf("   \"deliver_ms\":{\"p50\":%lld,\"p90\":%lld,\"p99\":%lld,\"p999\":%lld,"
 		       "\"max\":%lld}},\n", pv[0], pv[1], pv[2], pv[3], pv[4]);
 	}
-	printf(" \"ok\":true}\n");
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	printf(" \"client_cpu_s\":%.2f,\"ok\":true}\n",
+	       (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+		       (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6);
 	return 0;
 }
