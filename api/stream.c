@@ -99,6 +99,10 @@ struct Streams {
 	int        owned;
 	Buf        out;			/* one batch on the wire, after LWS_PRE bytes */
 	Buf        ev;			/* one event's JSON while framing it */
+	struct {			/* what s->out holds, when reusable */
+		int      n, kind;	/* n == 0: nothing reusable */
+		uint64_t from, end;	/* cursor before and after the batch */
+	} reuse;
 };
 
 static const unsigned char streams_zero[LWS_PRE];
@@ -513,6 +517,35 @@ out:
 	return n;
 }
 
+/*
+ * The batch for sub in s->out: reused when the previous one was rendered
+ * for the same wire form and start seq without a filter, else rendered.
+ * Subscribers that are caught up sit at the same cursor, so after a commit
+ * the first one renders and the other N-1 write the same bytes: one LMDB
+ * read and one render per commit instead of one per subscriber.  Reuse is
+ * safe although the head may have moved since: events never change, and a
+ * batch that stops short of the head only means one more round.
+ */
+static int streams_batch(Streams *s, StreamSub *sub, uint64_t *scan_end, int *final)
+{
+	int n, plain = !sub->job_id && !sub->job_len;
+
+	if (plain && s->reuse.n > 0 && s->reuse.kind == sub->kind &&
+	    s->reuse.from == sub->next_seq) {
+		*scan_end = s->reuse.end;
+		*final = 0;
+		return s->reuse.n;
+	}
+	s->reuse.n = 0;
+	if ((n = streams_fill(s, sub, scan_end, final)) > 0 && plain) {
+		s->reuse.n = n;
+		s->reuse.kind = sub->kind;
+		s->reuse.from = sub->next_seq;
+		s->reuse.end = *scan_end;
+	}
+	return n;
+}
+
 /* Idle for a ping period: a WS ping frame or an SSE comment. */
 static int streams_ping(StreamSub *sub)
 {
@@ -552,7 +585,7 @@ static int streams_writeable(Streams *s, StreamSub *sub)
 					 (unsigned char *)"job finished", 12);
 		return -1;
 	}
-	if ((n = streams_fill(s, sub, &scan_end, &final)) < 0)
+	if ((n = streams_batch(s, sub, &scan_end, &final)) < 0)
 		return streams_fail(sub, n);
 	if (n > 0) {
 		size_t len = s->out.len - LWS_PRE;

@@ -254,6 +254,39 @@ def test_ws_live_only_then_resume_exactly(server):
     assert msgs == missed
 
 
+def test_many_live_subscribers_get_identical_complete_streams(server):
+    """Several WS and SSE subscribers at the same cursor (the server renders a
+    batch once and writes it to all of them): each gets every event once."""
+    NWS, NJOBS = 6, 40
+
+    async def go():
+        conns = [await websockets.connect(ws_url(server), extra_headers=auth(),
+                                          max_size=None, ping_interval=None)
+                 for _ in range(NWS)]
+        c, r = sse_open(server)
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, trigger, server, NJOBS)
+            await asyncio.get_running_loop().run_in_executor(None, settle, server, NJOBS)
+            out = []
+            for ws in conns:
+                out.append([json.loads(await asyncio.wait_for(ws.recv(), 10))
+                            for _ in range(3 * NJOBS)])
+            sse = await asyncio.get_running_loop().run_in_executor(
+                None, lambda: sse_records(r, count=3 * NJOBS, deadline=time.time() + 20))
+            return out, sse
+        finally:
+            c.close()
+            for ws in conns:
+                await ws.close()
+
+    out, sse = run(go())
+    dump = [without_payload(e) for e in server.dump()]
+    assert len(dump) == 3 * NJOBS
+    for msgs in out:
+        assert msgs == dump
+    assert [x["data"] for x in sse] == dump
+
+
 def test_ws_filters_job_name_and_job_id(make_server):
     s = make_server(config=SLOW_CONFIG)
     ids = trigger(s, 3) + trigger(s, 2, job="fail")
