@@ -23,6 +23,9 @@
 	fprintf(stderr, "%s:%d: %s returned %d\n", __FILE__, __LINE__, #e, rc_); \
 	exit(1); } } while (0)
 #define RUN(fn) t_run(#fn, fn)
+#ifndef T_TIMEOUT_S
+#define T_TIMEOUT_S 120
+#endif
 
 static int t_pass, t_fail;
 static char t_tmp[256];
@@ -36,7 +39,12 @@ static inline void t_run(const char *name, void (*fn)(void))
 	if (!mkdtemp(t_tmp)) { perror("mkdtemp"); exit(2); }
 	fflush(NULL);
 	pid_t pid = fork();
-	if (pid == 0) { fn(); fflush(NULL); _exit(0); }
+	if (pid == 0) {
+		alarm(T_TIMEOUT_S);	/* a hung test fails instead of hanging make test */
+		fn();
+		fflush(NULL);
+		_exit(0);
+	}
 	int st = 0;
 	waitpid(pid, &st, 0);
 	char cmd[300];
