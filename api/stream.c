@@ -22,8 +22,9 @@
  *   buffer, whatever the client's speed: a slow client just has a cursor
  *   further behind and catches up from LMDB later.  No event is dropped,
  *   none is sent twice, and order is seq order, because the cursor only
- *   moves forward, past what lws accepted.
-
+ *   moves forward, past what lws accepted.  Subscribers at the same cursor
+ *   (the caught-up ones, after a commit) share one rendered batch.
+ *
  *   Waking.  A subscriber whose cursor has passed the log head is idle: it
  *   asks for nothing (no spinning).  streams_on_head() (after each commit)
  *   asks for writable on every idle subscriber whose cursor is <= the new
@@ -261,53 +262,65 @@ static int streams_last_event_id(struct lws *wsi, uint64_t *v, char *msg, size_t
 	return JG_ENOTFOUND;
 }
 
-/*
- * Parse and check a stream request's arguments (api thread).  Returns 0,
- * or the HTTP status to refuse with (400 bad arguments, 404 unknown job_id,
- * 503 log unreadable) with msg written.  *finished is set when a job_id
- * stream starts after that job's final event: there is nothing to wait for.
- */
-static int streams_parse(Streams *s, struct lws *wsi, int kind, StreamArgs *a,
-			 int *finished, char *msg, size_t cap)
+/* The request's filter and start into a (start 0 = live); 0 or JG_EINVAL
+ * with msg written. */
+static int streams_parse_args(struct lws *wsi, int kind, StreamArgs *a,
+			      char *msg, size_t cap)
 {
 	char job[STREAMS_ARG_MAX];
-	uint64_t from = 0, last_id = 0, last, head;
+	uint64_t from = 0, last_id = 0;
 	int rc, has_from, has_last = 0;
-	LogEvent ev;
 
 	memset(a, 0, sizeof *a);
-	*finished = 0;
 	if ((rc = streams_arg_u64(wsi, "job_id", 0, &a->job_id, msg, cap)) == JG_EINVAL)
-		return 400;
+		return JG_EINVAL;
 	rc = api_query_arg(wsi, "job", job, sizeof job);
 	if (rc == 0) {
 		if (!config_name_ok(job, strlen(job))) {
 			snprintf(msg, cap, "job: expected a job name ([A-Za-z0-9_.-]{1,64})");
-			return 400;
+			return JG_EINVAL;
 		}
 		if (a->job_id) {
 			snprintf(msg, cap, "give job_id or job, not both");
-			return 400;
+			return JG_EINVAL;
 		}
 		a->job_len = strlen(job);
 		memcpy(a->job, job, a->job_len + 1);
 	} else if (rc != JG_ENOTFOUND) {
 		snprintf(msg, cap, "job: expected a job name ([A-Za-z0-9_.-]{1,64})");
-		return 400;
+		return JG_EINVAL;
 	}
 	if ((rc = streams_arg_u64(wsi, "from_seq", 1, &from, msg, cap)) == JG_EINVAL)
-		return 400;
+		return JG_EINVAL;
 	has_from = rc == 0;
 	if (kind == SESS_SSE) {
 		if ((rc = streams_last_event_id(wsi, &last_id, msg, cap)) == JG_EINVAL)
-			return 400;
+			return JG_EINVAL;
 		has_last = rc == 0;
 	}
-	if (has_last)
-		a->start = last_id + 1;
+	if (has_last)	/* resume after it; the largest seq means "nothing old" */
+		a->start = last_id < UINT64_MAX ? last_id + 1 : UINT64_MAX;
 	else if (has_from)
 		a->start = from ? from : 1;	/* from_seq=0: from the beginning */
+	return 0;
+}
 
+/*
+ * Parse and check a stream request (api thread).  Returns 0, or the HTTP
+ * status to refuse with (400 bad arguments, 404 unknown job_id, 503 log
+ * unreadable) with msg written.  *finished is set when a job_id stream
+ * starts after that job's final event: there is nothing left to wait for.
+ */
+static int streams_parse(Streams *s, struct lws *wsi, int kind, StreamArgs *a,
+			 int *finished, char *msg, size_t cap)
+{
+	uint64_t last, head;
+	LogEvent ev;
+	int rc;
+
+	*finished = 0;
+	if (streams_parse_args(wsi, kind, a, msg, cap) != 0)
+		return 400;
 	if ((rc = log_reader_begin(s->rd)) != 0) {
 		snprintf(msg, cap, "log unreadable: %s", jg_strerror(rc));
 		return 503;
@@ -457,17 +470,19 @@ static void streams_render(Streams *s, StreamSub *sub, const LogEvent *ev)
 /*
  * Render the batch after sub's cursor into s->out (api thread), after one
  * LWS_PRE gap: complete WS frames or SSE records, ready for one write.
- * Returns the number of events (>= 0) or an error; *scan_end is the cursor
- * after the batch, *final is 1 when the batch ends with a job stream's
- * final event.  The read snapshot is ended before returning.
+ * Returns 0 or an error; *np is the number of events, *scan_end the cursor
+ * after the batch, *final 1 when the batch ends with a job stream's final
+ * event.  The read snapshot is ended before returning.
  */
-static int streams_fill(Streams *s, StreamSub *sub, uint64_t *scan_end, int *final)
+static int streams_fill(Streams *s, StreamSub *sub, int *np, uint64_t *scan_end,
+			int *final)
 {
 	uint64_t head, end = sub->next_seq;
 	int rc, n = 0, scanned = 0;
 	LogEvent ev;
 
 	*final = 0;
+	*np = 0;
 	buf_reset(&s->out);
 	buf_add(&s->out, streams_zero, LWS_PRE);
 	if ((rc = log_reader_begin(s->rd)) != 0)
@@ -514,7 +529,8 @@ out:
 	if (s->out.oom || s->ev.oom)
 		return ENOMEM;
 	*scan_end = end;
-	return n;
+	*np = n;
+	return 0;
 }
 
 /*
@@ -526,24 +542,26 @@ out:
  * safe although the head may have moved since: events never change, and a
  * batch that stops short of the head only means one more round.
  */
-static int streams_batch(Streams *s, StreamSub *sub, uint64_t *scan_end, int *final)
+static int streams_batch(Streams *s, StreamSub *sub, int *np, uint64_t *scan_end,
+			 int *final)
 {
-	int n, plain = !sub->job_id && !sub->job_len;
+	int rc, plain = !sub->job_id && !sub->job_len;
 
 	if (plain && s->reuse.n > 0 && s->reuse.kind == sub->kind &&
 	    s->reuse.from == sub->next_seq) {
+		*np = s->reuse.n;
 		*scan_end = s->reuse.end;
 		*final = 0;
-		return s->reuse.n;
+		return 0;
 	}
 	s->reuse.n = 0;
-	if ((n = streams_fill(s, sub, scan_end, final)) > 0 && plain) {
-		s->reuse.n = n;
+	if ((rc = streams_fill(s, sub, np, scan_end, final)) == 0 && plain && *np > 0) {
+		s->reuse.n = *np;
 		s->reuse.kind = sub->kind;
 		s->reuse.from = sub->next_seq;
 		s->reuse.end = *scan_end;
 	}
-	return n;
+	return rc;
 }
 
 /* Idle for a ping period: a WS ping frame or an SSE comment. */
@@ -573,7 +591,7 @@ static int streams_ping(StreamSub *sub)
 static int streams_writeable(Streams *s, StreamSub *sub)
 {
 	uint64_t scan_end = sub->next_seq;
-	int n, final, wrote = 0;
+	int rc, n, final, wrote = 0;
 
 	sub->armed = 0;
 	if (sub->finished) {
@@ -585,8 +603,8 @@ static int streams_writeable(Streams *s, StreamSub *sub)
 					 (unsigned char *)"job finished", 12);
 		return -1;
 	}
-	if ((n = streams_batch(s, sub, &scan_end, &final)) < 0)
-		return streams_fail(sub, n);
+	if ((rc = streams_batch(s, sub, &n, &scan_end, &final)) != 0)
+		return streams_fail(sub, rc);
 	if (n > 0) {
 		size_t len = s->out.len - LWS_PRE;
 
