@@ -344,6 +344,28 @@ out:
 	return r;
 }
 
+int json_parse_own(const char *js, size_t n, jsmntok_t *stack, int nstack,
+		   jsmntok_t **heap, jsmntok_t **out)
+{
+	jsmn_parser p;
+	int r;
+
+	*heap = NULL;
+	*out = stack;
+	jsmn_init(&p);
+	r = jsmn_parse(&p, js, n, stack, (unsigned)nstack);
+	if (r == JSMN_ERROR_NOMEM) {
+		jsmn_init(&p);
+		r = jsmn_parse(&p, js, n, NULL, 0);	/* count only */
+		if (r <= 0 || !(*heap = malloc((size_t)r * sizeof **heap)))
+			return JG_EINVAL;
+		jsmn_init(&p);
+		r = jsmn_parse(&p, js, n, *heap, (unsigned)r);
+		*out = *heap;
+	}
+	return r > 0 ? r : JG_EINVAL;
+}
+
 int json_parse(const char *js, size_t n, jsmntok_t **toks)
 {
 	int rc, ntok = 0;

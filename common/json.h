@@ -25,6 +25,14 @@
  * returned; on failure returns <0 (JG_EINVAL) and *toks is NULL. */
 int json_parse(const char *js, size_t n, jsmntok_t **toks);
 
+/* Tokenize JSON this program wrote itself (log records): jsmn alone, no
+ * strict pass, since the writer only stores validated or generated JSON.
+ * Tokens go to stack[0..nstack) when they fit, else to a malloc'd array
+ * in *heap that the caller frees (*heap stays NULL otherwise); *out points
+ * at whichever holds them.  Returns the count or JG_EINVAL. */
+int json_parse_own(const char *js, size_t n, jsmntok_t *stack, int nstack,
+		   jsmntok_t **heap, jsmntok_t **out);
+
 /* Validate without keeping tokens: 0 if js[0..n) is one strict JSON value. */
 int json_valid(const char *js, size_t n);
 

@@ -265,7 +265,7 @@ static int member(const char *js, const jsmntok_t *toks, int k, EventView *v)
 
 int event_decode(const LogEvent *ev, EventView *v)
 {
-	jsmntok_t *toks = NULL;
+	jsmntok_t stack[64], *heap, *toks;
 	int n, i, rc = 0;
 
 	memset(v, 0, sizeof *v);
@@ -278,14 +278,14 @@ int event_decode(const LogEvent *ev, EventView *v)
 	v->job.p = ev->job;
 	v->job.n = ev->job_len;
 	v->duration_ms = -1;
-	n = json_parse(ev->json, ev->json_len, &toks);
+	n = json_parse_own(ev->json, ev->json_len, stack, 64, &heap, &toks);
 	if (n < 1 || toks[0].type != JSMN_OBJECT) {
-		free(toks);
+		free(heap);
 		return JG_ECORRUPT;
 	}
 	for (i = 1; i < n && rc == 0; i = json_skip(toks, i + 1))
 		rc = member(ev->json, toks, i, v);
-	free(toks);
+	free(heap);
 	if (rc == 0 && ev->type == JG_EV_ENQUEUED && !v->payload.n)
 		rc = JG_ECORRUPT;
 	return rc;
