@@ -183,9 +183,12 @@ static int loop_once(Runner *r)
 	    errno != EINTR)
 		jg_log(JG_ERROR, "runner: poll failed", "error", strerror(errno), NULL);
 	if (n > 0 && r->pf[0].revents) {
-		/* Clear before taking: a push after this writes the eventfd again. */
-		atomic_store(&r->wake_pending, 0);
+		/* Read, then clear, then take: a push after the clear writes
+		 * the eventfd again; one between read and clear is taken
+		 * below.  (Clear-then-read could eat a write and leave the
+		 * flag set with the eventfd empty: a lost wake-up.) */
 		if (read(r->efd, &v, sizeof v) < 0) { /* EAGAIN: raced, fine */ }
+		atomic_store(&r->wake_pending, 0);
 	}
 	take_inputs(r, &done, &reqs, &closing);
 	for (; done; done = dn) {

@@ -143,13 +143,11 @@ static int lift_fd(int *fd)
 	return 0;
 }
 
+/* Our end of a fresh pipe has no status flags but its access mode, which
+ * F_SETFL ignores: one syscall, no F_GETFL. */
 static int set_nonblock(int fd)
 {
-	int fl = fcntl(fd, F_GETFL);
-
-	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
-		return errno;
-	return 0;
+	return fcntl(fd, F_SETFL, O_NONBLOCK) < 0 ? errno : 0;
 }
 
 /* Write what the pipe takes now; keep a copy of the rest.  EPIPE (the
