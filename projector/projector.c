@@ -228,6 +228,8 @@ static int proj_batch(Projector *p, uint64_t upto, int *n)
 	return 0;
 }
 
+#define PROJ_COALESCE_MS 5
+
 /* jg-proj: apply everything the log had committed when we looked. */
 static int proj_catch_up(Projector *p)
 {
@@ -307,8 +309,18 @@ static void *proj_main(void *arg)
 		rc = proj_catch_up(p);
 		if (stopping)
 			break;
-		if (rc == 0)
+		if (rc == 0) {
 			backoff_ms = 0;
+			/* Coalesce: under load the log commits every ms or
+			 * so; one SQLite txn per commit would rewrite the same
+			 * pages (jobs leaf, both indexes, meta) each time.
+			 * Waiting a few ms lets the next txn carry many
+			 * commits.  An idle projector still applies the first
+			 * event at once: this wait comes after a batch. */
+			pthread_mutex_lock(&p->mu);
+			proj_wait_until(p, PROJ_COALESCE_MS);
+			pthread_mutex_unlock(&p->mu);
+		}
 		else
 			backoff_ms = backoff_ms ? (backoff_ms * 2 > 30000 ? 30000 : backoff_ms * 2) : 1000;
 	}
