@@ -162,7 +162,9 @@ static int setup_tokens(Config *c, char *tok, size_t cap, int *created, int *hav
 	int rc;
 
 	*have_data_token = 0;
-	if (env && *env && (rc = config_add_token(c, "env", env)) != 0)
+	/* Named "env" unless the config already uses that name. */
+	if (env && *env && config_add_token(c, "env", env) != 0 &&
+	    (rc = config_add_token(c, "JOBGATE_TOKEN", env)) != 0)
 		return rc;
 	if (c->ntokens > 0)
 		return 0;
