@@ -621,15 +621,17 @@ int main(int argc, char **argv)
 				t_last_send = t;
 			}
 		}
-		int busy = 0;
-		for (int i = 0; i < conns; i++)
+		int busy = 0, usable = 0;
+		for (int i = 0; i < conns; i++) {
 			busy += cs[i].busy;
+			usable += cs[i].fd >= 0;
+		}
 		if (!sending && !busy)
 			break;
 		if (t > hard_end)
 			break;
 		struct timespec to = {0, 50 * 1000 * 1000};
-		if (sending && rate > 0) {
+		if (sending && rate > 0 && busy < usable) {	/* else: wait for a reply */
 			int64_t d = t0 + next * interval - t;
 			if (d < 0)
 				d = 0;
