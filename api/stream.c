@@ -58,8 +58,9 @@
 #include "api_int.h"
 #include "../common/jg.h"
 
-#define STREAMS_BATCH_EVENTS 64		/* messages rendered per writable */
-#define STREAMS_BATCH_BYTES  (16 * 1024)	/* text rendered per writable */
+#define STREAMS_BATCH_EVENTS 256	/* messages rendered per writable */
+#define STREAMS_BATCH_BYTES  (64 * 1024)	/* text rendered per writable */
+#define STREAMS_COALESCE_MS  10		/* head moves closer than this share one wake */
 #define STREAMS_SCAN_MAX     4096	/* events examined per writable (job= filter) */
 #define STREAMS_PING_MS      25000	/* idle ping period; SPEC says <= 30 s */
 #define STREAMS_ARG_MAX      128	/* longest query value we accept */
@@ -96,6 +97,10 @@ struct Streams {
 	uint64_t   head;		/* highest head seen (on_head or a snapshot) */
 	uint64_t   delivered;		/* events written, all subscribers */
 	int64_t    ping_ms;
+	struct lws_context *ctx;	/* set by the first subscriber */
+	lws_sorted_usec_list_t wake;	/* coalesced head-move wake-up */
+	int        wake_pending;
+	int64_t    last_wake_ns;
 	pthread_t  owner;		/* the api thread, set on first use */
 	int        owned;
 	Buf        out;			/* one batch on the wire, after LWS_PRE bytes */
@@ -182,16 +187,47 @@ static void streams_arm(StreamSub *sub)
 }
 
 /* Api thread, after a commit: wake every idle subscriber with work. */
-void streams_on_head(Streams *s, uint64_t head)
+/* Api thread: ask every subscriber behind the head for a writable. */
+static void streams_wake_all(Streams *s)
 {
 	StreamSub *sub;
+
+	s->wake_pending = 0;
+	s->last_wake_ns = jg_mono_ns();
+	for (sub = s->subs; sub; sub = sub->next)
+		if (sub->next_seq <= s->head)
+			streams_arm(sub);
+}
+
+static void streams_wake_cb(lws_sorted_usec_list_t *sul)
+{
+	streams_wake_all(lws_container_of(sul, Streams, wake));
+}
+
+/*
+ * Api thread, after commits.  Under load the log commits every ms or so;
+ * waking 1,000 subscribers per commit would cost a syscall per subscriber
+ * per commit.  So a head move within STREAMS_COALESCE_MS of the last wake
+ * is deferred to a timer, and each subscriber then writes the whole
+ * interval in one batch.  An idle stream still gets a new event at once.
+ */
+void streams_on_head(Streams *s, uint64_t head)
+{
+	int64_t since;
 
 	streams_own(s);
 	if (head > s->head)
 		s->head = head;
-	for (sub = s->subs; sub; sub = sub->next)
-		if (sub->next_seq <= head)
-			streams_arm(sub);
+	if (s->wake_pending || !s->subs)
+		return;
+	since = (jg_mono_ns() - s->last_wake_ns) / 1000;
+	if (since >= STREAMS_COALESCE_MS * 1000 || !s->ctx) {
+		streams_wake_all(s);
+		return;
+	}
+	s->wake_pending = 1;
+	lws_sul_schedule(s->ctx, 0, &s->wake, streams_wake_cb,
+			 STREAMS_COALESCE_MS * 1000 - since);
 }
 
 void streams_metrics(Streams *s, Buf *out)
@@ -398,6 +434,7 @@ static StreamSub *streams_sub_add(Streams *s, struct lws *wsi, int kind,
 		s->subs->prev = sub;
 	s->subs = sub;
 	s->nsub[kind]++;
+	s->ctx = lws_get_context(wsi);
 	lws_sul_schedule(lws_get_context(wsi), 0, &sub->sul, streams_ping_cb,
 			 s->ping_ms * LWS_US_PER_MS);
 	return sub;
