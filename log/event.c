@@ -188,10 +188,10 @@ int event_canceled(LogEntry *e, const char *job, uint64_t job_id, uint32_t attem
 }
 
 int event_retried(LogEntry *e, const char *job, uint64_t job_id, uint32_t attempt,
-		  const char *actor)
+		  const char *actor, uint32_t max_attempts)
 {
 	return actor_event(e, JG_EV_RETRIED, JG_ST_QUEUED, job, job_id, attempt, actor,
-			   (int)attempt);
+			   (int)(max_attempts > attempt ? max_attempts : attempt));
 }
 
 void event_entry_free(LogEntry *e)

@@ -36,9 +36,10 @@ int event_failed(LogEntry *e, const char *job, uint64_t job_id, uint32_t attempt
 		 int64_t duration_ms);
 int event_canceled(LogEntry *e, const char *job, uint64_t job_id, uint32_t attempt,
 		   const char *actor);
-/* job.retried: back to queued; attempt is the attempt that will run next. */
+/* job.retried: back to queued; attempt is the attempt that will run next,
+ * max_attempts the job's cap from now on (at least attempt). */
 int event_retried(LogEntry *e, const char *job, uint64_t job_id, uint32_t attempt,
-		  const char *actor);
+		  const char *actor, uint32_t max_attempts);
 void event_entry_free(LogEntry *e);	/* frees extra and idem; not e itself */
 
 typedef struct EventView {

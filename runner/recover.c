@@ -135,11 +135,15 @@ void runner_req_retry(Runner *r, RunnerReq *q)
 		runner_req_answer(q, JG_ECONFLICT);
 		return;
 	}
-	/* A manual retry grants exactly one more attempt. */
-	j->max_attempts = j->attempt + 1;
+	/* A manual retry runs the job's policy again from where it stopped:
+	 * a job canceled before its first run keeps all its attempts; one
+	 * that used them all gets exactly one more. */
+	if (j->max_attempts < j->attempt + 1)
+		j->max_attempts = j->attempt + 1;
 	j->status = JG_ST_QUEUED;
 	q->next = NULL;
-	EMIT(r, j, x, event_retried(&x->e, j->name, j->id, j->attempt + 1, q->actor), q);
+	EMIT(r, j, x, event_retried(&x->e, j->name, j->id, j->attempt + 1, q->actor,
+				    j->max_attempts), q);
 	runner_job_ready(r, j);
 }
 

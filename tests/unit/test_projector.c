@@ -133,7 +133,7 @@ static void build_step(LogEntry *e, Job *j)
 		CHECK_RC(event_canceled(e, j->name, j->id, j->attempt, "ops"));
 		break;
 	case S_RETRY:
-		CHECK_RC(event_retried(e, j->name, j->id, j->attempt + 1, "ci"));
+		CHECK_RC(event_retried(e, j->name, j->id, j->attempt + 1, "ci", j->attempt + 1));
 		break;
 	}
 	j->step++;
