@@ -59,6 +59,9 @@ static int parse_args(int argc, char **argv, const char *cmd, int seqs, LogArgs 
 			return cli_bad(cmd, "unknown argument '%s'", argv[i]);
 		}
 	}
+	if (a->from > a->to)
+		return cli_bad(cmd, "--from %llu is after --to %llu",
+			       (unsigned long long)a->from, (unsigned long long)a->to);
 	return 0;
 }
 

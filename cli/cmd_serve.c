@@ -76,9 +76,14 @@ static int load_config(const ServeArgs *a, Config **cfg)
 	rc = a->config ? config_load(a->config, cfg, err, sizeof err)
 		       : config_default(cfg);
 	if (rc != 0) {
-		if (!a->config)
+		/* config_load's message names the file when it cannot read it. */
+		if (!a->config || err[0] == '\0')
 			snprintf(err, sizeof err, "%s", jg_strerror(rc));
-		fprintf(stderr, "jobgate serve: %s: %s\n", a->config ? a->config : "default config", err);
+		if (a->config && strncmp(err, a->config, strlen(a->config)) == 0)
+			fprintf(stderr, "jobgate serve: %s\n", err);
+		else
+			fprintf(stderr, "jobgate serve: %s: %s\n",
+				a->config ? a->config : "default config", err);
 		return 2;
 	}
 	if (a->listen && config_set_listen(*cfg, a->listen) != 0) {
@@ -140,6 +145,7 @@ static int data_token(const char *dir, char *tok, size_t cap, int *created)
 static void print_welcome(const Config *c, int port, const char *tok, int created)
 {
 	char auth[4400];
+	int v6;
 
 	if (created) {
 		printf("jobgate: generated an API token, saved in %s/token:\n  %s\n",
@@ -149,10 +155,12 @@ static void print_welcome(const Config *c, int port, const char *tok, int create
 		printf("jobgate: using the API token in %s/token\n", c->data_dir);
 		snprintf(auth, sizeof auth, "$(cat %s/token)", c->data_dir);
 	}
+	/* An IPv6 literal needs brackets in a URL. */
+	v6 = strchr(c->listen_host, ':') != NULL;
 	printf("try it:\n  curl -X POST -H \"Authorization: Bearer %s\" "
 	       "-H 'Content-Type: application/json' -d '{\"hello\":\"world\"}' "
-	       "'http://%s:%d/trigger/%s/wait'\n",
-	       auth, c->listen_host, port, c->jobs[0].name);
+	       "'http://%s%s%s:%d/trigger/%s/wait'\n",
+	       auth, v6 ? "[" : "", c->listen_host, v6 ? "]" : "", port, c->jobs[0].name);
 	fflush(stdout);
 }
 
@@ -190,6 +198,7 @@ static void *signal_main(void *arg)
 {
 	Api *a = arg;
 	sigset_t set;
+	int64_t first_ns = 0;
 	int sig, n = 0;
 
 	pthread_setname_np(pthread_self(), "jg-signal");
@@ -199,10 +208,16 @@ static void *signal_main(void *arg)
 	for (;;) {
 		if (sigwait(&set, &sig) != 0)
 			continue;
+		/* `timeout` and process-group kills deliver the same signal
+		 * twice within microseconds: only a second signal at least
+		 * half a second after the first means "stop now". */
 		if (++n > 1) {
+			if (jg_mono_ns() - first_ns < 500000000LL)
+				continue;
 			jg_log(JG_WARN, "second signal: exiting now", NULL);
 			_exit(1);
 		}
+		first_ns = jg_mono_ns();
 		jg_log(JG_INFO, "shutting down", "signal", sig == SIGINT ? "SIGINT" : "SIGTERM", NULL);
 		api_stop(a);
 	}

@@ -593,6 +593,11 @@ static int cfg_tokens(CfgParse *p, int i, const char *path, void *obj,
 		}
 		if (ct.has_secret != 1)
 			return cfg_fail(p, sub, "exactly one of token or token_sha256 is required");
+		/* Two names for one secret would make the actor and the job
+		 * list of a request ambiguous. */
+		for (int j = 0; j < k; j++)
+			if (memcmp(c->tokens[j].sha256, ct.t->sha256, 32) == 0)
+				return cfg_fail(p, sub, "same secret as tokens[%d]", j);
 	}
 	return 0;
 }
@@ -626,19 +631,27 @@ static Config *cfg_new(void)
 	return c;
 }
 
+/* The embedded job list: one builtin "echo". */
+static int cfg_default_jobs(Config *c)
+{
+	if (!(c->jobs = calloc(1, sizeof *c->jobs)))
+		return ENOMEM;
+	c->njobs = 1;
+	strcpy(c->jobs[0].name, "echo");
+	c->jobs[0].builtin_echo = 1;
+	cfg_job_defaults(&c->jobs[0]);
+	return 0;
+}
+
 int config_default(Config **out)
 {
 	Config *c = cfg_new();
 
 	*out = NULL;
-	if (!c || !(c->jobs = calloc(1, sizeof *c->jobs))) {
+	if (!c || cfg_default_jobs(c) != 0) {
 		free(c);
 		return ENOMEM;
 	}
-	c->njobs = 1;
-	strcpy(c->jobs[0].name, "echo");
-	c->jobs[0].builtin_echo = 1;
-	cfg_job_defaults(&c->jobs[0]);
 	*out = c;
 	return 0;
 }
@@ -663,11 +676,10 @@ int config_parse(const char *js, size_t n, Config **out, char *err, size_t errle
 	}
 	if ((rc = cfg_want(&p, 0, "config", JSMN_OBJECT)) != 0)
 		goto out;
-	/* Checked first: tokens naming jobs would otherwise fail obscurely. */
-	if (json_get(js, toks, 0, "jobs") < 0) {
-		rc = cfg_fail(&p, "jobs", "at least one job is required");
+	/* A file without "jobs" (say, one that only sets tokens or limits)
+	 * serves the embedded builtin echo job, as no file at all does. */
+	if (json_get(js, toks, 0, "jobs") < 0 && (rc = cfg_default_jobs(p.c)) != 0)
 		goto out;
-	}
 	rc = cfg_fields(&p, 0, "", p.c, cfg_root_fields,
 			(int)(sizeof cfg_root_fields / sizeof cfg_root_fields[0]));
 out:

@@ -117,7 +117,6 @@ static const struct {
 	{"", "config: invalid JSON"},
 	{"{'jobs':{}", "config: invalid JSON"},
 	{"[]", "config: expected an object"},
-	{"{}", "jobs: at least one job is required"},
 	{"{'jobs':{}}", "jobs: at least one job is required"},
 	{"{'jobs':[]}", "jobs: expected an object"},
 	{"{" MINJOBS ",'foo':1}", "foo: unknown key"},
@@ -211,11 +210,32 @@ static const struct {
 	{"{" MINJOBS ",'tokens':[{'name':'a','token':'x','jobs':['echo','nope']}]}",
 	 "tokens[0].jobs[1]: unknown job \"nope\""},
 	{"{" MINJOBS ",'tokens':[{'name':'a','token':'x','jobs':[1]}]}", "tokens[0].jobs[0]: expected a string"},
-	{"{'tokens':[{'name':'a','token':'x','jobs':['echo']}]}", "jobs: at least one job is required"},
+	{"{'tokens':[{'name':'a','token':'x','jobs':['nope']}]}", "tokens[0].jobs[0]: unknown job \"nope\""},
+	{"{'bogus':1}", "bogus: unknown key"},
+	{"{" MINJOBS ",'tokens':[{'name':'a','token':'x'},{'name':'b','token':'x'}]}",
+	 "tokens[1]: same secret as tokens[0]"},
 	{"{" MINJOBS ",'limits':{'max_wait_s':5},'limits':{}}", "limits: duplicate key"},
 	{"{" MINJOBS ",'Listen':'h:1'}", "Listen: unknown key"},
 	{"{" MINJOBS ",'a\\nb':1}", "a\\nb: unknown key"},	/* raw text shown */
 };
+
+/* A file without "jobs" serves the embedded echo job. */
+TEST(missing_jobs_means_builtin_echo)
+{
+	const char doc[] = "{\"tokens\":[{\"name\":\"a\",\"token\":\"x\",\"jobs\":[\"echo\"]}]}";
+	char err[256];
+	Config *c;
+	const JgJob *j;
+
+	CHECK_RC(config_parse(doc, sizeof doc - 1, &c, err, sizeof err));
+	CHECK(c->njobs == 1);
+	j = config_job(c, "echo", 4);
+	CHECK(j && j->builtin_echo && j->max_attempts == 3);
+	config_free(c);
+	CHECK_RC(config_parse("{}", 2, &c, err, sizeof err));
+	CHECK(c->njobs == 1);
+	config_free(c);
+}
 
 TEST(every_error_names_its_path)
 {
@@ -429,6 +449,7 @@ int main(void)
 	RUN(spec_example_parses);
 	RUN(defaults_fill_in);
 	RUN(embedded_default);
+	RUN(missing_jobs_means_builtin_echo);
 	RUN(every_error_names_its_path);
 	RUN(small_err_buffers_are_safe);
 	RUN(listen_forms);

@@ -1,0 +1,113 @@
+"""The command line as a new user meets it (SPEC §2, §3): usage, exit
+codes, one-line errors, the generated token, the data-dir lock, signals."""
+import json
+import os
+import signal
+import stat
+import subprocess
+import time
+
+from conftest import BIN, Server
+
+
+def run(*args, env=None, cwd=None):
+    return subprocess.run([BIN] + list(args), capture_output=True, text=True,
+                          timeout=60, env=env, cwd=cwd)
+
+
+def test_help_for_every_subcommand_exits_0():
+    for args in (["--help"], ["serve", "--help"], ["replay", "--help"],
+                 ["log", "--help"], ["log", "dump", "--help"]):
+        r = run(*args)
+        assert r.returncode == 0, args
+        assert "usage" in r.stdout.lower(), args
+
+
+def test_bad_arguments_exit_2_with_one_line():
+    for args in (["frobnicate"], ["serve", "--bogus"], ["serve", "--listen"],
+                 ["serve", "--listen", "nonsense"], ["log"], ["log", "dump", "--from", "x"],
+                 ["log", "dump", "--from", "5", "--to", "3"], ["replay", "--bogus"]):
+        r = run(*args)
+        assert r.returncode == 2, (args, r.returncode, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
+
+
+def test_config_error_names_the_key_path_and_exits_2(tmp_path):
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"jobs": {"build": {"command": ["/bin/true"], "timeout_s": -1}}}))
+    r = run("serve", "--config", str(cfg), "--data-dir", str(tmp_path / "d"))
+    assert r.returncode == 2
+    assert "jobs.build.timeout_s" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_missing_config_file_is_one_clear_line(tmp_path):
+    r = run("serve", "--config", str(tmp_path / "none.json"))
+    assert r.returncode == 2
+    assert r.stderr.count("none.json") == 1
+
+
+def test_generated_token_is_saved_0600_and_printed_once(tmp_path):
+    (tmp_path / "a").mkdir()
+    s = Server(tmp_path / "a", env={"JOBGATE_TOKEN": None})
+    try:
+        tok_path = os.path.join(s.data_dir, "token")
+        tok = open(tok_path).read().strip()
+        assert stat.S_IMODE(os.stat(tok_path).st_mode) == 0o600
+        deadline = time.time() + 5
+        out = ""
+        while time.time() < deadline and "curl" not in out:
+            out = open(s.log_path).read()
+            time.sleep(0.05)
+        assert tok in out and "curl" in out and "/trigger/echo" in out
+        r = s.post("/trigger/echo/wait", {"x": 1}, token=tok)
+        assert r.status == 200 and r.json()["result"] == {"x": 1}
+        # The token never reaches the JSON log lines.
+        for line in s.log_lines():
+            assert tok not in json.dumps(line)
+        s.stop()
+        s.start()
+        out2 = open(s.log_path).read()
+        deadline = time.time() + 5
+        while time.time() < deadline and "token" not in out2:
+            out2 = open(s.log_path).read()
+            time.sleep(0.05)
+        assert tok not in out2          # printed once, when generated
+        assert s.post("/trigger/echo", None, token=tok).status == 202
+    finally:
+        s.kill9()
+
+
+def test_second_server_on_same_data_dir_exits_1(server):
+    r = run("serve", "--listen", "127.0.0.1:0", "--data-dir", server.data_dir)
+    assert r.returncode == 1
+    assert "in use" in r.stderr
+    assert server.get("/healthz").status == 200
+
+
+def test_sigterm_exits_0_even_when_signalled_twice_at_once(server):
+    assert server.post("/trigger/echo", {"a": 1}).status == 202
+    server.proc.send_signal(signal.SIGTERM)
+    server.proc.send_signal(signal.SIGTERM)     # as `timeout` or a group kill does
+    assert server.proc.wait(30) == 0
+    msgs = [l.get("msg") for l in server.log_lines()]
+    assert "stopped" in msgs
+    assert not any("second signal" in (m or "") for m in msgs)
+
+
+def test_log_stat_and_verify(server):
+    for _ in range(3):
+        assert server.post("/trigger/echo", {}).status == 202
+    st = json.loads(server.jobgate("log", "stat", "--data-dir", server.data_dir, check=True).stdout)
+    assert st["head_seq"] >= 3 and st["events"] == st["head_seq"] and st["first_seq"] == 1
+    v = server.jobgate("log", "verify", "--data-dir", server.data_dir)
+    assert v.returncode == 0 and v.stdout.startswith("ok")
+    r = server.jobgate("log", "dump", "--data-dir", server.data_dir, "--from", "2", "--to", "2")
+    lines = r.stdout.splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["seq"] == 2
+
+
+def test_log_commands_on_a_missing_data_dir_fail_clearly(tmp_path):
+    r = run("log", "stat", "--data-dir", str(tmp_path / "nope"))
+    assert r.returncode == 1
+    assert "no event log" in r.stderr
