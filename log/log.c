@@ -78,8 +78,9 @@ struct Log {
 	pthread_t writer;
 	uint64_t  head;			/* atomic: last committed seq */
 	uint64_t  next;			/* {writer} next seq to assign */
-	struct { LogWatchFn fn; void *ctx; } watch[MAX_WATCH];
-	int       nwatch;
+	pthread_mutex_t wmu;		/* guards watch[]: held while calling them */
+	struct { LogWatchFn fn; void *ctx; } watch[MAX_WATCH];	/* {wmu} */
+	int       nwatch;		/* {wmu} */
 	LogStats  st;			/* atomic counters */
 	Buf       rec;			/* {writer} scratch record */
 };
@@ -188,6 +189,7 @@ int log_open(Log **out, const char *dir, const LogOptions *o)
 	l->readonly = o->readonly;
 	l->queue_max = o->queue_max > 0 ? o->queue_max : 65536;
 	pthread_mutex_init(&l->mu, NULL);
+	pthread_mutex_init(&l->wmu, NULL);
 	pthread_cond_init(&l->cv, NULL);
 	if ((rc = mdb_env_create(&l->env)) != 0)
 		goto out;
@@ -210,12 +212,29 @@ out:
 
 int log_watch(Log *l, LogWatchFn fn, void *ctx)
 {
-	if (l->started || l->nwatch == MAX_WATCH)
-		return JG_EINVAL;
-	l->watch[l->nwatch].fn = fn;
-	l->watch[l->nwatch].ctx = ctx;
-	l->nwatch++;
-	return 0;
+	int rc = 0;
+
+	pthread_mutex_lock(&l->wmu);
+	if (l->nwatch == MAX_WATCH) {
+		rc = JG_EINVAL;
+	} else {
+		l->watch[l->nwatch].fn = fn;
+		l->watch[l->nwatch].ctx = ctx;
+		l->nwatch++;
+	}
+	pthread_mutex_unlock(&l->wmu);
+	return rc;
+}
+
+void log_unwatch(Log *l, LogWatchFn fn, void *ctx)
+{
+	pthread_mutex_lock(&l->wmu);
+	for (int i = 0; i < l->nwatch; i++)
+		if (l->watch[i].fn == fn && l->watch[i].ctx == ctx) {
+			l->watch[i] = l->watch[--l->nwatch];
+			break;
+		}
+	pthread_mutex_unlock(&l->wmu);
 }
 
 uint64_t log_head(Log *l)
@@ -400,13 +419,44 @@ fail:
 	return mdb_rc(rc);
 }
 
+/* Writer thread: write the batch; if that fails and it holds several
+ * entries, write each in its own txn, so one bad entry (a payload larger
+ * than the space left, an allocation failure) fails alone instead of
+ * failing its neighbours.  Sets every e->rc; returns 1 if anything was
+ * committed. */
+static int write_all(Log *l, LogEntry *batch, uint64_t n)
+{
+	LogEntry *e, *rest;
+	int rc = write_batch(l, batch, n), any = 0;
+
+	if (rc == 0 || n == 1) {
+		for (e = batch; e; e = e->next)
+			e->rc = rc;
+		if (rc != 0)
+			jg_log(JG_ERROR, "log commit failed", "error", jg_strerror(rc), NULL);
+		return rc == 0;
+	}
+	jg_log(JG_WARN, "log batch failed; writing its entries one by one",
+	       "error", jg_strerror(rc), NULL);
+	for (e = batch; e; e = rest) {
+		rest = e->next;
+		e->next = NULL;		/* write_batch walks the chain */
+		e->rc = write_batch(l, e, 1);
+		e->next = rest;
+		any |= e->rc == 0;
+		if (e->rc != 0)
+			jg_log(JG_ERROR, "log commit failed", "error", jg_strerror(e->rc), NULL);
+	}
+	return any;
+}
+
 /* Writer thread ("jg-log"): drain q_log, commit a batch, acknowledge. */
 static void *writer_main(void *arg)
 {
 	Log *l = arg;
 	LogEntry *batch, *e, *next;
 	uint64_t n;
-	int rc;
+	int any;
 
 	pthread_setname_np(pthread_self(), "jg-log");
 	for (;;) {
@@ -422,20 +472,19 @@ static void *writer_main(void *arg)
 		n = 0;
 		for (e = batch; e; e = e->next)
 			n++;
-		rc = write_batch(l, batch, n);
-		if (rc == 0)
+		if ((any = write_all(l, batch, n)) != 0)
 			__atomic_store_n(&l->head, l->next - 1, __ATOMIC_RELEASE);
-		else
-			jg_log(JG_ERROR, "log commit failed", "error", jg_strerror(rc), NULL);
 		/* done() may free or reuse e: read next first. */
 		for (e = batch; e; e = next) {
 			next = e->next;
-			e->rc = rc;
 			e->done(e, e->ctx);
 		}
-		if (rc == 0)
+		if (any) {
+			pthread_mutex_lock(&l->wmu);
 			for (int i = 0; i < l->nwatch; i++)
 				l->watch[i].fn(l->watch[i].ctx, l->next - 1);
+			pthread_mutex_unlock(&l->wmu);
+		}
 	}
 	return NULL;
 }
@@ -472,6 +521,7 @@ void log_close(Log *l)
 		mdb_env_close(l->env);
 	buf_free(&l->rec);
 	pthread_cond_destroy(&l->cv);
+	pthread_mutex_destroy(&l->wmu);
 	pthread_mutex_destroy(&l->mu);
 	free(l);
 }

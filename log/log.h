@@ -71,10 +71,14 @@ int  log_submit(Log *l, LogEntry *e);
  * NULL is a no-op.  Readers must be closed first. */
 void log_close(Log *l);
 
-/* Call fn(ctx, head) on the writer thread after every commit.  Register
- * before log_start(); at most 8 watchers. */
+/* Call fn(ctx, head) on the writer thread after every commit; at most 8
+ * watchers.  Register before log_start() to see every commit.  fn runs
+ * with the watcher lock held: it must not call log_watch/log_unwatch.
+ * log_unwatch() returns once fn can no longer be running or called, so
+ * the owner may free ctx after it. */
 typedef void (*LogWatchFn)(void *ctx, uint64_t head);
 int  log_watch(Log *l, LogWatchFn fn, void *ctx);
+void log_unwatch(Log *l, LogWatchFn fn, void *ctx);
 
 uint64_t log_head(Log *l);		/* last committed seq, any thread */
 
