@@ -193,10 +193,13 @@ static void raise_fd_limit(void)
 	}
 }
 
+/* The api the signal thread may stop; NULL once it is being torn down. */
+static pthread_mutex_t sig_mu = PTHREAD_MUTEX_INITIALIZER;
+static Api *sig_api;		/* {sig_mu} */
+
 /* Signal thread: the only place SIGINT/SIGTERM are taken. */
 static void *signal_main(void *arg)
 {
-	Api *a = arg;
 	sigset_t set;
 	int64_t first_ns = 0;
 	int sig, n = 0;
@@ -219,7 +222,10 @@ static void *signal_main(void *arg)
 		}
 		first_ns = jg_mono_ns();
 		jg_log(JG_INFO, "shutting down", "signal", sig == SIGINT ? "SIGINT" : "SIGTERM", NULL);
-		api_stop(a);
+		pthread_mutex_lock(&sig_mu);
+		if (sig_api)
+			api_stop(sig_api);
+		pthread_mutex_unlock(&sig_mu);
 	}
 	return NULL;
 }
@@ -252,13 +258,19 @@ static int run(Config *c, const char *tok, int created, int have_data_token)
 		code = fail("cannot start threads", rc);
 		goto out;
 	}
-	if (pthread_create(&sig, NULL, signal_main, api) == 0)
+	pthread_mutex_lock(&sig_mu);
+	sig_api = api;
+	pthread_mutex_unlock(&sig_mu);
+	if (pthread_create(&sig, NULL, signal_main, NULL) == 0)
 		pthread_detach(sig);
 	if (have_data_token)
 		print_welcome(c, api_port(api), tok, created);
 	rc = api_run(api);
 	code = rc == 0 ? 0 : fail("api loop failed", rc);
 out:
+	pthread_mutex_lock(&sig_mu);
+	sig_api = NULL;			/* a late signal must not reach a freed api */
+	pthread_mutex_unlock(&sig_mu);
 	runner_close(run, SHUTDOWN_GRACE_S);
 	api_close(api);
 	proj_close(proj);

@@ -225,8 +225,8 @@ static int cfg_data_dir(CfgParse *p, int i, const char *path, void *obj,
 #define LIM(name, max, wide) \
 	{#name, cfg_posint, offsetof(Config, name), max, wide}
 static const CfgField cfg_limit_fields[] = {
-	LIM(max_payload_bytes, 1LL << 30, 1),
-	LIM(max_result_bytes, 1LL << 30, 1),
+	LIM(max_payload_bytes, 1LL << 26, 1),	/* 64 MiB: several fit the api body budget */
+	LIM(max_result_bytes, 1LL << 26, 1),
 	LIM(max_wait_s, 3600, 0),
 	LIM(max_running, 4096, 0),
 	LIM(queue_max, 1 << 24, 0),
