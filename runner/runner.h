@@ -113,7 +113,8 @@ void runner_proc_release(RunnerProc *p);
  * RUNNER_PATH, else argv0 (exec then fails with ENOENT).  Writes out[cap]. */
 void runner_resolve(const char *argv0, char *out, size_t cap);
 /* The result member: stdout as JSON when it is valid JSON and complete
- * (surrounding whitespace dropped), else as a JSON string. */
+ * (surrounding whitespace dropped), else as a JSON string.  When truncated,
+ * a UTF-8 character split by the cut is dropped whole first. */
 void runner_result_json(const char *p, size_t n, int truncated, Buf *out);
 /* The error text of a failed exit: the last lines of the stderr tail, or
  * "exit status N" / "killed by signal N" when stderr was empty. */

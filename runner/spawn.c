@@ -442,10 +442,41 @@ static int is_ws(char c)
 	return c == ' ' || c == '\n' || c == '\r' || c == '\t';
 }
 
+/* Length of p[0..n) without a trailing UTF-8 sequence that the cut at n
+ * left incomplete (a lead byte missing some of its continuation bytes).
+ * Only the last 3 bytes can belong to such a sequence; anything else that
+ * is invalid is left for buf_json_str to replace. */
+static size_t utf8_cut(const unsigned char *p, size_t n)
+{
+	size_t i, k;
+
+	for (k = 1; k <= 3 && k <= n; k++) {
+		unsigned char c = p[n - k];
+		size_t need;
+
+		if ((c & 0xC0) == 0x80)
+			continue;		/* continuation: look further back */
+		need = (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 :
+		       (c & 0xF8) == 0xF0 ? 4 : 1;
+		if (need > k) {
+			for (i = n - k + 1; i < n && (p[i] & 0xC0) == 0x80; i++) {}
+			if (i == n)
+				return n - k;	/* a proper prefix of a sequence */
+		}
+		return n;
+	}
+	return n;
+}
+
 /* Any thread.  See runner.h. */
 void runner_result_json(const char *p, size_t n, int truncated, Buf *out)
 {
 	size_t a = 0, b = n;
+
+	/* A cut may split a character: drop its first bytes rather than
+	 * store them as U+FFFD. */
+	if (truncated)
+		n = b = utf8_cut((const unsigned char *)p, n);
 
 	while (a < b && is_ws(p[a]))
 		a++;

@@ -164,6 +164,44 @@ TEST(result_json_or_string)
 	buf_free(&b);
 }
 
+/* A cut inside a UTF-8 character drops the partial character, it does not
+ * become U+FFFD. */
+TEST(result_cut_at_utf8_boundary)
+{
+	static const struct { const char *in; const char *want; } c[] = {
+		{ "aaaaaaaaa\xc3", "\"aaaaaaaaa\"" },		/* é cut after 1 of 2 */
+		{ "ab\xe2\x82", "\"ab\"" },			/* € cut after 2 of 3 */
+		{ "ab\xe2", "\"ab\"" },			/* € cut after 1 of 3 */
+		{ "a\xf0\x9f\x98", "\"a\"" },		/* 😀 cut after 3 of 4 */
+		{ "a\xc3\xa9", "\"a\xc3\xa9\"" },		/* whole é kept */
+		{ "a\xf0\x9f\x98\x80", "\"a\xf0\x9f\x98\x80\"" },	/* whole 😀 kept */
+		{ "a\xff", "\"a\xef\xbf\xbd\"" },		/* invalid, not a cut: U+FFFD */
+	};
+	Buf b = {0};
+
+	for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+		buf_reset(&b);
+		runner_result_json(c[i].in, strlen(c[i].in), 1, &b);
+		buf_add(&b, "", 1);
+		if (strcmp(b.p, c[i].want) != 0)
+			fprintf(stderr, "case %zu: got %s want %s\n", i, b.p, c[i].want);
+		CHECK(strcmp(b.p, c[i].want) == 0);
+	}
+	buf_free(&b);
+
+	/* The black-box case: max_result_bytes 10, stdout aaaaaaaaaéé. */
+	char *argv[] = { "/usr/bin/printf", "aaaaaaaaa\xc3\xa9\xc3\xa9", NULL };
+	RunnerProc p;
+	Buf r = {0};
+	CHECK_RC(run_proc(&p, argv, "", 0, 10));
+	CHECK(p.out.len == 10 && p.out_truncated);
+	runner_result_json(p.out.p, p.out.len, p.out_truncated, &r);
+	buf_add(&r, "", 1);
+	CHECK(strcmp(r.p, "\"aaaaaaaaa\"") == 0);
+	runner_proc_release(&p);
+	buf_free(&r);
+}
+
 TEST(backoff_exponential_capped_jittered)
 {
 	uint64_t rng = 12345;
@@ -565,6 +603,7 @@ int main(void)
 	RUN(proc_exec_failure_reports_errno);
 	RUN(proc_signal_kills_whole_group);
 	RUN(result_json_or_string);
+	RUN(result_cut_at_utf8_boundary);
 	RUN(backoff_exponential_capped_jittered);
 	RUN(map_put_get_del);
 	RUN(runs_cat_and_echo);
