@@ -52,6 +52,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "../common/jg.h"
 #include "event.h"
@@ -60,6 +61,7 @@
 #define REC_VERSION 1
 #define REC_HDR     32
 #define MAX_WATCH   8
+#define PREALLOC_STEP   (8u << 20)	/* zero-fill the data file this far ahead */
 
 static int commit_default(void *txn) { return mdb_txn_commit(txn); }
 int (*log_commit_fn)(void *mdb_txn) = commit_default;
@@ -82,6 +84,8 @@ struct Log {
 	struct { LogWatchFn fn; void *ctx; } watch[MAX_WATCH];	/* {wmu} */
 	int       nwatch;		/* {wmu} */
 	LogStats  st;			/* atomic counters */
+	uint64_t  file_end;		/* {writer} bytes of data.mdb already allocated */
+	int       prealloc_off;		/* {writer} gave up (ENOSPC, no fd) */
 	Buf       rec;			/* {writer} scratch record */
 };
 
@@ -419,6 +423,51 @@ fail:
 	return mdb_rc(rc);
 }
 
+/*
+ * Writer thread, between txns: keep data.mdb allocated ahead of LMDB's last
+ * page.  A commit that grows the file changes its size and extents, so its
+ * fdatasync must commit the filesystem journal, and on ext4 that also
+ * flushes other files' pending data (the read model's WAL): commit latency
+ * then depends on the projector.  Writing into already-written zeros is a
+ * pure data write.  Only this thread writes the file, and only past the
+ * last page, which no reader looks at.
+ */
+static void prealloc(Log *l)
+{
+	static const char zero[64 << 10];
+	MDB_envinfo ei;
+	MDB_stat ms;
+	struct stat sb;
+	uint64_t used, end;
+	int fd;
+
+	if (l->prealloc_off || mdb_env_get_fd(l->env, &fd) != 0)
+		return;
+	mdb_env_info(l->env, &ei);
+	mdb_env_stat(l->env, &ms);
+	used = (uint64_t)(ei.me_last_pgno + 1) * ms.ms_psize;
+	if (l->file_end == 0 && fstat(fd, &sb) == 0)
+		l->file_end = (uint64_t)sb.st_size;
+	if (l->file_end >= used + PREALLOC_STEP / 2)
+		return;
+	end = used + PREALLOC_STEP;
+	if (end > ei.me_mapsize)
+		end = ei.me_mapsize;
+	for (uint64_t off = l->file_end > used ? l->file_end : used; off < end; off += sizeof zero) {
+		size_t n = end - off < sizeof zero ? end - off : sizeof zero;
+		if (pwrite(fd, zero, n, (off_t)off) != (ssize_t)n) {
+			jg_log(JG_WARN, "cannot preallocate the log file", "error", strerror(errno), NULL);
+			l->prealloc_off = 1;
+			return;
+		}
+	}
+	if (fdatasync(fd) != 0) {
+		l->prealloc_off = 1;
+		return;
+	}
+	l->file_end = end;
+}
+
 /* Writer thread: write the batch; if that fails and it holds several
  * entries, write each in its own txn, so one bad entry (a payload larger
  * than the space left, an allocation failure) fails alone instead of
@@ -485,6 +534,7 @@ static void *writer_main(void *arg)
 				l->watch[i].fn(l->watch[i].ctx, l->next - 1);
 			pthread_mutex_unlock(&l->wmu);
 		}
+		prealloc(l);		/* after the acks: its own fsync is off their path */
 	}
 	return NULL;
 }

@@ -4,6 +4,7 @@
 #include <lmdb.h>
 #include <pthread.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "t.h"
 #include "../../common/jg.h"
@@ -79,6 +80,26 @@ TEST(append_assigns_contiguous_seqs_and_job_ids)
 		event_entry_free(&es[i]);
 	}
 	CHECK(log_head(l) == 100);
+	log_close(l);
+}
+
+/* The data file is allocated ahead of LMDB's pages (see prealloc()). */
+TEST(data_file_is_preallocated_ahead)
+{
+	Log *l = open_log();
+	LogEntry es[10];
+	LogInfo info;
+	struct stat sb;
+	char path[512];
+
+	append_n(l, es, 10, NULL);
+	CHECK_RC(log_info(l, &info));
+	snprintf(path, sizeof path, "%s/log/data.mdb", t_dir());
+	CHECK(stat(path, &sb) == 0);
+	CHECK((uint64_t)sb.st_size >= info.bytes + (4u << 20));
+	CHECK(sb.st_blocks * 512 >= (4 << 20));	/* written, not a hole */
+	for (int i = 0; i < 10; i++)
+		event_entry_free(&es[i]);
 	log_close(l);
 }
 
@@ -328,6 +349,7 @@ TEST(readonly_open_reads_committed_log)
 int main(void)
 {
 	RUN(append_assigns_contiguous_seqs_and_job_ids);
+	RUN(data_file_is_preallocated_ahead);
 	RUN(render_with_and_without_payload);
 	RUN(group_commit_batches_concurrent_appenders);
 	RUN(idempotency_key_yields_one_job_even_in_one_batch);
