@@ -94,13 +94,13 @@ TEST(data_file_is_preallocated_ahead)
 
 	append_n(l, es, 10, NULL);
 	CHECK_RC(log_info(l, &info));
+	log_close(l);		/* joins the writer: it preallocates after acking */
 	snprintf(path, sizeof path, "%s/log/data.mdb", t_dir());
 	CHECK(stat(path, &sb) == 0);
 	CHECK((uint64_t)sb.st_size >= info.bytes + (4u << 20));
 	CHECK(sb.st_blocks * 512 >= (4 << 20));	/* written, not a hole */
 	for (int i = 0; i < 10; i++)
 		event_entry_free(&es[i]);
-	log_close(l);
 }
 
 TEST(render_with_and_without_payload)
