@@ -735,9 +735,12 @@ int streams_sse_open(Streams *s, struct lws *wsi, ApiSession *sess)
 					 (unsigned char *)"no-cache", 8, &p, end) ||
 	    lws_finalize_write_http_header(wsi, start, &p, end))
 		return -1;
-	/* A stream is long-lived by design: no transaction timeout, and for h2
-	 * no idle timeout on the network connection while it is open. */
-	lws_http_mark_sse(wsi);
+	/* A stream is long-lived by design: no transaction timeout.  Not
+	 * lws_http_mark_sse(): in lws 4.1 it calls lws_mux_mark_immortal(),
+	 * which is for h2 substreams and logs an error on our h1 connections.
+	 * Its other half, giving back the header table (an lws pool slot) that
+	 * a stream no longer needs, we do ourselves. */
+	lws_http_headers_detach(wsi);
 	lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
 	if (!(sess->sub = streams_sub_add(s, wsi, SESS_SSE, &a)))
 		return -1;

@@ -545,3 +545,21 @@ def test_stalled_subscriber_bounded_memory_then_catches_up(server):
         assert ev["seq"] == expect, (ev["seq"], expect)
         expect += 1
     w.close()
+
+
+def test_sse_session_logs_no_error(server):
+    """SSE on HTTP/1.1 must not call h2-only lws helpers (which log
+    "lws_mux_mark_immortal: not h2 substream" at ERROR)."""
+    trigger(server, 2)
+    settle(server, 2)
+    for query in ("from_seq=1", "job_id=1&from_seq=1", ""):
+        c, r = sse_open(server, query)
+        assert r.status == 200
+        if query:
+            recs = sse_records(r, count=2, deadline=time.time() + 20)
+            assert len(recs) == 2
+        c.close()
+    time.sleep(0.3)
+    assert server.get("/healthz", token=None).status == 200
+    errors = [l for l in server.log_lines() if l.get("level") == "ERROR"]
+    assert errors == [], errors
