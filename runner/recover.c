@@ -74,6 +74,30 @@ static int job_lookup(Runner *r, uint64_t id, LogEvent *ev)
 	return ev->status;
 }
 
+/* The job's attempt cap as the log has it: the max_attempts of its last
+ * job.retried (an old one without the member meant "this attempt is the
+ * last"), else of its job.enqueued; 0 when neither says. */
+static uint32_t job_max_attempts(Runner *r, uint64_t id)
+{
+	LogEvent ev;
+	EventView v;
+	uint32_t max = 0;
+	int rc;
+
+	if (runner_snap_begin(r) != 0)
+		return 0;
+	for (rc = log_reader_job_seek(r->rd, id, 0, &ev); rc == 0;
+	     rc = log_reader_job_next(r->rd, &ev)) {
+		if (ev.type != JG_EV_ENQUEUED && ev.type != JG_EV_RETRIED)
+			continue;
+		if (event_decode(&ev, &v) == 0 && v.max_attempts > 0)
+			max = (uint32_t)v.max_attempts;
+		else if (ev.type == JG_EV_RETRIED)
+			max = ev.attempt;
+	}
+	return max;
+}
+
 /* ---- cancel and retry */
 
 void runner_req_answer(RunnerReq *q, int rc)
@@ -130,6 +154,9 @@ void runner_req_retry(Runner *r, RunnerReq *q)
 		}
 		j->status = (uint8_t)st;
 		j->attempt = ev.attempt;
+		uint32_t max = job_max_attempts(r, j->id);
+		if (max)
+			j->max_attempts = max;
 	}
 	if (j->status != JG_ST_FAILED && j->status != JG_ST_CANCELED) {
 		runner_req_answer(q, JG_ECONFLICT);
@@ -167,12 +194,10 @@ static void recover_fold(Runner *r, const LogEvent *ev)
 		return;
 	j->status = ev->status;
 	j->last_type = ev->type;
-	if (ev->type == JG_EV_ENQUEUED)
+	if (ev->type == JG_EV_ENQUEUED || ev->type == JG_EV_RETRIED)
 		j->max_attempts = 0;	/* from the event, decoded later */
-	else
+	if (ev->type != JG_EV_ENQUEUED)
 		j->attempt = ev->attempt;
-	if (ev->type == JG_EV_RETRIED)
-		j->max_attempts = ev->attempt;
 	if (log_status_final(j->status)) {
 		map_del(r, j->id);
 		free(j);
@@ -186,13 +211,8 @@ static void recover_job(Runner *r, RJob *j)
 	EventView v;
 	uint64_t last;
 
-	if (!j->max_attempts) {
-		if (log_reader_get(r->rd, j->id, &ev) == 0 && event_decode(&ev, &v) == 0 &&
-		    v.max_attempts > 0)
-			j->max_attempts = (uint32_t)v.max_attempts;
-		else
-			j->max_attempts = j->spec >= 0 ? (uint32_t)r->cfg->jobs[j->spec].max_attempts : 1;
-	}
+	if (!j->max_attempts && !(j->max_attempts = job_max_attempts(r, j->id)))
+		j->max_attempts = j->spec >= 0 ? (uint32_t)r->cfg->jobs[j->spec].max_attempts : 1;
 	if (j->status == JG_ST_RUNNING) {
 		if (j->spec < 0)
 			runner_job_fail(r, j, -1, 0, "unknown job", 0, 0);

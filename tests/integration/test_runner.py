@@ -251,3 +251,25 @@ def test_metrics_expose_runner_series(make_server):
     text = r.body.decode()
     assert "jobgate_jobs_running 0" in text
     assert 'jobgate_job_duration_seconds_count{job="t",status="succeeded"} 1' in text
+
+
+def test_retry_of_job_canceled_before_it_ran_keeps_its_policy(make_server):
+    s = make_server(config=cfg({"one": {"command": ["sleep", "100"], "concurrency": 1,
+                                        "max_attempts": 3}}))
+    a = trigger(s, "one")
+    b = trigger(s, "one")
+    wait_job(s, a, ["running"])
+    assert s.post("/jobs/%d/cancel" % b).status == 200
+    wait_job(s, b, ["canceled"], timeout=5)
+    r = s.post("/jobs/%d/retry" % b)
+    assert r.status == 200, r.body
+    job = s.get("/jobs/%d" % b).json()
+    assert job["status"] == "queued", job
+    assert job["max_attempts"] == 3, job
+    retried = [e for e in events_of(s, b) if e["type"] == "job.retried"]
+    assert len(retried) == 1
+    assert retried[0]["attempt"] == 1 and retried[0]["max_attempts"] == 3
+    for jid in (a, b):
+        s.post("/jobs/%d/cancel" % jid)
+    wait_job(s, a, ["canceled"], timeout=10)
+    wait_job(s, b, ["canceled"], timeout=10)

@@ -554,6 +554,41 @@ TEST(recovery_interrupted_then_rerun)
 		buf_free(&keep[i]);
 }
 
+/* After a restart, a job.retried's max_attempts is the cap, not its
+ * attempt number: canceled before it ran (cap 3), retried, started, then
+ * the gateway died -> interrupted attempt 1 of 3 is retried automatically. */
+TEST(recovery_keeps_retried_max_attempts)
+{
+	Env e;
+	LogEntry le;
+	EventView v[16];
+	Buf keep[16] = {{0}};
+
+	env_open(&e, CFG_HEAD "\"cat\":{\"command\":[\"/bin/cat\"],\"backoff_s\":1,"
+		 "\"max_attempts\":3}}}", 0);
+	uint64_t id = enqueue(e.log, "cat", "\"hi\"", 3);
+	memset(&le, 0, sizeof le);
+	CHECK_RC(event_canceled(&le, "cat", id, 0, "ops"));
+	append(e.log, &le);
+	memset(&le, 0, sizeof le);
+	CHECK_RC(event_retried(&le, "cat", id, 1, "ops", 3));
+	append(e.log, &le);
+	memset(&le, 0, sizeof le);
+	CHECK_RC(event_started(&le, "cat", id, 1));
+	append(e.log, &le);
+	CHECK_RC(runner_start(e.run));
+	wait_status(e.log, id, JG_ST_SUCCEEDED, 10);
+	int n = job_events(e.log, id, v, keep, 16);
+	CHECK(n == 7);
+	CHECK(v[2].type == JG_EV_RETRIED && v[2].max_attempts == 3);
+	CHECK(v[4].type == JG_EV_FAILED && strcmp(v[4].error.p, "\"interrupted\"") == 0);
+	CHECK(v[4].status == JG_ST_QUEUED && v[4].retry_at_ms > 0);
+	CHECK(v[5].type == JG_EV_STARTED && v[5].attempt == 2);
+	env_close(&e, 5);
+	for (int i = 0; i < 16; i++)
+		buf_free(&keep[i]);
+}
+
 TEST(close_interrupts_and_records)
 {
 	Env e;
@@ -612,6 +647,7 @@ int main(void)
 	RUN(cancel_running_then_conflict_then_retry);
 	RUN(cancel_queued_at_once);
 	RUN(recovery_interrupted_then_rerun);
+	RUN(recovery_keeps_retried_max_attempts);
 	RUN(close_interrupts_and_records);
 	RUN(metrics_render);
 	return t_done();
