@@ -65,6 +65,8 @@ static const char *api_trigger_hdrs(char *h, uint64_t id, uint64_t seq, int repl
 	return h;
 }
 
+static void api_trigger_idem(ApiReq *r, int n);
+
 /* Api thread, header time.  Refusals are pending errors (routes.c). */
 void api_trigger_head(Api *a, ApiReq *r, const RouteSeg *caps)
 {
@@ -113,19 +115,40 @@ void api_trigger_head(Api *a, ApiReq *r, const RouteSeg *caps)
 			r->wait_s = (int)t;
 	}
 	n = lws_hdr_custom_length(wsi, "idempotency-key:", 16);
-	if (n >= 0) {
-		if (n == 0 || n > API_IDEM_MAX) {
-			api_pend_error(r, 400, "bad_request", "Idempotency-Key must be 1..255 bytes");
-			return;
-		}
-		if (lws_hdr_custom_copy(wsi, r->idem, sizeof r->idem, "idempotency-key:", 16) != n ||
-		    !json_utf8_ok(r->idem, (size_t)n)) {
-			api_pend_error(r, 400, "bad_request", "Idempotency-Key must be UTF-8");
-			return;
-		}
-		r->idem_len = (size_t)n;
-		r->has_idem = 1;
+	if (n >= 0)
+		api_trigger_idem(r, n);
+}
+
+/* The Idempotency-Key header (n bytes as lws stored it) into r->idem.
+ * Optional whitespace around a field value is not part of it (RFC 9110
+ * §5.5): lws drops the leading run, we drop the trailing one, so
+ * "Idempotency-Key:  k1 " is the key "k1". */
+static void api_trigger_idem(ApiReq *r, int n)
+{
+	char v[2 * API_IDEM_MAX + 2];
+	const char *p = v;
+
+	if (n >= (int)sizeof v ||
+	    lws_hdr_custom_copy(r->wsi, v, sizeof v, "idempotency-key:", 16) != n) {
+		api_pend_error(r, 400, "bad_request", "Idempotency-Key must be 1..255 bytes");
+		return;
 	}
+	while (n > 0 && (*p == ' ' || *p == '\t'))
+		p++, n--;
+	while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+		n--;
+	if (n == 0 || n > API_IDEM_MAX) {
+		api_pend_error(r, 400, "bad_request", "Idempotency-Key must be 1..255 bytes");
+		return;
+	}
+	if (!json_utf8_ok(p, (size_t)n)) {
+		api_pend_error(r, 400, "bad_request", "Idempotency-Key must be UTF-8");
+		return;
+	}
+	memcpy(r->idem, p, (size_t)n);
+	r->idem[n] = 0;
+	r->idem_len = (size_t)n;
+	r->has_idem = 1;
 }
 
 /* Log writer thread: the batch holding r is durable (or failed). */

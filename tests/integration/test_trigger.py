@@ -1,5 +1,6 @@
 """Durable trigger path (issue 2): concurrent triggers, headers, wait mode,
 read-your-writes and listen-address exactness."""
+import json
 import subprocess
 import threading
 import time
@@ -161,3 +162,41 @@ def test_listen_address_is_exact(server):
     out = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True, check=True).stdout
     mine = [l.split()[3] for l in out.splitlines() if l.split()[3].endswith(":%d" % server.port)]
     assert mine == ["127.0.0.1:%d" % server.port], mine
+
+
+def raw_trigger(server, extra_headers, body=b"{}"):
+    """POST /trigger/echo with raw header lines; (status, headers, body)."""
+    import socket
+    sk = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    try:
+        sk.sendall(b"POST /trigger/echo HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                   + server.token.encode() + b"\r\n" + extra_headers +
+                   b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+        out = b""
+        while True:
+            d = sk.recv(65536)
+            if not d:
+                break
+            out += d
+    finally:
+        sk.close()
+    head, _, payload = out.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    hdrs = {k.strip().lower().decode(): v.strip().decode()
+            for k, _, v in (l.partition(b":") for l in lines[1:])}
+    return int(lines[0].split()[1]), hdrs, payload
+
+
+def test_idempotency_key_whitespace_is_trimmed(server):
+    st, _, body = raw_trigger(server, b"Idempotency-Key: k1\r\n")
+    assert st == 202
+    first = json.loads(body)
+    for spelling in (b"Idempotency-Key:  k1 \r\n", b"Idempotency-Key:\tk1\t \r\n",
+                     b"Idempotency-Key: k1   \r\n"):
+        st, hdrs, body = raw_trigger(server, spelling)
+        assert st == 200, (spelling, st, body)
+        assert hdrs.get("idempotent-replayed") == "true"
+        assert json.loads(body)["id"] == first["id"]
+        assert json.loads(body)["idempotency_key"] == "k1"
+    st, _, body = raw_trigger(server, b"Idempotency-Key:    \r\n")
+    assert st == 400 and json.loads(body)["error"] == "bad_request"
