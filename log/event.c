@@ -219,43 +219,51 @@ static int tok_i64(const char *js, const jsmntok_t *t, int64_t *out)
 	return json_int(js, t, INT64_MIN, INT64_MAX, out);
 }
 
+/* Keys of stored events are written by event.c itself, never escaped, so
+ * a byte compare is exact (json_eq would decode escapes on every try). */
+static int key_is(const char *js, const jsmntok_t *t, const char *key, int n)
+{
+	return t->end - t->start == n && memcmp(js + t->start, key, (size_t)n) == 0;
+}
+#define KEY(lit) key_is(js, key, lit, (int)sizeof lit - 1)
+
 /* Fill v from the member key=toks[k], value toks[k+1]. */
 static int member(const char *js, const jsmntok_t *toks, int k, EventView *v)
 {
-	const jsmntok_t *t = &toks[k + 1];
+	const jsmntok_t *key = &toks[k], *t = &toks[k + 1];
 	int64_t x = 0;
 	char tb[32];
 
-	if (json_eq(js, &toks[k], "payload")) {
+	if (KEY("payload")) {
 		v->payload = tok_span(js, t);
-	} else if (json_eq(js, &toks[k], "idempotency_key")) {
+	} else if (KEY("idempotency_key")) {
 		if (t->type == JSMN_STRING)
 			v->idem = tok_span(js, t);
-	} else if (json_eq(js, &toks[k], "actor")) {
+	} else if (KEY("actor")) {
 		v->actor = tok_span(js, t);
-	} else if (json_eq(js, &toks[k], "result")) {
+	} else if (KEY("result")) {
 		v->result = tok_span(js, t);
-	} else if (json_eq(js, &toks[k], "result_truncated")) {
+	} else if (KEY("result_truncated")) {
 		v->result_truncated = js[t->start] == 't';
-	} else if (json_eq(js, &toks[k], "error")) {
+	} else if (KEY("error")) {
 		v->error = tok_span(js, t);
-	} else if (json_eq(js, &toks[k], "exit_code")) {
+	} else if (KEY("exit_code")) {
 		if (tok_i64(js, t, &x) != 0)
 			return JG_ECORRUPT;
 		v->has_exit_code = 1;
 		v->exit_code = x;
-	} else if (json_eq(js, &toks[k], "signal")) {
+	} else if (KEY("signal")) {
 		if (tok_i64(js, t, &x) != 0)
 			return JG_ECORRUPT;
 		v->signal = (int)x;
-	} else if (json_eq(js, &toks[k], "duration_ms")) {
+	} else if (KEY("duration_ms")) {
 		if (tok_i64(js, t, &v->duration_ms) != 0)
 			return JG_ECORRUPT;
-	} else if (json_eq(js, &toks[k], "max_attempts")) {
+	} else if (KEY("max_attempts")) {
 		if (tok_i64(js, t, &x) != 0)
 			return JG_ECORRUPT;
 		v->max_attempts = (int)x;
-	} else if (json_eq(js, &toks[k], "retry_at")) {
+	} else if (KEY("retry_at")) {
 		if (json_str(js, t, tb, sizeof tb) != 0 ||
 		    jg_parse_time(tb, strlen(tb), &v->retry_at_ms) != 0)
 			return JG_ECORRUPT;
