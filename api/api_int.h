@@ -36,6 +36,10 @@ const JgToken *api_auth(Api *a, struct lws *wsi, int allow_query);
 int api_error(struct lws *wsi, int status, const char *code, const char *msg);
 /* URL query arg name into out[cap]; 0, JG_ENOTFOUND, or JG_EINVAL. */
 int api_query_arg(struct lws *wsi, const char *name, char *out, size_t cap);
+/* 1 if a query parameter name occurs twice (which one would win is a
+ * guess, so such requests are refused), with a message naming it in
+ * msg[cap]; else 0. */
+int api_query_dup(struct lws *wsi, char *msg, size_t cap);
 
 /* ---- provided by stream.c ---- */
 int  streams_open(Streams **out, const Config *cfg, Log *log);
@@ -112,6 +116,7 @@ struct ApiReq {
 	uint64_t    id;
 	int         err_status;	/* pending error, sent once the body is in */
 	const char *err_code, *err_msg;
+	char        err_buf[96];	/* err_msg when it is composed */
 	int         chunked;
 	int64_t     clen;	/* Content-Length, -1 if none */
 	size_t      budget;	/* bytes of a->body_bytes this request holds */

@@ -213,6 +213,51 @@ int api_query_arg(struct lws *wsi, const char *name, char *out, size_t cap)
 	return JG_ENOTFOUND;
 }
 
+/* Names of query fragments are compared up to this many bytes; longer
+ * names are no parameter of ours and are left to the handlers. */
+#define API_QNAME_MAX 64
+
+int api_query_dup(struct lws *wsi, char *msg, size_t cap)
+{
+	char names[64][API_QNAME_MAX], frag[1024];
+	size_t lens[64];
+	int i, j, n, nn = 0;
+
+	for (i = 0; i < 64; i++) {
+		n = lws_hdr_copy_fragment(wsi, frag, sizeof frag, WSI_TOKEN_HTTP_URI_ARGS, i);
+		if (n < 0) {
+			if (lws_hdr_fragment_length(wsi, WSI_TOKEN_HTTP_URI_ARGS, i) <= 0)
+				break;
+			continue;
+		}
+		size_t k = 0;
+		while (k < (size_t)n && frag[k] != '=')
+			k++;
+		if (k >= API_QNAME_MAX)
+			continue;
+		for (j = 0; j < nn; j++)
+			if (lens[j] == k && memcmp(names[j], frag, k) == 0)
+				goto dup;
+		memcpy(names[nn], frag, k);
+		lens[nn++] = k;
+	}
+	return 0;
+dup:
+	/* Name it when it is a plain name (all of ours are); never echo
+	 * arbitrary bytes into the JSON message. */
+	for (j = 0; j < (int)API_QNAME_MAX && frag[j] != '=' && j < n; j++) {
+		char c = frag[j];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		      (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.'))
+			break;
+	}
+	if (j > 0 && (j == n || frag[j] == '='))
+		snprintf(msg, cap, "duplicate query parameter: %.*s", j, frag);
+	else
+		snprintf(msg, cap, "duplicate query parameter");
+	return 1;
+}
+
 /* "Bearer TOKEN" (scheme case-insensitive) into the token span. */
 static int api_bearer(const char *h, size_t n, const char **tok, size_t *tn)
 {

@@ -142,6 +142,8 @@ int api_route_begin(Api *a, struct lws *wsi, ApiSession *sess, const char *path,
 		r->tok = api_auth(a, wsi, 0);
 	if (rt->auth == API_AUTH_BEARER && !r->tok)
 		return api_head_fail(a, r, has_body, 401, "unauthorized", "missing or invalid bearer token");
+	if (api_query_dup(wsi, r->err_buf, sizeof r->err_buf))
+		return api_head_fail(a, r, has_body, 400, "bad_request", r->err_buf);
 	if (rt->head)
 		rt->head(a, r, caps);	/* may leave a pending error */
 	if (r->err_status && !has_body)
@@ -208,6 +210,10 @@ int api_route_upgrade(Api *a, struct lws *wsi, const char *proto)
 	}
 	if (!api_auth(a, wsi, 1)) {
 		api_write_error(a, wsi, 401, "unauthorized", "missing or invalid token", 0);
+		return 1;
+	}
+	if (api_query_dup(wsi, msg, sizeof msg)) {
+		api_write_error(a, wsi, 400, "bad_request", msg, 0);
 		return 1;
 	}
 	if ((st = streams_check_args(wsi, msg, sizeof msg)) != 0) {

@@ -234,3 +234,30 @@ def test_slow_body_times_out(srv):
     finally:
         sk.close()
     assert srv.post("/trigger/echo", {}, token="ci-secret").status == 202
+
+
+@pytest.mark.parametrize("method,path,name", [
+    ("POST", "/trigger/echo/wait?timeout=1&timeout=2", "timeout"),
+    ("GET", "/jobs?limit=1&limit=2", "limit"),
+    ("GET", "/jobs?status=queued&job=echo&status=failed", "status"),
+    ("GET", "/events?from_seq=1&from_seq=2", "from_seq"),
+])
+def test_duplicate_query_parameter(srv, method, path, name):
+    before = log_seq(srv)
+    r = srv.request(method, path, body=b"{}" if method == "POST" else None,
+                    token="ci-secret")
+    check_error(r, 400, "bad_request")
+    assert name in r.json()["message"], r.body
+    assert log_seq(srv) == before
+    # The WebSocket upgrade refuses it the same way.
+    sk = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+    try:
+        sk.sendall(b"GET /ws?job_id=1&job_id=2 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                   b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                   b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                   b"Authorization: Bearer ci-secret\r\n\r\n")
+        resp = sk.recv(4096)
+    finally:
+        sk.close()
+    assert resp.startswith(b"HTTP/1.1 400"), resp[:80]
+    assert b"duplicate query parameter: job_id" in resp
