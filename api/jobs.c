@@ -41,7 +41,7 @@ int api_jobs_get(Api *a, ApiReq *r)
 	last = log_reader_job_last(a->rd, r->id);
 	if (last == 0) {
 		log_reader_end(a->rd);
-		return api_reply_error(a, r, 404, "unknown_job", "no such job");
+		return api_reply_error(a, r, 404, "not_found", "no job with this id");
 	}
 	if (proj_applied(a->proj) >= last) {
 		log_reader_end(a->rd);
@@ -52,7 +52,7 @@ int api_jobs_get(Api *a, ApiReq *r)
 	rc = api_job_fold(a, r->id, &st);
 	log_reader_end(a->rd);
 	if (rc == JG_ENOTFOUND)
-		return api_reply_error(a, r, 404, "unknown_job", "no such job");
+		return api_reply_error(a, r, 404, "not_found", "no job with this id");
 	if (rc != 0)
 		return api_reply_error(a, r, 500, "internal", "the job cannot be read");
 	return api_reply_job(a, r);
@@ -114,7 +114,7 @@ int api_jobs_events(Api *a, ApiReq *r)
 	if (rc != JG_ENOTFOUND || a->job.oom)
 		return api_reply_error(a, r, 500, "internal", "the log cannot be read");
 	if (n == 0)
-		return api_reply_error(a, r, 404, "unknown_job", "no such job");
+		return api_reply_error(a, r, 404, "not_found", "no job with this id");
 	return api_reply_job(a, r);
 }
 
@@ -142,7 +142,7 @@ static int api_jobs_change(Api *a, ApiReq *r, int op)
 	}
 	log_reader_end(a->rd);
 	if (rc == JG_ENOTFOUND)
-		return api_reply_error(a, r, 404, "unknown_job", "no such job");
+		return api_reply_error(a, r, 404, "not_found", "no job with this id");
 	if (rc != 0)
 		return api_reply_error(a, r, 500, "internal", "the log cannot be read");
 	if (!config_token_allows(r->tok, name))
@@ -187,7 +187,7 @@ void api_runner_done(Api *a, ApiReq *r)
 		api_defer(a, r, 200, NULL, a->job.p, a->job.len);
 		return;
 	case JG_ENOTFOUND:
-		api_defer_error(a, r, 404, "unknown_job", "no such job");
+		api_defer_error(a, r, 404, "not_found", "no job with this id");
 		return;
 	case JG_ECONFLICT:
 		api_defer_error(a, r, 409, "conflict", r->rr.op == RUNNER_CANCEL ?
