@@ -263,3 +263,16 @@ def test_duplicate_query_parameter(srv, method, path, name):
         sk.close()
     assert resp.startswith(b"HTTP/1.1 400"), resp[:80]
     assert b"duplicate query parameter: job_id" in resp
+
+
+def test_too_deep_json_says_so(server):
+    before = log_seq(server)
+    r = server.post("/trigger/echo", b"[" * 513 + b"]" * 513)
+    check_error(r, 400, "invalid_json")
+    assert "deeper than 512" in r.json()["message"], r.body
+    # Brackets inside strings are not nesting: plain bad JSON keeps its message.
+    r = server.post("/trigger/echo", b'["' + b"[" * 600 + b'",')
+    check_error(r, 400, "invalid_json")
+    assert r.json()["message"] == "body is not valid JSON"
+    assert log_seq(server) == before
+    assert server.post("/trigger/echo", b"[" * 512 + b"]" * 512).status == 202
