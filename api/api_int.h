@@ -118,6 +118,7 @@ struct ApiReq {
 	const char *err_code, *err_msg;
 	char        err_buf[96];	/* err_msg when it is composed */
 	int         chunked;
+	int         expect;	/* Expect: 100-continue, body not sent yet */
 	int64_t     clen;	/* Content-Length, -1 if none */
 	size_t      budget;	/* bytes of a->body_bytes this request holds */
 	RouteChunk  ck;

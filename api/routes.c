@@ -77,13 +77,42 @@ static int api_framing(struct lws *wsi, ApiReq *r)
 	return 0;
 }
 
-/* An error at header time: now if there is no body to drain, else after. */
+/* An error at header time: now if there is no body to drain, else after.
+ * A client that sent "Expect: 100-continue" has not sent its body yet
+ * and will not without a 100: answer at once and end the connection
+ * (RFC 9110 §10.1.1), rather than wait for a body that may never come. */
 static int api_head_fail(Api *a, ApiReq *r, int has_body, int status,
 			 const char *code, const char *msg)
 {
-	if (has_body)
+	if (has_body && !r->expect)
 		return api_pend_error(r, status, code, msg);
+	if (has_body)
+		r->close_after = 1;
 	return api_reply_error(a, r, status, code, msg);
+}
+
+/* 1 if an HTTP/1.1 request carries "Expect: 100-continue". */
+static int api_expect_continue(struct lws *wsi)
+{
+	char v[32];
+	int n = lws_hdr_copy(wsi, v, sizeof v, WSI_TOKEN_HTTP_EXPECT);
+
+	if (n != 12 || strncasecmp(v, "100-continue", 12) != 0)
+		return 0;
+	n = lws_hdr_copy(wsi, v, sizeof v, WSI_TOKEN_HTTP);
+	return n > 0 && strcmp(v, "HTTP/1.0") != 0;
+}
+
+/* The request will be read: tell a client waiting for it to send the
+ * body (curl waits 1 s for this before sending anyway). */
+static int api_send_continue(struct lws *wsi)
+{
+	static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+	unsigned char b[LWS_PRE + sizeof cont];
+
+	memcpy(b + LWS_PRE, cont, sizeof cont - 1);
+	return lws_write(wsi, b + LWS_PRE, sizeof cont - 1, LWS_WRITE_RAW) <
+		(int)(sizeof cont - 1) ? -1 : 0;
 }
 
 /* Api thread, LWS_CALLBACK_HTTP: match, check, and start the body. */
@@ -112,6 +141,7 @@ int api_route_begin(Api *a, struct lws *wsi, ApiSession *sess, const char *path,
 		return api_reply_error(a, r, st, "bad_request", "bad Content-Length or Transfer-Encoding");
 	}
 	has_body = r->chunked || r->clen > 0;
+	r->expect = has_body && api_expect_continue(wsi);
 	if (r->clen > a->cfg->max_payload_bytes) {
 		/* Refuse without reading: the rest of the body stays unread and
 		 * the connection is dropped after the answer. */
@@ -146,8 +176,13 @@ int api_route_begin(Api *a, struct lws *wsi, ApiSession *sess, const char *path,
 		return api_head_fail(a, r, has_body, 400, "bad_request", r->err_buf);
 	if (rt->head)
 		rt->head(a, r, caps);	/* may leave a pending error */
-	if (r->err_status && !has_body)
+	if (r->err_status && (!has_body || r->expect)) {
+		if (has_body) {		/* the body was never sent: no drain */
+			r->close_after = 1;
+			r->discard = 0;
+		}
 		return api_route_body_done(a, r);
+	}
 	if (r->clen > a->cfg->max_payload_bytes)
 		return api_reply_error(a, r, 413, "payload_too_large", "body exceeds max_payload_bytes");
 	if (!has_body)
@@ -161,6 +196,8 @@ int api_route_begin(Api *a, struct lws *wsi, ApiSession *sess, const char *path,
 		a->body_bytes += r->budget;
 		buf_reserve(&r->body, (size_t)r->clen);
 	}
+	if (r->expect && api_send_continue(wsi) != 0)
+		return -1;
 	lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT, API_BODY_TIMEOUT_S);
 	return 0;
 }
