@@ -118,6 +118,7 @@ struct ApiReq {
 	const char *err_code, *err_msg;
 	char        err_buf[96];	/* err_msg when it is composed */
 	int         chunked;
+	int         head_only;	/* HEAD: headers of the GET answer, no body */
 	int         expect;	/* Expect: 100-continue, body not sent yet */
 	int64_t     clen;	/* Content-Length, -1 if none */
 	size_t      budget;	/* bytes of a->body_bytes this request holds */
@@ -133,7 +134,7 @@ struct ApiReq {
 };
 
 /* One row of the route table (routes.c), like Redis's command table. */
-enum { API_M_GET = 1, API_M_POST = 2 };
+enum { API_M_GET = 1, API_M_POST = 2, API_M_HEAD = 4 };
 enum { API_AUTH_NONE, API_AUTH_BEARER, API_AUTH_TRIGGER };
 struct ApiRoute {
 	const char *pattern;	/* "/jobs/{id}/events" */

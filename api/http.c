@@ -37,7 +37,7 @@ static const char *api_status_text(int st)
 
 /* Compose a whole response into b (LWS_PRE bytes of headroom first). */
 static void api_compose(Buf *b, int status, const char *hdrs, const char *body,
-			size_t bn, int close)
+			size_t bn, int close, int head_only)
 {
 	static const char zero[LWS_PRE];
 
@@ -58,7 +58,8 @@ static void api_compose(Buf *b, int status, const char *hdrs, const char *body,
 	if (close)
 		buf_puts(b, "connection: close\r\n");
 	buf_puts(b, "\r\n");
-	buf_add(b, body, bn);
+	if (!head_only)		/* HEAD: same headers, content-length included */
+		buf_add(b, body, bn);
 }
 
 static void api_count(Api *a, int status)
@@ -92,7 +93,7 @@ int api_reply(Api *a, ApiReq *r, int status, const char *hdrs,
 	      const char *body, size_t bn)
 {
 	api_count(a, status);
-	api_compose(&r->out, status, hdrs, body, bn, r->close_after);
+	api_compose(&r->out, status, hdrs, body, bn, r->close_after, r->head_only);
 	return api_flush(a, r);
 }
 
@@ -100,7 +101,7 @@ void api_defer(Api *a, ApiReq *r, int status, const char *hdrs,
 	       const char *body, size_t bn)
 {
 	api_count(a, status);
-	api_compose(&r->out, status, hdrs, body, bn, r->close_after);
+	api_compose(&r->out, status, hdrs, body, bn, r->close_after, r->head_only);
 	r->state = RQ_READY;
 	lws_callback_on_writable(r->wsi);
 }
@@ -170,7 +171,7 @@ int api_write_error(Api *a, struct lws *wsi, int status, const char *code,
 
 	api_error_body(&a->scratch, code, msg);
 	api_count(a, status);
-	api_compose(b, status, api_error_hdrs(status), a->scratch.p, a->scratch.len, close);
+	api_compose(b, status, api_error_hdrs(status), a->scratch.p, a->scratch.len, close, 0);
 	if (b->oom)
 		return -1;
 	return lws_write(wsi, (unsigned char *)b->p + LWS_PRE, b->len - LWS_PRE,

@@ -28,15 +28,15 @@ static int api_ws_plain(Api *a, ApiReq *r);
 static const ApiRoute api_routes[] = {
 	{ "/trigger/{job}",        API_M_POST, "POST", API_AUTH_TRIGGER, api_trigger_head, api_trigger_run },
 	{ "/trigger/{job}/{mode}", API_M_POST, "POST", API_AUTH_TRIGGER, api_trigger_head, api_trigger_run },
-	{ "/jobs",                 API_M_GET,  "GET",  API_AUTH_BEARER,  NULL,             api_jobs_list },
-	{ "/jobs/{id}",            API_M_GET,  "GET",  API_AUTH_BEARER,  api_jobs_id_head, api_jobs_get },
-	{ "/jobs/{id}/events",     API_M_GET,  "GET",  API_AUTH_BEARER,  api_jobs_id_head, api_jobs_events },
+	{ "/jobs",                 API_M_GET | API_M_HEAD, "GET, HEAD",  API_AUTH_BEARER,  NULL,             api_jobs_list },
+	{ "/jobs/{id}",            API_M_GET | API_M_HEAD, "GET, HEAD",  API_AUTH_BEARER,  api_jobs_id_head, api_jobs_get },
+	{ "/jobs/{id}/events",     API_M_GET | API_M_HEAD, "GET, HEAD",  API_AUTH_BEARER,  api_jobs_id_head, api_jobs_events },
 	{ "/jobs/{id}/cancel",     API_M_POST, "POST", API_AUTH_BEARER,  api_jobs_id_head, api_jobs_cancel },
 	{ "/jobs/{id}/retry",      API_M_POST, "POST", API_AUTH_BEARER,  api_jobs_id_head, api_jobs_retry },
 	{ "/events",               API_M_GET,  "GET",  API_AUTH_BEARER,  NULL,             api_sse_run },
 	{ "/ws",                   API_M_GET,  "GET",  API_AUTH_BEARER,  NULL,             api_ws_plain },
-	{ "/healthz",              API_M_GET,  "GET",  API_AUTH_NONE,    NULL,             api_healthz },
-	{ "/metrics",              API_M_GET,  "GET",  API_AUTH_BEARER,  NULL,             api_metrics },
+	{ "/healthz",              API_M_GET | API_M_HEAD, "GET, HEAD",  API_AUTH_NONE,    NULL,             api_healthz },
+	{ "/metrics",              API_M_GET | API_M_HEAD, "GET, HEAD",  API_AUTH_BEARER,  NULL,             api_metrics },
 };
 #define API_NROUTES (int)(sizeof api_routes / sizeof api_routes[0])
 
@@ -46,7 +46,9 @@ static unsigned api_method(struct lws *wsi)
 		return API_M_POST;
 	if (lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI))
 		return API_M_GET;
-	return 0;	/* PUT, DELETE, PATCH, OPTIONS, HEAD: never allowed */
+	if (lws_hdr_total_length(wsi, WSI_TOKEN_HEAD_URI))
+		return API_M_HEAD;	/* GET's answer without its body */
+	return 0;	/* PUT, DELETE, PATCH, OPTIONS: never allowed */
 }
 
 /* Content-Length / Transfer-Encoding.  0, or an error status (400). */
@@ -135,6 +137,7 @@ int api_route_begin(Api *a, struct lws *wsi, ApiSession *sess, const char *path,
 		return -1;
 	}
 	r->wsi = wsi;
+	r->head_only = m == API_M_HEAD;
 	sess->req = r;
 	if ((st = api_framing(wsi, r)) != 0) {
 		r->close_after = 1;

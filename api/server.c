@@ -73,7 +73,7 @@ ApiReq *api_req_get(Api *a)
 	r->wait_s = 0;
 	r->id = 0;
 	r->err_status = 0;
-	r->chunked = r->expect = 0;
+	r->chunked = r->expect = r->head_only = 0;
 	r->clen = -1;
 	r->budget = 0;
 	memset(&r->ck, 0, sizeof r->ck);

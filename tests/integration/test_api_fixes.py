@@ -51,3 +51,28 @@ def test_listen_host_name_refused_localhost_resolved(tmp_path, make_server):
     ready = [l for l in s.log_lines() if l.get("msg") == "listening"]
     assert ready and ready[0]["listen"].startswith("127.0.0.1:"), ready
     assert s.get("/healthz", token=None).status == 200
+
+
+def test_head_on_get_routes(server):
+    """Load balancers health-check with HEAD: same status and headers as
+    GET, no body, and the connection stays usable."""
+    server.post("/trigger/echo", {"a": 1})
+    c = server.conn()
+    try:
+        for path, token in (("/healthz", None), ("/jobs/1", True), ("/jobs", True),
+                            ("/jobs/1/events", True), ("/metrics", True)):
+            g = server.get(path, token=token, conn=c)
+            h = server.request("HEAD", path, token=token, conn=c)
+            assert g.status == h.status == 200, (path, g.status, h.status)
+            assert h.body == b""
+            assert h.headers["content-type"] == g.headers["content-type"]
+            if path in ("/healthz", "/jobs/1"):
+                assert int(h.headers["content-length"]) == len(g.body)
+        # Errors too: status and headers, no body.
+        h = server.request("HEAD", "/jobs/424242", conn=c)
+        assert h.status == 404 and h.body == b""
+        h = server.request("HEAD", "/jobs", token=None, conn=c)
+        assert h.status == 401 and h.headers["www-authenticate"] == "Bearer"
+        assert server.get("/healthz", token=None, conn=c).json()["status"] == "ok"
+    finally:
+        c.close()

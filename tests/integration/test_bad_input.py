@@ -134,11 +134,14 @@ def test_bad_request(srv, case):
 
 def test_wrong_method_has_allow(srv):
     before = log_seq(srv)
-    for method, path, allow in [("GET", "/trigger/echo", "POST"), ("PUT", "/jobs/1", "GET"),
+    for method, path, allow in [("GET", "/trigger/echo", "POST"), ("PUT", "/jobs/1", "GET, HEAD"),
                                 ("DELETE", "/trigger/echo/poll", "POST"),
-                                ("POST", "/healthz", "GET"), ("GET", "/jobs/1/cancel", "POST")]:
+                                ("POST", "/healthz", "GET, HEAD"), ("HEAD", "/trigger/echo", "POST"), ("HEAD", "/events", "GET"), ("GET", "/jobs/1/cancel", "POST")]:
         r = srv.request(method, path, token="ci-secret")
-        check_error(r, 405, "method_not_allowed")
+        if method == "HEAD":    # same headers, no body
+            assert r.status == 405 and r.body == b""
+        else:
+            check_error(r, 405, "method_not_allowed")
         assert r.headers["allow"] == allow
     assert log_seq(srv) == before
 
