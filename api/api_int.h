@@ -17,7 +17,7 @@
 typedef struct Streams Streams;
 typedef struct StreamSub StreamSub;	/* defined in stream.c */
 
-enum { SESS_HTTP = 0, SESS_SSE = 1, SESS_WS = 2 };
+enum { SESS_HTTP = 0, SESS_SSE = 1, SESS_WS = 2, SESS_RAW = 3 };	/* RAW: not HTTP */
 
 typedef struct ApiSession {
 	int        kind;	/* SESS_* */

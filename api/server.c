@@ -427,6 +427,19 @@ static int api_callback(struct lws *wsi, enum lws_callback_reasons reason,
 		if (sess && sess->kind == SESS_WS)
 			streams_ws_closed(a->streams, sess);
 		return 0;
+	case LWS_CALLBACK_RAW_RX:
+		/* Not HTTP (FALLBACK_TO_APPLY_LISTEN_ACCEPT_CONFIG moved the
+		 * connection to the raw role): one JSON 400, then hang up. */
+		if (sess && sess->kind != SESS_RAW) {
+			sess->kind = SESS_RAW;
+			if (api_write_error(a, wsi, 400, "bad_request",
+					    "malformed HTTP request line or unsupported method", 1) < 0)
+				return -1;
+			lws_callback_on_writable(wsi);
+		}
+		return 0;
+	case LWS_CALLBACK_RAW_WRITEABLE:
+		return -1;	/* the answer is flushed */
 	default:
 		break;
 	}
@@ -574,6 +587,7 @@ static int api_listen(Api *a)
 	 * FAIL_UPON_UNABLE_TO_BIND: a bind that fails now (the port was
 	 * taken since the probe) fails the vhost instead of being retried. */
 	info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 |
+		       LWS_SERVER_OPTION_FALLBACK_TO_APPLY_LISTEN_ACCEPT_CONFIG |
 		       LWS_SERVER_OPTION_FAIL_UPON_UNABLE_TO_BIND |
 		       (v4 ? LWS_SERVER_OPTION_DISABLE_IPV6 : 0);
 	info.max_http_header_data = 16384;

@@ -279,3 +279,18 @@ def test_too_deep_json_says_so(server):
     assert r.json()["message"] == "body is not valid JSON"
     assert log_seq(server) == before
     assert server.post("/trigger/echo", b"[" * 512 + b"]" * 512).status == 202
+
+
+@pytest.mark.parametrize("junk", [b"HELLO\r\n\r\n", b"BREW /jobs HTTP/1.1\r\nHost: x\r\n\r\n",
+                                  b"\x00\x01\x02\x03garbage\r\n\r\n",
+                                  b"\x16\x03\x01\x02\x00\x01\x00"])
+def test_malformed_http_gets_json_400(srv, junk):
+    before = log_seq(srv)
+    status, hdrs, body = parse(raw(srv, junk, timeout=3))
+    assert status == 400
+    assert hdrs["content-type"] == "application/json"
+    assert hdrs.get("connection") == "close"
+    assert json.loads(body)["error"] == "bad_request"
+    assert log_seq(srv) == before
+    assert srv.post("/trigger/echo", {"after": "junk"}, token="ci-secret").status == 202
+    assert not [l for l in srv.log_lines() if l.get("level") == "ERROR"]
