@@ -80,6 +80,8 @@ void streams_ws_closed(Streams *s, ApiSession *sess);
 #define API_BODY_BUDGET   (256u << 20)	/* body bytes buffered at once */
 #define API_BODY_TIMEOUT_S 10		/* client must send the body within */
 #define API_IDEM_MAX      255
+#define API_HDR_MAX       16384		/* request line + known headers: more is 431 */
+#define API_HDR_STORE     32768		/* lws's header store per connection (see routes.c) */
 #define API_WAIT_BUCKETS  256
 #define API_NOUTCOMES     5		/* see api_outcome_name() */
 

@@ -29,6 +29,7 @@ static const char *api_status_text(int st)
 	case 405: return "405 Method Not Allowed";
 	case 409: return "409 Conflict";
 	case 413: return "413 Payload Too Large";
+	case 431: return "431 Request Header Fields Too Large";
 	case 500: return "500 Internal Server Error";
 	case 503: return "503 Service Unavailable";
 	}

@@ -51,6 +51,29 @@ static unsigned api_method(struct lws *wsi)
 	return 0;	/* PUT, DELETE, PATCH, OPTIONS: never allowed */
 }
 
+/*
+ * Bytes of the request line and of the headers lws knows by name (Host,
+ * Cookie, Authorization, ...), as sent give or take separators.  lws 4.1
+ * stores a request's headers in one buffer per connection
+ * (API_HDR_STORE) and, when they do not fit, closes the connection
+ * without calling us; it offers no way to list the names of headers it
+ * does not know, so those count only towards that store.
+ */
+static size_t api_header_bytes(struct lws *wsi)
+{
+	size_t total = 0;
+	const unsigned char *name;
+	int t, n;
+
+	for (t = 0; t < (int)WSI_TOKEN_COUNT; t++) {
+		if ((n = lws_hdr_total_length(wsi, (enum lws_token_indexes)t)) <= 0)
+			continue;
+		name = lws_token_to_string((enum lws_token_indexes)t);
+		total += (size_t)n + (name ? strlen((const char *)name) : 0) + 3;
+	}
+	return total;
+}
+
 /* Content-Length / Transfer-Encoding.  0, or an error status (400). */
 static int api_framing(struct lws *wsi, ApiReq *r)
 {
@@ -139,6 +162,12 @@ int api_route_begin(Api *a, struct lws *wsi, ApiSession *sess, const char *path,
 	r->wsi = wsi;
 	r->head_only = m == API_M_HEAD;
 	sess->req = r;
+	if (api_header_bytes(wsi) > API_HDR_MAX) {
+		/* Whatever body follows stays unread: answer and hang up. */
+		r->close_after = 1;
+		return api_reply_error(a, r, 431, "bad_request",
+				       "request line and headers exceed 16 KiB");
+	}
 	if ((st = api_framing(wsi, r)) != 0) {
 		r->close_after = 1;
 		return api_reply_error(a, r, st, "bad_request", "bad Content-Length or Transfer-Encoding");

@@ -590,7 +590,9 @@ static int api_listen(Api *a)
 		       LWS_SERVER_OPTION_FALLBACK_TO_APPLY_LISTEN_ACCEPT_CONFIG |
 		       LWS_SERVER_OPTION_FAIL_UPON_UNABLE_TO_BIND |
 		       (v4 ? LWS_SERVER_OPTION_DISABLE_IPV6 : 0);
-	info.max_http_header_data = 16384;
+	/* Room past API_HDR_MAX so that over-long headers reach us and get
+	 * a 431; a store is only held while a request's headers are. */
+	info.max_http_header_data = API_HDR_STORE;
 	info.max_http_header_pool = 1024;
 	info.timeout_secs = 10;
 	info.keepalive_timeout = 60;

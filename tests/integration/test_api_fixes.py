@@ -76,3 +76,45 @@ def test_head_on_get_routes(server):
         assert server.get("/healthz", token=None, conn=c).json()["status"] == "ok"
     finally:
         c.close()
+
+
+def raw_request(port, data, timeout=5):
+    sk = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    out = b""
+    try:
+        sk.sendall(data)
+        while True:
+            d = sk.recv(65536)
+            if not d:
+                break
+            out += d
+    except (socket.timeout, ConnectionResetError):
+        pass
+    finally:
+        sk.close()
+    return out
+
+
+def test_over_long_headers_get_431(server):
+    def get(extra, target=b"/healthz"):
+        return raw_request(server.port, b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n" + extra +
+                           b"Authorization: Bearer " + server.token.encode() +
+                           b"\r\nConnection: close\r\n\r\n")
+    ok = get(b"Cookie: " + b"a" * 15000 + b"\r\n")
+    assert ok.startswith(b"HTTP/1.1 200"), ok[:80]
+    for extra, target in ((b"Cookie: " + b"a" * 17000 + b"\r\n", b"/healthz"),
+                          (b"Referer: " + b"r" * 9000 + b"\r\nCookie: " + b"c" * 9000 + b"\r\n",
+                           b"/jobs"),
+                          (b"", b"/jobs?cursor=" + b"c" * 17000)):
+        resp = get(extra, target)
+        head, _, body = resp.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 431 "), resp[:80]
+        assert b"content-type: application/json" in head
+        e = json.loads(body)
+        assert e["error"] == "bad_request" and "16 KiB" in e["message"]
+    # POST with a body: refused before the body, connection closed.
+    resp = raw_request(server.port, b"POST /trigger/echo HTTP/1.1\r\nHost: x\r\nCookie: " +
+                       b"a" * 20000 + b"\r\nContent-Length: 2\r\n\r\n{}")
+    assert resp.startswith(b"HTTP/1.1 431 ") and b"connection: close" in resp
+    assert server.get("/healthz", token=None).status == 200
+    assert server.get("/healthz", token=None).json()["log_seq"] == 0
