@@ -4,6 +4,7 @@
  * is durable), and attempts from start to outcome.  See runner.c for the
  * design.
  */
+#include <assert.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -134,7 +135,8 @@ RJob *runner_job_new(Runner *r, uint64_t id, const char *name, size_t n)
 /* Forget j once nothing refers to it: final, durable, no process. */
 void runner_job_forget(Runner *r, RJob *j)
 {
-	if (!log_status_final(j->status) || j->inflight || j->proc || j->waiters)
+	if (!log_status_final(j->status) || j->inflight || j->proc || j->waiters ||
+	    j->deferred || j->starting)
 		return;
 	runner_fifo_del(r, j);
 	runner_heap_del(r, j);
@@ -142,9 +144,32 @@ void runner_job_forget(Runner *r, RJob *j)
 	free(j);
 }
 
-/* ---- events out */
+/* ---- events out
+ *
+ * Every event of ours is durable before anything that depends on it, and
+ * no event is ever dropped while the runner runs:
+ *
+ * - Per job, events wait in j->evq in the order they were made, and only
+ *   the head is in the log's hands.  The next one is submitted when the
+ *   head is durable.  So a job's events reach the log in order even when a
+ *   commit fails: a refused job.started can never be overtaken by the
+ *   job.succeeded behind it.  (Different jobs' events still share commits.)
+ * - A commit that fails (JG_ESTORAGE: map or disk full; JG_ELMDB) only
+ *   delays the event: it is resubmitted after EV_RETRY_MIN_MS, doubling up
+ *   to EV_RETRY_MAX_MS, until it commits.  The requests waiting on it (and
+ *   the job's deferred ones) are answered with the error at the first
+ *   failure, so an api request never waits for an outage to end; the
+ *   change itself stands and is written when the log has room.
+ * - The job keeps its in-memory status but stays held (inflight) until
+ *   its events are durable, and cancel/retry of a job with events not yet
+ *   durable wait for them (j->deferred): answers are decided on what the
+ *   log says, never on a state it has not recorded.
+ * - Only at shutdown (after DRAIN_MAX_NS) or when the log is closed are
+ *   unwritten events given up; the next start recovers from the log's view.
+ */
 
-/* Log writer thread: the entry is durable (or failed); hand it back. */
+/* Log writer thread (or the runner thread, for a refusal it makes
+ * itself): the entry is durable or failed; hand it back. */
 static void ent_done(LogEntry *e, void *ctx)
 {
 	Runner *r = ctx;
@@ -177,48 +202,193 @@ RunEnt *runner_ent_new(Runner *r)
 	return x;
 }
 
-/* Runner thread: the event of x is durable (rc 0) or lost (rc != 0). */
-void runner_ent_finish(Runner *r, RunEnt *x)
+static void ent_release(Runner *r, RunEnt *x)
 {
-	RJob *j = map_get(r, x->job_id);
-	RunnerReq *q, *qn;
-
-	if (x->e.rc != 0)
-		jg_log(JG_ERROR, "runner: event not written", "error", jg_strerror(x->e.rc),
-		       "job", x->e.job, "type", log_type_name(x->e.type), NULL);
-	for (q = x->reqs; q; q = qn) {
-		qn = q->next;
-		q->rc = x->e.rc;
-		q->seq = x->e.seq;
-		q->done(q, q->ctx);
-	}
-	r->inflight--;
-	if (j) {
-		j->inflight--;
-		runner_job_forget(r, j);
-	}
 	free(x->e.idem);
 	x->e.idem = NULL;
 	x->next = r->free_ents;
 	r->free_ents = x;
 }
 
-/* Submit the event built in x (build rc in brc) for job j. */
+static void reqs_answer(RunnerReq **list, int rc, uint64_t seq)
+{
+	RunnerReq *q, *qn;
+
+	for (q = *list, *list = NULL; q; q = qn) {
+		qn = q->next;
+		q->rc = rc;
+		q->seq = seq;
+		q->done(q, q->ctx);
+	}
+}
+
+/* Hand the head of j's evq to the log unless it is there already or
+ * waiting to be resubmitted.  A refusal (build failure, log closed) comes
+ * back through ent_done like a failed commit, on the next turn. */
+static void evq_kick(Runner *r, RJob *j)
+{
+	RunEnt *x = j->evq;
+	int rc;
+
+	if (!x || x->submitted || x->retry_ns)
+		return;
+	x->submitted = 1;
+	r->nsub++;
+	if ((rc = x->brc) == 0 && (rc = log_submit(r->log, &x->e)) == 0)
+		return;
+	x->e.rc = rc;
+	ent_done(&x->e, r);
+}
+
+/* Submit the event built in x (build rc in brc) for job j: it joins the
+ * job's evq and goes to the log when all before it are durable. */
 void runner_ent_submit(Runner *r, RJob *j, RunEnt *x, int brc)
 {
-	int rc = brc;
-
 	x->job_id = j->id;
+	x->brc = brc;
 	x->e.done = ent_done;
 	x->e.ctx = r;
+	x->jnext = NULL;
+	if (j->evq_tail)
+		j->evq_tail->jnext = x;
+	else
+		j->evq = x;
+	j->evq_tail = x;
 	j->inflight++;
 	r->inflight++;
-	if (rc == 0)
-		rc = log_submit(r->log, &x->e);
-	if (rc != 0) {
-		x->e.rc = rc;
-		runner_ent_finish(r, x);
+	evq_kick(r, j);
+}
+
+/* The head x of j's evq is done with: durable (rc 0) or given up. */
+static void evq_pop(Runner *r, RJob *j, RunEnt *x, int rc)
+{
+	assert(j->evq == x);
+	reqs_answer(&x->reqs, rc, rc ? 0 : x->e.seq);
+	if (!(j->evq = x->jnext))
+		j->evq_tail = NULL;
+	j->inflight--;
+	r->inflight--;
+	if (rc == 0 && x->spawn)
+		runner_attempt_spawn(r, j);
+	ent_release(r, x);
+	evq_kick(r, j);
+	if (!j->inflight && j->deferred) {
+		/* Decide the waiting requests on durable state, oldest first. */
+		RunnerReq *q = j->deferred, *rev = NULL, *qn;
+		for (j->deferred = NULL; q; q = qn) {
+			qn = q->next;
+			q->next = rev;
+			rev = q;
+		}
+		for (q = rev; q; q = qn) {
+			qn = q->next;
+			runner_req_run(r, q);
+		}
 	}
+	runner_job_forget(r, j);
+}
+
+/* Runner thread: the log is done with x: durable (rc 0) or refused. */
+void runner_ent_finish(Runner *r, RunEnt *x)
+{
+	RJob *j = map_get(r, x->job_id);
+	int rc = x->e.rc;
+
+	assert(j && x->submitted);
+	x->submitted = 0;
+	r->nsub--;
+	if (rc == 0) {
+		if (x->failures)
+			jg_log(JG_INFO, "runner: event written after retries", "job", x->e.job,
+			       "type", log_type_name(x->e.type), NULL);
+		evq_pop(r, j, x, 0);
+		return;
+	}
+	if (x->brc || rc == JG_ECLOSED) {
+		/* Nothing to write, or no log to write to: give it up. */
+		jg_log(JG_ERROR, "runner: event not written", "error", jg_strerror(rc),
+		       "job", x->e.job, "type", log_type_name(x->e.type), NULL);
+		evq_pop(r, j, x, rc);
+		return;
+	}
+	if (!x->failures++)
+		jg_log(JG_ERROR, "runner: event not written; retrying until it is",
+		       "error", jg_strerror(rc), "job", x->e.job,
+		       "type", log_type_name(x->e.type), NULL);
+	/* Answer who waits now (503 storage_full), not when the outage ends. */
+	reqs_answer(&x->reqs, rc, 0);
+	reqs_answer(&j->deferred, rc, 0);
+	if (r->drain_until_ns && now_ns() >= r->drain_until_ns) {
+		x->retry_ns = INT64_MAX;	/* shutting down: left to runner_ent_drop_all */
+		return;
+	}
+	x->backoff_ms = x->backoff_ms ? x->backoff_ms * 2 : EV_RETRY_MIN_MS;
+	if (x->backoff_ms > EV_RETRY_MAX_MS)
+		x->backoff_ms = EV_RETRY_MAX_MS;
+	x->retry_ns = now_ns() + x->backoff_ms * 1000000;
+	x->next = r->retry_head;
+	r->retry_head = x;
+}
+
+/* Runner thread: resubmit the refused events due at t. */
+void runner_ent_retry_due(Runner *r, int64_t t)
+{
+	RunEnt **pp = &r->retry_head, *x;
+
+	while ((x = *pp) != NULL) {
+		if (x->retry_ns > t) {
+			pp = &x->next;
+			continue;
+		}
+		*pp = x->next;
+		x->next = NULL;
+		x->retry_ns = 0;
+		evq_kick(r, map_get(r, x->job_id));
+	}
+}
+
+/* Mono ns of the next resubmit, INT64_MAX for none. */
+int64_t runner_ent_retry_next(Runner *r)
+{
+	int64_t t = INT64_MAX;
+
+	for (RunEnt *x = r->retry_head; x; x = x->next)
+		if (x->retry_ns < t)
+			t = x->retry_ns;
+	return t;
+}
+
+/* Runner thread, at exit: give up what was never written (none of it is
+ * in the log's hands), answering its requests with JG_ECLOSED. */
+void runner_ent_drop_all(Runner *r)
+{
+	size_t i;
+	int dropped = 0;
+
+	for (i = 0; i < r->map.cap; i++) {
+		RJob *j = r->map.slot[i];
+		RunEnt *x, *xn;
+
+		if (!j)
+			continue;
+		for (x = j->evq; x; x = xn) {
+			xn = x->jnext;
+			assert(!x->submitted);
+			reqs_answer(&x->reqs, JG_ECLOSED, 0);
+			event_entry_free(&x->e);
+			free(x);
+			dropped++;
+		}
+		j->evq = j->evq_tail = NULL;
+		j->inflight = 0;
+		reqs_answer(&j->deferred, JG_ECLOSED, 0);
+		reqs_answer(&j->waiters, JG_ECLOSED, 0);
+	}
+	r->retry_head = NULL;
+	r->inflight = 0;
+	if (dropped)
+		jg_log(JG_ERROR, "runner: closed with events not written; the next start "
+		       "recovers from the log", NULL);
 }
 
 /* ---- attempts */
@@ -286,25 +456,63 @@ void runner_snap_end(Runner *r)
 	r->snap = 0;
 }
 
-/* Start the next attempt of queued j with payload p[0..n). */
+/* Start the next attempt of queued j with payload p[0..n).  An echo
+ * completes at once (its job.succeeded waits behind job.started in the
+ * job's evq).  A process takes a run slot now but is spawned only once
+ * job.started is durable (runner_attempt_spawn): no process ever runs
+ * that the log does not show as started, even while commits fail. */
 void runner_attempt_start(Runner *r, RJob *j, const char *p, size_t n)
 {
 	const JgJob *spec = &r->cfg->jobs[j->spec];
-	Spec *s = &r->specs[j->spec];
-	RProc *rp;
-	int rc;
+	RunEnt *st;
 
 	j->attempt++;
 	j->status = JG_ST_RUNNING;
-	EMIT(r, j, x, event_started(&x->e, j->name, j->id, j->attempt), NULL);
 	runner_stats_started(r->stats, j->spec);
 	if (spec->builtin_echo) {
+		EMIT(r, j, x, event_started(&x->e, j->name, j->id, j->attempt), NULL);
 		j->status = JG_ST_SUCCEEDED;
 		EMIT(r, j, x, event_succeeded(&x->e, j->name, j->id, j->attempt, 0, p, n, 0, 0),
 		     NULL);
 		runner_stats_finished(r->stats, j->spec, JG_ST_SUCCEEDED, 0);
 		return;
 	}
+	r->specs[j->spec].running++;
+	r->nstarting++;
+	j->starting = 1;
+	if (!(st = runner_ent_new(r))) {
+		jg_log(JG_ERROR, "runner: out of memory", "job", j->name, NULL);
+		runner_attempt_spawn(r, j);	/* as if durable: better than stuck */
+		return;
+	}
+	st->spawn = 1;
+	runner_ent_submit(r, j, st, event_started(&st->e, j->name, j->id, j->attempt));
+}
+
+/* Runner thread: j's job.started is durable: spawn its process (the run
+ * slot is already held), or record why it cannot run. */
+void runner_attempt_spawn(Runner *r, RJob *j)
+{
+	const JgJob *spec = &r->cfg->jobs[j->spec];
+	Spec *s = &r->specs[j->spec];
+	const char *p = "null";
+	size_t n = 4;
+	LogEvent ev;
+	RProc *rp;
+	int rc;
+
+	if (!j->starting)
+		return;
+	j->starting = 0;
+	r->nstarting--;
+	if (r->closing_seen) {
+		s->running--;
+		runner_stats_finished(r->stats, j->spec, JG_ST_FAILED, 0);
+		runner_job_fail(r, j, -1, 0, "interrupted", 0, 1);
+		return;
+	}
+	if (runner_snap_begin(r) == 0 && log_reader_get(r->rd, j->id, &ev) == 0)
+		runner_payload(&ev, &p, &n);
 	if (!(rp = calloc(1, sizeof *rp))) {
 		rc = ENOMEM;
 		goto fail;
@@ -322,12 +530,12 @@ void runner_attempt_start(Runner *r, RJob *j, const char *p, size_t n)
 	rp->deadline_ns = rp->start_ns + (int64_t)spec->timeout_s * 1000000000;
 	j->proc = rp;
 	r->procs[r->nprocs++] = rp;
-	s->running++;
 	runner_stats_running(r->stats, 1);
 	return;
 fail:;
 	char msg[160];
 	snprintf(msg, sizeof msg, "spawn failed: %s", strerror(rc));
+	s->running--;
 	runner_stats_finished(r->stats, j->spec, JG_ST_FAILED, 0);
 	runner_job_fail(r, j, -1, 0, msg, 0, 1);
 }
@@ -351,15 +559,17 @@ void runner_dispatch(Runner *r)
 			if (!j)
 				continue;
 			if (!c->jobs[i].builtin_echo &&
-			    (s->running >= c->jobs[i].concurrency || r->nprocs >= c->max_running))
+			    (s->running >= c->jobs[i].concurrency ||
+			     r->nprocs + r->nstarting >= c->max_running))
 				continue;
-			if (runner_snap_begin(r) != 0)
-				return;
+			p = "null", n = 4;
+			if (c->jobs[i].builtin_echo) {	/* a process reads it at spawn */
+				if (runner_snap_begin(r) != 0)
+					return;
+				if (log_reader_get(r->rd, j->id, &ev) == 0)
+					runner_payload(&ev, &p, &n);
+			}
 			runner_fifo_del(r, j);
-			if (log_reader_get(r->rd, j->id, &ev) == 0)
-				runner_payload(&ev, &p, &n);
-			else
-				p = "null", n = 4;
 			runner_attempt_start(r, j, p, n);
 			progress = 1;
 		}

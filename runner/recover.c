@@ -107,11 +107,39 @@ void runner_req_answer(RunnerReq *q, int rc)
 	q->done(q, q->ctx);
 }
 
+/* A job with events not yet durable: q waits until they are (answered
+ * with the error instead if the next commit of them fails, or at once if
+ * the log refused the last one).  1 if q was taken. */
+static int req_defer(RJob *j, RunnerReq *q)
+{
+	if (!j || !j->inflight)
+		return 0;
+	if (j->evq && j->evq->retry_ns) {
+		runner_req_answer(q, j->evq->e.rc);	/* e.g. 503 storage_full */
+		return 1;
+	}
+	q->next = j->deferred;
+	j->deferred = q;
+	return 1;
+}
+
+void runner_req_run(Runner *r, RunnerReq *q)
+{
+	if (q->op == RUNNER_CANCEL)
+		runner_req_cancel(r, q);
+	else if (q->op == RUNNER_RETRY)
+		runner_req_retry(r, q);
+	else
+		runner_req_answer(q, JG_EINVAL);
+}
+
 void runner_req_cancel(Runner *r, RunnerReq *q)
 {
 	RJob *j = map_get(r, q->job_id);
 	LogEvent ev;
 
+	if (req_defer(j, q))
+		return;
 	if (!j) {
 		runner_req_answer(q, job_lookup(r, q->job_id, &ev) ? JG_ECONFLICT : JG_ENOTFOUND);
 		return;
@@ -138,6 +166,8 @@ void runner_req_retry(Runner *r, RunnerReq *q)
 	LogEvent ev;
 	int st;
 
+	if (req_defer(j, q))
+		return;
 	if (!j) {
 		st = job_lookup(r, q->job_id, &ev);
 		if (!st) {

@@ -8,8 +8,8 @@
  * RJob in a hash map by id.  It is the only appender of status events of
  * existing jobs, so after start-up it reads from the log only job.enqueued
  * events (new work), and its own view of every other transition is
- * authoritative: it changes the RJob, then submits the event.  The log
- * writer keeps submission order, so the log sees the same sequence.
+ * authoritative: it changes the RJob, then queues the event.  Each job's
+ * events reach the log in that order, one commit after the other.
  *
  * Wake-ups.  The thread sleeps in poll() on an eventfd, the pidfds and
  * pipes of its processes, with a timeout to the nearest deadline (a
@@ -27,11 +27,13 @@
  * is completed while its enqueued event is in hand (started + succeeded,
  * result = payload), which costs no extra log read.
  *
- * Durability.  A process is spawned as soon as job.started is submitted,
- * not after it is durable: a crash before that commit kills the process
- * (PDEATHSIG) and the job is still queued in the log, so it runs again
- * (at-least-once).  Requests (cancel/retry) are answered from the done()
- * of the event they caused, so the api answers only durable outcomes.
+ * Durability.  A job's events go to the log one at a time, in order; one
+ * the log refuses (map or disk full) is resubmitted with backoff until it
+ * commits, never dropped (jobs.c, "events out").  A process is spawned
+ * only once its job.started is durable, so nothing runs that the log does
+ * not show.  Requests (cancel/retry) are decided only on a job whose
+ * events are all durable (else they wait) and answered from the done() of
+ * the event they caused, so the api answers only durable outcomes.
  *
  * Recovery (start-up, before the first poll).  One pass over the log
  * folds each job's status and attempt from the binary headers only; jobs
@@ -61,6 +63,12 @@ void runner_wake(Runner *r)
 }
 
 /* ---- the loop */
+
+/* Shutting down and the time to get events written is up: no resubmits. */
+static int drain_over(const Runner *r, int64_t t)
+{
+	return r->drain_until_ns && t >= r->drain_until_ns;
+}
 
 /* Take queued done entries and requests; note a close request. */
 static void take_inputs(Runner *r, RunEnt **done, RunnerReq **reqs, int *closing)
@@ -97,6 +105,8 @@ static void timers(Runner *r, int closing)
 	}
 	if (r->norph)
 		runner_orphans_reap(r);
+	if (r->retry_head && !drain_over(r, t))
+		runner_ent_retry_due(r, t);
 	while (!closing && r->heap_n && r->heap[0]->retry_at <= wall) {
 		RJob *j = r->heap[0];
 		runner_heap_del(r, j);
@@ -125,6 +135,11 @@ static int poll_timeout(Runner *r, int closing)
 		next = r->drain_until_ns;
 	if (!closing && r->heap_n) {
 		int64_t w = (r->heap[0]->retry_at - now_ms()) * 1000000 + t;
+		if (w < next)
+			next = w;
+	}
+	if (r->retry_head && !drain_over(r, t)) {
+		int64_t w = runner_ent_retry_next(r);
 		if (w < next)
 			next = w;
 	}
@@ -202,12 +217,8 @@ static int loop_once(Runner *r)
 		qn = reqs->next;
 		if (closing)
 			runner_req_answer(reqs, JG_ECLOSED);
-		else if (reqs->op == RUNNER_CANCEL)
-			runner_req_cancel(r, reqs);
-		else if (reqs->op == RUNNER_RETRY)
-			runner_req_retry(r, reqs);
 		else
-			runner_req_answer(reqs, JG_EINVAL);
+			runner_req_run(r, reqs);
 	}
 	timers(r, closing);
 	if (!closing)
@@ -217,6 +228,8 @@ static int loop_once(Runner *r)
 		return 1;
 	if (!r->drain_until_ns)
 		r->drain_until_ns = now_ns() + DRAIN_MAX_NS;
+	if (r->nsub)
+		return 1;	/* the log answers each entry it holds: wait for it */
 	return r->inflight > 0 && now_ns() < r->drain_until_ns;
 }
 
@@ -236,8 +249,7 @@ static void *runner_main(void *arg)
 	runner_dispatch(r);	/* recovered work: nothing else would wake us for it */
 	runner_snap_end(r);
 	while (loop_once(r)) {}
-	if (r->inflight)
-		jg_log(JG_WARN, "runner: closed with events not confirmed", NULL);
+	runner_ent_drop_all(r);
 	return NULL;
 }
 

@@ -22,6 +22,8 @@
 #define ORPHAN_NS	(10LL * 1000000000)	/* reap left-behind group members */
 #define ORPHAN_POLL_MS	20
 #define TAIL_BATCH	4096			/* events read per snapshot */
+#define EV_RETRY_MIN_MS	100			/* first resubmit of a refused event */
+#define EV_RETRY_MAX_MS	5000			/* backoff doubles up to this */
 
 enum { WHY_NONE, WHY_TIMEOUT, WHY_CANCEL, WHY_CLOSE };
 
@@ -43,20 +45,32 @@ struct RJob {
 	uint32_t  attempt;		/* last attempt started, 0 none */
 	uint32_t  max_attempts;
 	int64_t   retry_at;		/* wall ms while in the delay heap */
+	int64_t   started_at;		/* wall ms of the last job.started (recovery) */
 	int       heap_at;		/* index in r->heap, -1 if not there */
-	int       inflight;		/* our events not yet durable */
+	int       inflight;		/* our events not yet durable (in evq) */
+	int       starting;		/* holds a run slot; spawns once started is durable */
+	struct RunEnt *evq, *evq_tail;	/* those events, in order; only the head is
+					 * ever in the log's hands (see jobs.c) */
 	RProc    *proc;
 	RJob     *prev, *next;		/* ready FIFO of its spec */
 	int       in_fifo;
 	RunnerReq *waiters;		/* cancels waiting for the process to end */
+	RunnerReq *deferred;		/* cancel/retry waiting for evq to be durable */
 };
 
-/* One submitted event: the LogEntry plus what to do once durable. */
+/* One event of ours: the LogEntry plus what to do once durable. */
 typedef struct RunEnt {
 	LogEntry   e;
 	uint64_t   job_id;
-	RunnerReq *reqs;		/* answered with e.rc/e.seq */
-	struct RunEnt *next;		/* done list {r->mu} / free list */
+	RunnerReq *reqs;		/* answered with e.rc/e.seq (or the first failure) */
+	int        brc;			/* the builder failed: nothing to write */
+	int        spawn;		/* job.started of a process: spawn once durable */
+	int        submitted;		/* in the log's hands (until done) */
+	int        failures;		/* commits that refused it so far */
+	int64_t    backoff_ms;		/* current resubmit delay */
+	int64_t    retry_ns;		/* resubmit at (mono); 0 when not waiting */
+	struct RunEnt *jnext;		/* the job's evq */
+	struct RunEnt *next;		/* done list {r->mu} / retry list / free list */
 } RunEnt;
 
 /* A job's process group whose leader is reaped but members remain (they
@@ -99,7 +113,10 @@ struct Runner {
 	RProc       **procs;
 	int           nprocs;
 	int           rr;			/* round-robin start */
-	int           inflight;
+	int           inflight;		/* events not yet durable */
+	int           nsub;			/* of those, in the log's hands */
+	int           nstarting;		/* slots held by jobs waiting to spawn */
+	RunEnt       *retry_head;		/* refused events waiting to resubmit */
 	RunEnt       *free_ents;
 	uint64_t      rng;
 	int           closing_seen;
@@ -122,6 +139,10 @@ void runner_fifo_del(Runner *r, RJob *j);
 void runner_job_forget(Runner *r, RJob *j);
 void runner_ent_finish(Runner *r, RunEnt *x);
 void runner_ent_submit(Runner *r, RJob *j, RunEnt *x, int brc);
+void runner_ent_retry_due(Runner *r, int64_t t);
+int64_t runner_ent_retry_next(Runner *r);
+void runner_ent_drop_all(Runner *r);
+void runner_attempt_spawn(Runner *r, RJob *j);
 void runner_job_fail(Runner *r, RJob *j, int exit_code, int sig, const char *err,
 		     int64_t dur_ms, int allow_retry);
 void runner_job_ready(Runner *r, RJob *j);
@@ -134,6 +155,7 @@ void runner_attempt_end(Runner *r, int idx);
 void runner_attempt_stop(RProc *rp, int why, int64_t grace_ns);
 void runner_tail(Runner *r, int closing);
 void runner_req_answer(RunnerReq *q, int rc);
+void runner_req_run(Runner *r, RunnerReq *q);
 void runner_req_cancel(Runner *r, RunnerReq *q);
 void runner_req_retry(Runner *r, RunnerReq *q);
 int runner_recover(Runner *r);

@@ -273,3 +273,52 @@ def test_retry_of_job_canceled_before_it_ran_keeps_its_policy(make_server):
         s.post("/jobs/%d/cancel" % jid)
     wait_job(s, a, ["canceled"], timeout=10)
     wait_job(s, b, ["canceled"], timeout=10)
+
+
+def test_full_map_loses_nothing_and_no_job_sticks(make_server):
+    """limits.map_size_mb 1, 80 x 20 KB: the log fills up.  Jobs whose status
+    events cannot be written stay as the log shows them (never 'running' with
+    cancel saying 'already finished'); once there is room (a bigger map after
+    a restart) every acknowledged job finishes, each event once."""
+    s = make_server(config=cfg({"cat": {"command": ["/bin/cat"]}}, map_size_mb=1))
+    payload = "x" * 20000
+    ids, codes = [], []
+    for _ in range(80):
+        r = s.post("/trigger/cat", json.dumps(payload))   # a str body is sent as is
+        codes.append(r.status)
+        if r.status == 202:
+            ids.append(r.json()["id"])
+        else:
+            assert r.status == 503 and r.json()["error"] == "storage_full", r.body
+    assert ids and 503 in codes
+    time.sleep(1.5)
+    tried = 0
+    for jid in ids:
+        job = s.get("/jobs/%d" % jid).json()
+        assert job["status"] in ("queued", "running", "succeeded"), job
+        if job["status"] != "succeeded" and tried < 5:
+            tried += 1
+            t0 = time.time()
+            r = s.post("/jobs/%d/cancel" % jid)
+            assert time.time() - t0 < 6     # answered, not held for the outage
+            now = s.get("/jobs/%d" % jid).json()["status"]
+            # 409 "already finished" only if the read model agrees.
+            assert r.status in (200, 503) or (r.status == 409 and now == "succeeded"), \
+                (r.status, r.body, now)
+    s.kill9()
+    with open(s.cfg_path, "w") as f:
+        json.dump(cfg({"cat": {"command": ["/bin/cat"]}}, map_size_mb=64), f)
+    s.start()
+    for jid in ids:
+        job = wait_job(s, jid, ["succeeded", "canceled"], timeout=30)
+        if job["status"] == "succeeded":
+            assert job["result"] == payload
+        evs = events_of(s, jid)
+        seqs = [e["seq"] for e in evs]
+        assert len(seqs) == len(set(seqs))
+        types = [e["type"] for e in evs]
+        assert types.count("job.enqueued") == 1
+        assert types.count("job.succeeded") + types.count("job.canceled") == 1, types
+        # every outcome follows its own start
+        started = [e["attempt"] for e in evs if e["type"] == "job.started"]
+        assert started == list(range(1, len(started) + 1)), types

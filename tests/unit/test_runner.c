@@ -4,6 +4,8 @@
  * (enqueue with log_submit, wait for the runner's events in the log).
  */
 #include <errno.h>
+#include <lmdb.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
@@ -611,6 +613,140 @@ TEST(close_interrupts_and_records)
 		buf_free(&keep[i]);
 }
 
+/* Fault seam: commits fail (MDB_MAP_FULL, as a full map does) while
+ * fail_commits is set. */
+static atomic_int fail_commits, failed_commits;
+static int (*real_commit)(void *txn);
+
+static int flaky_commit(void *txn)
+{
+	if (atomic_load(&fail_commits)) {
+		atomic_fetch_add(&failed_commits, 1);
+		mdb_txn_abort(txn);
+		return MDB_MAP_FULL;
+	}
+	return real_commit(txn);
+}
+
+static int last_status(Log *l, uint64_t id)
+{
+	LogReader *rd;
+	LogEvent ev;
+	int st = 0;
+
+	CHECK_RC(log_reader_open(l, &rd));
+	CHECK_RC(log_reader_begin(rd));
+	uint64_t last = log_reader_job_last(rd, id);
+	if (last && log_reader_get(rd, last, &ev) == 0)
+		st = ev.status;
+	log_reader_end(rd);
+	log_reader_close(rd);
+	return st;
+}
+
+/* The log refuses the runner's events for a while (map full): nothing is
+ * dropped, nothing runs unrecorded, answers follow the log, and once
+ * commits succeed again every event is in the log exactly once, in order. */
+TEST(refused_events_are_retried_until_durable)
+{
+	Env e;
+	EventView v[8];
+	Buf keep[8] = {{0}};
+	char go[300], mark[300], cfg[1200];
+	Buf m = {0};
+
+	snprintf(go, sizeof go, "%s/go", t_dir());
+	snprintf(mark, sizeof mark, "%s/b-ran", t_dir());
+	/* A waits for the go file, B (queued behind A: concurrency 1) leaves a
+	 * mark when its process runs. */
+	snprintf(cfg, sizeof cfg, CFG_HEAD "\"w\":{\"command\":[\"/bin/sh\",\"-c\","
+		 "\"read p; if [ \\\"$p\\\" = 1 ]; then "
+		 "while [ ! -e %s ]; do sleep 0.02; done; echo a; else touch %s; echo b; fi\"],"
+		 "\"concurrency\":1,\"max_attempts\":1}}}", go, mark);
+	real_commit = log_commit_fn;
+	log_commit_fn = flaky_commit;
+	env_open(&e, cfg, 1);
+	uint64_t a = enqueue(e.log, "w", "1", 1);
+	uint64_t b = enqueue(e.log, "w", "2", 1);
+	uint64_t c = enqueue(e.log, "echo", "7", 1);
+	wait_status(e.log, a, JG_ST_RUNNING, 10);
+	wait_status(e.log, c, JG_ST_SUCCEEDED, 10);
+
+	atomic_store(&fail_commits, 1);
+	FILE *f = fopen(go, "w");
+	CHECK(f);
+	fclose(f);
+	/* A's process ends; its job.succeeded is refused, retried, refused... */
+	int64_t end = jg_mono_ns() + 10LL * 1000000000;
+	while (atomic_load(&failed_commits) < 4 && jg_mono_ns() < end)
+		usleep(10 * 1000);
+	CHECK(atomic_load(&failed_commits) >= 4);	/* 100+200+400 ms of backoff */
+	/* The log still says running, and so does every answer: a cancel is
+	 * neither "already finished" nor left hanging. */
+	CHECK(last_status(e.log, a) == JG_ST_RUNNING);
+	CHECK(request(e.run, RUNNER_CANCEL, a) == JG_ESTORAGE);
+	CHECK(request(e.run, RUNNER_RETRY, a) == JG_ESTORAGE);
+	/* B took A's slot, but its job.started is refused: its process must
+	 * not run while the log does not show it started. */
+	usleep(300 * 1000);
+	CHECK(last_status(e.log, b) == JG_ST_QUEUED);
+	CHECK(access(mark, F_OK) != 0);
+
+	atomic_store(&fail_commits, 0);
+	wait_status(e.log, a, JG_ST_SUCCEEDED, 15);
+	wait_status(e.log, b, JG_ST_SUCCEEDED, 15);
+	CHECK(access(mark, F_OK) == 0);
+	/* Decided on durable state now: A is final. */
+	CHECK(request(e.run, RUNNER_CANCEL, a) == JG_ECONFLICT);
+	CHECK(request(e.run, RUNNER_RETRY, b) == JG_ECONFLICT);
+	uint64_t ids[2] = { a, b };
+	for (int k = 0; k < 2; k++) {
+		for (int i = 0; i < 8; i++)
+			buf_reset(&keep[i]);
+		int n = job_events(e.log, ids[k], v, keep, 8);
+		CHECK(n == 3);
+		CHECK(v[0].type == JG_EV_ENQUEUED);
+		CHECK(v[1].type == JG_EV_STARTED && v[1].attempt == 1);
+		CHECK(v[2].type == JG_EV_SUCCEEDED && v[2].attempt == 1);
+		CHECK(strcmp(v[2].result.p, k ? "\"b\\n\"" : "\"a\\n\"") == 0);
+	}
+	runner_metrics(e.run, &m);
+	buf_add(&m, "", 1);
+	CHECK(strstr(m.p, "jobgate_jobs_running 0\n"));
+	buf_free(&m);
+	env_close(&e, 5);
+	for (int i = 0; i < 8; i++)
+		buf_free(&keep[i]);
+}
+
+/* An echo's job.started refused: its job.succeeded (made at once) must not
+ * overtake it in the log. */
+TEST(refused_started_not_overtaken)
+{
+	Env e;
+	EventView v[8];
+	Buf keep[8] = {{0}};
+
+	real_commit = log_commit_fn;
+	log_commit_fn = flaky_commit;
+	env_open(&e, CFG_HEAD "\"x\":{\"command\":[\"/bin/true\"]}}}", 0);
+	uint64_t id = enqueue(e.log, "echo", "\"hi\"", 1);
+	atomic_store(&fail_commits, 1);
+	CHECK_RC(runner_start(e.run));	/* recovery runs the echo now */
+	int64_t end = jg_mono_ns() + 10LL * 1000000000;
+	while (atomic_load(&failed_commits) < 2 && jg_mono_ns() < end)
+		usleep(5 * 1000);
+	CHECK(atomic_load(&failed_commits) >= 2);
+	CHECK(last_status(e.log, id) == JG_ST_QUEUED);
+	atomic_store(&fail_commits, 0);
+	wait_status(e.log, id, JG_ST_SUCCEEDED, 10);
+	int n = job_events(e.log, id, v, keep, 8);
+	CHECK(n == 3 && v[1].type == JG_EV_STARTED && v[2].type == JG_EV_SUCCEEDED);
+	env_close(&e, 5);
+	for (int i = 0; i < 8; i++)
+		buf_free(&keep[i]);
+}
+
 TEST(metrics_render)
 {
 	Env e;
@@ -650,5 +786,7 @@ int main(void)
 	RUN(recovery_keeps_retried_max_attempts);
 	RUN(close_interrupts_and_records);
 	RUN(metrics_render);
+	RUN(refused_events_are_retried_until_durable);
+	RUN(refused_started_not_overtaken);
 	return t_done();
 }
