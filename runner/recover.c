@@ -228,6 +228,8 @@ static void recover_fold(Runner *r, const LogEvent *ev)
 		j->max_attempts = 0;	/* from the event, decoded later */
 	if (ev->type != JG_EV_ENQUEUED)
 		j->attempt = ev->attempt;
+	if (ev->type == JG_EV_STARTED)
+		j->started_at = ev->at_ms;
 	if (log_status_final(j->status)) {
 		map_del(r, j->id);
 		free(j);
@@ -244,10 +246,16 @@ static void recover_job(Runner *r, RJob *j)
 	if (!j->max_attempts && !(j->max_attempts = job_max_attempts(r, j->id)))
 		j->max_attempts = j->spec >= 0 ? (uint32_t)r->cfg->jobs[j->spec].max_attempts : 1;
 	if (j->status == JG_ST_RUNNING) {
+		/* The attempt ran from its job.started until the previous
+		 * process died, some time before now: we count up to now (the
+		 * recovery), an upper bound, rather than a made-up 0. */
+		int64_t dur = j->started_at ? now_ms() - j->started_at : 0;
+		if (dur < 0)
+			dur = 0;	/* the wall clock stepped back */
 		if (j->spec < 0)
-			runner_job_fail(r, j, -1, 0, "unknown job", 0, 0);
+			runner_job_fail(r, j, -1, 0, "unknown job", dur, 0);
 		else
-			runner_job_fail(r, j, -1, 0, "interrupted", 0, 1);
+			runner_job_fail(r, j, -1, 0, "interrupted", dur, 1);
 		return;
 	}
 	j->retry_at = 0;

@@ -226,6 +226,9 @@ def test_kill9_kills_job_and_restart_reruns(make_server, tmp_path):
     assert len(failed) == 1 and failed[0]["error"] == "interrupted"
     assert failed[0]["attempt"] == 1 and "retry_at" in failed[0]
     assert [e["attempt"] for e in evs if e["type"] == "job.started"] == [1, 2]
+    # duration: from job.started's at to the recovery (not a made-up 0)
+    started1 = [e for e in evs if e["type"] == "job.started"][0]
+    assert 0 < failed[0]["duration_ms"] <= (at(failed[0]) - at(started1)) * 1000 + 1
 
 
 def test_shutdown_interrupts_and_next_start_resumes(make_server, tmp_path):

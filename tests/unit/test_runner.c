@@ -540,6 +540,8 @@ TEST(recovery_interrupted_then_rerun)
 	CHECK_RC(event_started(&le, "cat", id, 1));
 	append(e.log, &le);
 	uint64_t gone = enqueue(e.log, "gone", "1", 3);	/* job no longer configured */
+	usleep(300 * 1000);	/* the "process" ran this long before it died */
+	int64_t t0 = jg_now_ms();
 	CHECK_RC(runner_start(e.run));
 	wait_status(e.log, id, JG_ST_SUCCEEDED, 10);
 	wait_status(e.log, gone, JG_ST_FAILED, 5);
@@ -547,6 +549,9 @@ TEST(recovery_interrupted_then_rerun)
 	CHECK(n == 5);
 	CHECK(v[2].type == JG_EV_FAILED && strcmp(v[2].error.p, "\"interrupted\"") == 0);
 	CHECK(v[2].retry_at_ms > 0 && v[3].attempt == 2 && strcmp(v[4].result.p, "\"hi\"") == 0);
+	/* duration: from job.started's at until the recovery, not 0 */
+	CHECK(v[2].duration_ms >= 300 && v[2].duration_ms <= jg_now_ms() - v[1].at_ms);
+	CHECK(v[2].duration_ms >= t0 - v[1].at_ms);
 	for (int i = 0; i < 16; i++)
 		buf_reset(&keep[i]);
 	n = job_events(e.log, gone, v, keep, 16);
