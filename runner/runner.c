@@ -358,6 +358,8 @@ void runner_close(Runner *r, int grace_s)
 		runner_wake(r);
 		pthread_join(r->th, NULL);
 	}
+	/* After this the writer can no longer call on_head(r): safe to free. */
+	log_unwatch(r->log, on_head, r);
 	for (i = 0; i < r->map.cap; i++)
 		free(r->map.slot[i]);
 	runner_map_free(&r->map);
