@@ -85,6 +85,7 @@ struct Log {
 	int       nwatch;		/* {wmu} */
 	LogStats  st;			/* atomic counters */
 	uint64_t  file_end;		/* {writer} bytes of data.mdb already allocated */
+	uint64_t  used, map_bytes;	/* {writer} as of the last commit */
 	int       prealloc_off;		/* {writer} gave up (ENOSPC, no fd) */
 	Buf       rec;			/* {writer} scratch record */
 };
@@ -347,6 +348,11 @@ static int put_entry(Log *l, MDB_txn *txn, LogEntry *e, int64_t at)
 	encode(l, e, at);
 	if (l->rec.oom)
 		return ENOMEM;
+	/* New work stops short of a full map: the last sixteenth is kept for
+	 * the status events of jobs already accepted, so they can finish. */
+	if (e->type == JG_EV_ENQUEUED && l->map_bytes &&
+	    l->used + l->rec.len * 2 > l->map_bytes - l->map_bytes / 16)
+		return MDB_MAP_FULL;
 	k.mv_data = &seq;
 	k.mv_size = 8;
 	v.mv_data = l->rec.p;
@@ -441,11 +447,13 @@ static void prealloc(Log *l)
 	uint64_t used, end;
 	int fd;
 
-	if (l->prealloc_off || mdb_env_get_fd(l->env, &fd) != 0)
-		return;
 	mdb_env_info(l->env, &ei);
 	mdb_env_stat(l->env, &ms);
 	used = (uint64_t)(ei.me_last_pgno + 1) * ms.ms_psize;
+	l->used = used;
+	l->map_bytes = ei.me_mapsize;
+	if (l->prealloc_off || mdb_env_get_fd(l->env, &fd) != 0)
+		return;
 	if (l->file_end == 0 && fstat(fd, &sb) == 0)
 		l->file_end = (uint64_t)sb.st_size;
 	if (l->file_end >= used + PREALLOC_STEP / 2)
@@ -508,6 +516,7 @@ static void *writer_main(void *arg)
 	int any;
 
 	pthread_setname_np(pthread_self(), "jg-log");
+	prealloc(l);			/* also learns how full the map is */
 	for (;;) {
 		pthread_mutex_lock(&l->mu);
 		while (!l->qhead && !l->closing)

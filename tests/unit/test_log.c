@@ -292,6 +292,47 @@ TEST(bad_entry_fails_alone_in_its_batch)
 	free(payload);
 }
 
+/* Near a full map, new work is refused while status events still fit. */
+TEST(status_events_have_room_when_enqueues_are_refused)
+{
+	LogOptions o = { 0, 0, 1 };	/* 1 MiB map */
+	size_t n = 20000;
+	char *payload = malloc(n);
+	LogEntry e, st;
+	Waiter w;
+	Log *l;
+	int i, refused = 0;
+
+	memset(payload, 'b', n);
+	payload[0] = payload[n - 1] = '"';
+	CHECK_RC(log_open(&l, t_dir(), &o));
+	CHECK_RC(log_start(l));
+	memset(&e, 0, sizeof e);
+	for (i = 0; i < 200 && !refused; i++) {
+		waiter_init(&w, 1);
+		CHECK_RC(event_enqueued(&e, "echo", payload, n, NULL, 0, "ci", 1));
+		e.done = done_cb;
+		e.ctx = &w;
+		CHECK_RC(log_submit(l, &e));
+		waiter_wait(&w);
+		refused = e.rc == JG_ESTORAGE;
+		CHECK(refused || e.rc == 0);
+	}
+	CHECK(refused);
+	waiter_init(&w, 1);
+	memset(&st, 0, sizeof st);
+	CHECK_RC(event_started(&st, "echo", 1, 1));
+	st.done = done_cb;
+	st.ctx = &w;
+	CHECK_RC(log_submit(l, &st));
+	waiter_wait(&w);
+	CHECK(st.rc == 0);
+	log_close(l);
+	event_entry_free(&e);
+	event_entry_free(&st);
+	free(payload);
+}
+
 TEST(event_decode_reads_members)
 {
 	Log *l = open_log();
@@ -356,6 +397,7 @@ int main(void)
 	RUN(reader_seek_next_and_job_index);
 	RUN(failed_commit_loses_batch_only_and_seqs_stay_contiguous);
 	RUN(bad_entry_fails_alone_in_its_batch);
+	RUN(status_events_have_room_when_enqueues_are_refused);
 	RUN(event_decode_reads_members);
 	RUN(readonly_open_reads_committed_log);
 	return t_done();
