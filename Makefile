@@ -58,8 +58,12 @@ deps-build:
 deps-test:
 	@scripts/deps test
 
+# The plain run also fuzzes each parser briefly (libFuzzer has its own
+# ASan/UBSan); `make fuzz` is the long run.
+FUZZ_SMOKE := $(if $(SAN),,10)
 test: all deps-test $(UNIT)
-	@JOBGATE_BIN=$(abspath $(BIN)) UNIT="$(UNIT)" PYTHON=$(PYTHON) scripts/run-tests
+	@$(if $(FUZZ_SMOKE),scripts/deps fuzz &&) JOBGATE_BIN=$(abspath $(BIN)) UNIT="$(UNIT)" \
+		PYTHON=$(PYTHON) FUZZ_SMOKE=$(FUZZ_SMOKE) scripts/run-tests
 
 run: all
 	$(BIN) serve --listen 127.0.0.1:$(PORT) --data-dir ./data
