@@ -215,6 +215,14 @@ int  api_pend_error(ApiReq *r, int status, const char *code, const char *msg);
 int  api_hmac_ok(Api *a, ApiReq *r);		/* 1 if the signature matches */
 const char *api_outcome_name(int o);
 
+/* pipeline.c: HTTP/1.1 pipelining on lws 4.1 (see the essay there). */
+int64_t api_conn_rx(struct lws *wsi);
+void api_conn_mark(struct lws *wsi);		/* before transaction_completed */
+int  api_conn_pipelined(struct lws *wsi);
+int  api_conn_may_have_body(struct lws *wsi);
+void api_conn_pause(struct lws *wsi);		/* request handed off */
+void api_conn_resume(struct lws *wsi);		/* the answer is ready */
+
 /* routes.c */
 int  api_route_begin(Api *a, struct lws *wsi, ApiSession *sess, const char *path, size_t n);
 int  api_route_upgrade(Api *a, struct lws *wsi, const char *proto);

@@ -87,6 +87,7 @@ int api_flush(Api *a, ApiReq *r)
 	if (sess)
 		sess->req = NULL;
 	api_req_put(a, r);
+	api_conn_mark(wsi);
 	return lws_http_transaction_completed(wsi) ? -1 : 0;
 }
 
@@ -104,6 +105,9 @@ void api_defer(Api *a, ApiReq *r, int status, const char *hdrs,
 	api_count(a, status);
 	api_compose(&r->out, status, hdrs, body, bn, r->close_after, r->head_only);
 	r->state = RQ_READY;
+	/* lws 4.1 delivers no POLLOUT to an h1 connection whose rx is
+	 * flow-controlled: let rx go on now (pipeline.c). */
+	api_conn_resume(r->wsi);
 	lws_callback_on_writable(r->wsi);
 }
 
@@ -186,6 +190,7 @@ int api_error(struct lws *wsi, int status, const char *code, const char *msg)
 
 	if (api_write_error(a, wsi, status, code, msg, 0) < 0)
 		return -1;
+	api_conn_mark(wsi);
 	return lws_http_transaction_completed(wsi) ? -1 : 0;
 }
 

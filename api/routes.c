@@ -152,6 +152,10 @@ int api_route_begin(Api *a, struct lws *wsi, ApiSession *sess, const char *path,
 
 	(void)n;
 	sess->kind = SESS_HTTP;
+	/* Pipelined behind an earlier request and with a body: lws 4.1
+	 * cannot frame it (pipeline.c).  Close cleanly before it tries. */
+	if (api_conn_pipelined(wsi) && api_conn_may_have_body(wsi))
+		return -1;
 	if (sess->req)	/* a previous transaction's leftover */
 		api_req_put(a, sess->req);
 	sess->req = NULL;
@@ -240,9 +244,17 @@ int api_route_body_done(Api *a, ApiReq *r)
 	/* From here the server owes the answer: no lws timeout may cut it
 	 * (a parked /wait has its own deadline). */
 	lws_set_timeout(r->wsi, NO_PENDING_TIMEOUT, 0);
+	struct lws *wsi = r->wsi;
+	int rc;
+
 	if (r->err_status)
 		return api_reply_error(a, r, r->err_status, r->err_code, r->err_msg);
-	return r->route->run(a, r);
+	rc = r->route->run(a, r);
+	/* Handed to the log or the runner: no rx until it is answered, so
+	 * lws neither spins on nor misparses pipelined bytes (pipeline.c). */
+	if (rc == 0 && (r->state == RQ_LOG || r->state == RQ_RUNNER) && r->wsi == wsi)
+		api_conn_pause(wsi);
+	return rc;
 }
 
 /* GET /events: the streams engineer's SSE; our request is done with. */
@@ -275,20 +287,23 @@ int api_route_upgrade(Api *a, struct lws *wsi, const char *proto)
 	if (lws_hdr_copy(wsi, path, sizeof path, WSI_TOKEN_GET_URI) <= 0 ||
 	    strcmp(path, "/ws") != 0) {
 		api_write_error(a, wsi, 404, "not_found", "WebSocket upgrades are only on /ws", 0);
-		return 1;
+		goto refused;
 	}
 	if (!api_auth(a, wsi, 1)) {
 		api_write_error(a, wsi, 401, "unauthorized", "missing or invalid token", 0);
-		return 1;
+		goto refused;
 	}
 	if (api_query_dup(wsi, msg, sizeof msg)) {
 		api_write_error(a, wsi, 400, "bad_request", msg, 0);
-		return 1;
+		goto refused;
 	}
 	if ((st = streams_check_args(wsi, msg, sizeof msg)) != 0) {
 		api_write_error(a, wsi, st, st == 400 ? "bad_request" :
 				st == 404 ? "not_found" : "overloaded", msg, 0);
-		return 1;
+		goto refused;
 	}
 	return 0;
+refused:	/* lws completes the transaction */
+	api_conn_mark(wsi);
+	return 1;
 }

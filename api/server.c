@@ -390,6 +390,8 @@ static int api_callback(struct lws *wsi, enum lws_callback_reasons reason,
 		return r ? api_body(a, r, in, len) : 0;
 	case LWS_CALLBACK_HTTP_BODY_COMPLETION:
 		r = sess ? sess->req : NULL;
+		/* Again for a request that is past its body: lws offers it
+		 * pipelined bytes (pipeline.c); they wait for the answer. */
 		if (!r || r->state != RQ_BODY || r->chunked)
 			return 0;
 		return api_route_body_done(a, r);

@@ -1,0 +1,147 @@
+/*
+ * pipeline.c -- HTTP/1.1 pipelining on lws 4.1, made safe.
+ *
+ * The problem.  When a client writes several requests at once, lws reads
+ * them in one recv(); whatever follows the current request is kept in the
+ * connection's "buflist" and parsed once the transaction completes.  For
+ * a request parsed from that buflist that has a body (any POST: lws
+ * assumes a body of up to 100 MiB when there is no Content-Length), lws
+ * 4.1's lws_http_action() feeds the buflist *from its start* -- this very
+ * request's own request line -- to the body parser, and then loops
+ * forever once the transaction is done (lws_read_h1 consumes nothing in
+ * LRS_DEFERRING_ACTION), inside lws_service_do_ripe_rxflow: the api thread
+ * spins and nothing else is served, SIGTERM included.  A request whose
+ * answer is not given inside its own callbacks (trigger, cancel, retry,
+ * /wait) has a second problem: while it is with the log or the runner,
+ * lws keeps offering the buffered bytes to it and consumes none (a busy
+ * loop for as long as the answer takes).
+ *
+ * What we do.
+ *  - While a request is with another thread, its connection's rx is
+ *    flow-controlled off (lws_rx_flow_control(wsi, 0)): lws neither reads
+ *    nor offers buffered bytes, so nothing spins; later bytes stay in the
+ *    kernel.  It is turned back on when the answer is ready (api_defer),
+ *    because lws 4.1 also withholds POLLOUT from a flow-controlled h1
+ *    connection; until the answer is written (normally the next poll)
+ *    lws may offer the buffered bytes again, which costs a loop or two.
+ *  - lws offers no way to see its buflist, so we tell a buffered request
+ *    from a freshly read one by the socket: api_conn_rx() is the number
+ *    of bytes the application (lws) has taken from the socket (TCP bytes
+ *    received minus bytes still queued).  It is sampled when a transaction
+ *    completes.  lws never reads the socket while it holds buffered rx
+ *    for the connection, so a request whose headers end while that number
+ *    has not moved came out of the buffer: it was pipelined.
+ *  - A pipelined request without a body (GET, HEAD, a POST with
+ *    Content-Length: 0) is served normally: lws handles those.  A
+ *    pipelined request that has or may have a body is not parsed further:
+ *    the connection is closed cleanly at LWS_CALLBACK_HTTP, before lws's
+ *    faulty path runs.  The earlier answers were all sent; RFC 9112
+ *    §9.3.2 has clients retry requests left unanswered by a close.
+ */
+#include <errno.h>
+#include <linux/sockios.h>
+#include <linux/tcp.h>
+#include <netinet/in.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+
+#include "api_int.h"
+
+/* Api thread.  Bytes lws has read from wsi's socket so far, or -1. */
+int64_t api_conn_rx(struct lws *wsi)
+{
+	struct tcp_info ti;
+	socklen_t tl = sizeof ti;
+	int fd = (int)lws_get_socket_fd(wsi), inq = 0;
+
+	if (fd < 0 || getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) != 0 ||
+	    tl < offsetof(struct tcp_info, tcpi_bytes_received) + sizeof ti.tcpi_bytes_received ||
+	    ioctl(fd, SIOCINQ, &inq) != 0)
+		return -1;
+	return (int64_t)ti.tcpi_bytes_received - inq;
+}
+
+/*
+ * Per-connection state.  lws frees and re-zeroes the per-session data
+ * (ApiSession) at every transaction end (lws_bind_protocol), so what must
+ * outlive a transaction is packed into the wsi's opaque user pointer,
+ * which lws keeps for the connection's life and never dereferences:
+ * bit 0 "marked", bit 1 "rx paused", bits 2.. the rx mark.
+ */
+#define API_CONN_MARKED 1u
+#define API_CONN_PAUSED 2u
+
+static uintptr_t api_conn_get(struct lws *wsi)
+{
+	return (uintptr_t)lws_get_opaque_user_data(wsi);
+}
+
+static void api_conn_set(struct lws *wsi, uintptr_t v)
+{
+	lws_set_opaque_user_data(wsi, (void *)v);
+}
+
+/* Api thread: the transaction on wsi is about to complete. */
+void api_conn_mark(struct lws *wsi)
+{
+	int64_t rx = api_conn_rx(wsi);
+	uintptr_t v = api_conn_get(wsi) & API_CONN_PAUSED;
+
+	/* An unreadable count is stored as "never equal" (0 is impossible
+	 * after a request was read). */
+	api_conn_set(wsi, v | API_CONN_MARKED | ((uintptr_t)(rx < 0 ? 0 : rx) << 2));
+}
+
+/* Api thread, LWS_CALLBACK_HTTP: 1 if this request was parsed from bytes
+ * lws buffered with an earlier one (see above). */
+int api_conn_pipelined(struct lws *wsi)
+{
+	uintptr_t v = api_conn_get(wsi);
+	int64_t now;
+
+	if (!(v & API_CONN_MARKED))
+		return 0;	/* the connection's first request */
+	now = api_conn_rx(wsi);
+	return now < 0 || (uintptr_t)now == v >> 2;
+}
+
+/* 1 if lws will run its body path for this request: a Transfer-Encoding,
+ * a Content-Length other than 0, or no Content-Length on a method that
+ * lws gives an implicit body (anything but GET and HEAD). */
+int api_conn_may_have_body(struct lws *wsi)
+{
+	char v[32];
+	int n;
+
+	if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0)
+		return 1;
+	if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0) {
+		n = lws_hdr_copy(wsi, v, sizeof v, WSI_TOKEN_HTTP_CONTENT_LENGTH);
+		return !(n == 1 && v[0] == '0');
+	}
+	return !(lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) > 0 ||
+		 lws_hdr_total_length(wsi, WSI_TOKEN_HEAD_URI) > 0);
+}
+
+/* Api thread: a request on wsi was handed to another thread; stop rx
+ * until its answer is ready. */
+void api_conn_pause(struct lws *wsi)
+{
+	uintptr_t v = api_conn_get(wsi);
+
+	if (!(v & API_CONN_PAUSED)) {
+		api_conn_set(wsi, v | API_CONN_PAUSED);
+		lws_rx_flow_control(wsi, 0);
+	}
+}
+
+/* Api thread: the answer is ready; rx (and with it POLLOUT) may go on. */
+void api_conn_resume(struct lws *wsi)
+{
+	uintptr_t v = api_conn_get(wsi);
+
+	if (v & API_CONN_PAUSED) {
+		api_conn_set(wsi, v & ~(uintptr_t)API_CONN_PAUSED);
+		lws_rx_flow_control(wsi, 1);
+	}
+}

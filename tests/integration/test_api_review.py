@@ -1,0 +1,178 @@
+"""Regressions for the api/ code review: HTTP/1.1 pipelining (lws 4.1
+froze the api thread), shutdown races, lws log levels, GET /jobs
+read-your-writes."""
+import json
+import os
+import signal
+import socket
+import time
+
+import pytest
+
+from conftest import TOKEN
+
+
+def raw(server, data, timeout=5.0, want=None):
+    """Send data in ONE write; read until EOF, timeout, or `want` answers."""
+    s = socket.create_connection(("127.0.0.1", server.port), timeout=timeout)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    s.sendall(data)
+    out, eof = b"", False
+    deadline = time.time() + timeout
+    try:
+        while time.time() < deadline:
+            s.settimeout(max(0.05, deadline - time.time()))
+            b = s.recv(65536)
+            if not b:
+                eof = True
+                break
+            out += b
+            if want is not None and len(responses(out)) >= want:
+                break
+    except socket.timeout:
+        pass
+    finally:
+        s.close()
+    return responses(out), eof
+
+
+def responses(buf):
+    """Split a byte stream into [(status, headers, body)]."""
+    out = []
+    while buf:
+        head, sep, rest = buf.partition(b"\r\n\r\n")
+        if not sep:
+            break
+        lines = head.decode("latin-1").split("\r\n")
+        st = int(lines[0].split()[1])
+        h = {}
+        for l in lines[1:]:
+            k, _, v = l.partition(":")
+            h[k.strip().lower()] = v.strip()
+        n = int(h.get("content-length", "0"))
+        if len(rest) < n:
+            break
+        out.append((st, h, rest[:n]))
+        buf = rest[n:]
+    return out
+
+
+def post(path, body, token=True, extra=""):
+    b = body.encode() if isinstance(body, str) else body
+    auth = "Authorization: Bearer %s\r\n" % TOKEN if token else ""
+    return ("POST %s HTTP/1.1\r\nHost: x\r\n%sContent-Type: application/json\r\n"
+            "Content-Length: %d\r\n%s\r\n" % (path, auth, len(b), extra)).encode() + b
+
+
+def get(path, token=False):
+    auth = "Authorization: Bearer %s\r\n" % TOKEN if token else ""
+    return ("GET %s HTTP/1.1\r\nHost: x\r\n%s\r\n" % (path, auth)).encode()
+
+
+def cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        parts = f.read().rsplit(")", 1)[1].split()
+    return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def assert_healthy(server):
+    """Not spinning, still serving, and SIGTERM ends it quickly with 0."""
+    c0 = cpu_seconds(server.proc.pid)
+    time.sleep(1.0)
+    assert cpu_seconds(server.proc.pid) - c0 < 0.5, "api thread is spinning"
+    r = server.get("/healthz", token=None)
+    assert r.status == 200 and r.json()["status"] == "ok"
+    t = time.time()
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(10) == 0
+    assert time.time() - t < 8
+
+
+def check_pair(rs, eof, first, second):
+    """The first answer must be right; the second either right or absent
+    with the connection closed (a clean close, never a wrong answer)."""
+    assert rs, "no answer to the first request"
+    assert rs[0][0] == first, rs
+    if len(rs) >= 2:
+        assert rs[1][0] == second, rs
+    else:
+        assert eof, "second request neither answered nor the connection closed"
+
+
+def test_pipelined_get_get(server):
+    rs, _ = raw(server, get("/healthz") + get("/jobs", token=True), want=2)
+    assert [r[0] for r in rs] == [200, 200], rs
+    assert json.loads(rs[1][2]) == {"jobs": [], "next_cursor": None}
+    assert_healthy(server)
+
+
+def test_pipelined_ten_healthz(server):
+    rs, _ = raw(server, get("/healthz") * 10, want=10)
+    assert [r[0] for r in rs] == [200] * 10
+    assert all(json.loads(r[2])["status"] == "ok" for r in rs)
+    assert_healthy(server)
+
+
+def test_pipelined_post_post_with_token(server):
+    rs, eof = raw(server, post("/trigger/echo", '{"x":1}') + post("/trigger/echo", '{"x":2}'))
+    check_pair(rs, eof, 202, 202)
+    assert json.loads(rs[0][2])["payload"] == {"x": 1}
+    if len(rs) == 2:     # if answered, framed by its own Content-Length
+        assert json.loads(rs[1][2])["payload"] == {"x": 2}
+    # Nothing mis-framed reached the log: every payload is one we sent.
+    for ev in server.dump():
+        if ev["type"] == "job.enqueued":
+            assert ev["payload"] in ({"x": 1}, {"x": 2}), ev
+    assert_healthy(server)
+
+
+def test_pipelined_post_post_without_token(server):
+    req = ("POST /trigger/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n1").encode()
+    rs, eof = raw(server, req * 2)
+    check_pair(rs, eof, 401, 401)
+    assert_healthy(server)
+
+
+def test_pipelined_body_and_next_request_line_in_one_packet(server):
+    # The first body and the next request's line share a packet.
+    rs, eof = raw(server, post("/trigger/echo", '{"a":1}') + get("/healthz"), want=2)
+    check_pair(rs, eof, 202, 200)
+    rs, eof = raw(server, post("/trigger/echo", '{"a":2}') + post("/trigger/echo", "[]"))
+    check_pair(rs, eof, 202, 202)
+    assert_healthy(server)
+
+
+def test_pipelined_behind_wait_does_not_spin(server):
+    """A /wait request holds its connection; pipelined bytes behind it
+    must not make the api thread spin while it waits."""
+    pid = server.proc.pid
+    s = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    data = post("/trigger/echo/wait?timeout=2", "null") + get("/healthz")
+    c0 = cpu_seconds(pid)
+    s.sendall(data)
+    out = b""
+    deadline = time.time() + 8
+    while time.time() < deadline and len(responses(out)) < 2:
+        try:
+            b = s.recv(65536)
+        except socket.timeout:
+            break
+        if not b:
+            break
+        out += b
+    s.close()
+    rs = responses(out)
+    assert rs and rs[0][0] in (200, 202), rs
+    assert cpu_seconds(pid) - c0 < 1.5
+    assert_healthy(server)
+
+
+def test_keepalive_sequential_posts_still_work(server):
+    c = server.conn()
+    try:
+        for i in range(5):
+            r = server.post("/trigger/echo", {"i": i}, conn=c)
+            assert r.status == 202 and r.json()["payload"] == {"i": i}
+        assert server.get("/healthz", token=None, conn=c).status == 200
+    finally:
+        c.close()
