@@ -23,7 +23,9 @@ int  api_open(Api **out, const Config *cfg, Log *log, Projector *proj,
 	      Runner *run, const char *db_path);
 int  api_port(Api *a);			/* the bound port */
 int  api_run(Api *a);			/* until api_stop(); 0 or error */
-void api_stop(Api *a);			/* async-signal-safe */
-void api_close(Api *a);			/* NULL is a no-op */
+void api_stop(Api *a);			/* any thread (takes a mutex: not from a signal handler) */
+/* Unregisters the log watcher, closes every connection, waits up to 5 s
+ * for requests still with the log or the runner, frees.  NULL no-op. */
+void api_close(Api *a);
 
 #endif

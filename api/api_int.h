@@ -164,10 +164,12 @@ struct Api {
 	struct lws_vhost   *vh;
 	int           port;
 	volatile sig_atomic_t stop;	/* set by api_stop() */
-	atomic_int    closed;		/* api_close() began: done() must not wake */
+	atomic_int    closed;		/* set under cq_mu: api_close() began, ctx is off limits */
 
 	pthread_mutex_t cq_mu;		/* completion queue, filled by other threads */
+	pthread_cond_t  cq_cv;		/* {cq_mu} a push after closed (api_close waits) */
 	ApiReq       *cq_head, *cq_tail;	/* {cq_mu} */
+	int           watching;		/* api_log_watch is registered with the log */
 	atomic_uint_least64_t head;	/* log head, stored by the log watcher */
 	uint64_t      head_seen;	/* last head scanned for /wait (api thread) */
 	uint64_t      head_streams;	/* last head given to the streams */

@@ -7,8 +7,17 @@
  * in api_run) except api_cq_push(), api_log_watch() and api_stop(), which
  * other threads call.  They only touch the completion queue (cq_mu), the
  * atomic head and the stop flag, then lws_cancel_service(): the one lws
- * call another thread may make.  The api thread drains in
- * LWS_CALLBACK_EVENT_WAIT_CANCELLED.
+ * call another thread may make, and only under cq_mu while `closed` is
+ * clear (api_close sets it under cq_mu before destroying the context).
+ * The api thread drains in LWS_CALLBACK_EVENT_WAIT_CANCELLED.
+ *
+ * Shutdown.  api_close() unregisters the log watcher (log_unwatch returns
+ * once it cannot run), destroys the context (sessions close: requests
+ * with the log or the runner become orphans), then collects those orphans
+ * itself as their done() pushes them (cq_cv), for up to API_DRAIN_S.
+ * Only if one is still owed after that is the Api leaked instead of
+ * freed, so a late done() never touches freed memory.  The api registers
+ * no projector watcher (projector.h has no way to remove one).
  *
  * A request's life.  LWS_CALLBACK_HTTP takes an ApiReq from the pool
  * (routes.c matches, authenticates and sets limits), the body arrives in
@@ -38,6 +47,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "api_int.h"
@@ -113,33 +123,44 @@ static void api_req_destroy(ApiReq *r)
 
 /* ---- completion queue and head (other threads) ---- */
 
+/* Any thread: wake the api loop, unless api_close() has begun.  closed is
+ * set under cq_mu before the lws context is destroyed, so no thread can
+ * reach a->ctx once destruction starts. */
+static void api_wake_locked(Api *a)
+{
+	if (!atomic_load(&a->closed) && a->ctx)
+		lws_cancel_service(a->ctx);
+}
+
 /* Log writer or runner thread: hand a finished request back.  Only the
- * push onto an empty queue wakes the loop, which takes the whole queue. */
+ * push onto an empty queue wakes the loop, which takes the whole queue.
+ * After api_close() began, api_close() itself collects it (cq_cv). */
 void api_cq_push(Api *a, ApiReq *r)
 {
-	int wake;
-
 	r->qnext = NULL;
 	pthread_mutex_lock(&a->cq_mu);
-	wake = a->cq_head == NULL;
 	if (a->cq_tail)
 		a->cq_tail->qnext = r;
 	else
 		a->cq_head = r;
+	if (a->cq_head == r)
+		api_wake_locked(a);
 	a->cq_tail = r;
+	if (atomic_load(&a->closed))
+		pthread_cond_signal(&a->cq_cv);
 	pthread_mutex_unlock(&a->cq_mu);
-	if (wake && !atomic_load(&a->closed))
-		lws_cancel_service(a->ctx);
 }
 
-/* Log writer thread, after each commit. */
+/* Log writer thread, after each commit.  api_close() unregisters it
+ * (log_unwatch) before a is freed. */
 static void api_log_watch(void *ctx, uint64_t head)
 {
 	Api *a = ctx;
 
 	atomic_store(&a->head, head);
-	if (!atomic_load(&a->closed))
-		lws_cancel_service(a->ctx);
+	pthread_mutex_lock(&a->cq_mu);
+	api_wake_locked(a);
+	pthread_mutex_unlock(&a->cq_mu);
 }
 
 uint64_t api_head(Api *a)
@@ -624,6 +645,7 @@ int api_open(Api **out, const Config *cfg, Log *log, Projector *proj,
 	a->proj = proj;
 	a->run = run;
 	pthread_mutex_init(&a->cq_mu, NULL);
+	pthread_cond_init(&a->cq_cv, NULL);
 	atomic_init(&a->closed, 0);
 	atomic_init(&a->head, log_head(log));
 	a->head_seen = a->head_streams = log_head(log);
@@ -641,6 +663,7 @@ int api_open(Api **out, const Config *cfg, Log *log, Projector *proj,
 	    (rc = streams_open(&a->streams, cfg, log)) != 0 ||
 	    (rc = log_watch(log, api_log_watch, a)) != 0)
 		goto fail;
+	a->watching = 1;
 	lws_set_log_level(LLL_ERR | LLL_WARN, api_lws_log);
 	if ((rc = api_listen(a)) != 0)
 		goto fail;
@@ -670,33 +693,72 @@ int api_run(Api *a)
 	return 0;
 }
 
-/* Any thread (the signal thread): ask api_run to return. */
+/* Any thread (the signal thread; not a signal handler: it takes cq_mu):
+ * ask api_run to return. */
 void api_stop(Api *a)
 {
 	if (!a)
 		return;
 	a->stop = 1;
-	lws_cancel_service(a->ctx);
+	pthread_mutex_lock(&a->cq_mu);
+	api_wake_locked(a);
+	pthread_mutex_unlock(&a->cq_mu);
 }
 
+/*
+ * Wait (at most API_DRAIN_S) for requests still owned by the log or the
+ * runner: their done() pushes them on cq, and we free them here.  One
+ * that does not come back in time keeps a alive: it is leaked, with a
+ * log line, rather than freed under a thread that will still call
+ * done() on it.  Returns the number still owed.
+ */
+static int api_close_collect(Api *a)
+{
+	struct timespec ts;
+	ApiReq *list, *r;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += API_DRAIN_S;
+	pthread_mutex_lock(&a->cq_mu);
+	while (a->inflight > 0) {
+		while (!a->cq_head &&
+		       pthread_cond_timedwait(&a->cq_cv, &a->cq_mu, &ts) == 0)
+			;
+		if (!(list = a->cq_head))
+			break;	/* timed out */
+		a->cq_head = a->cq_tail = NULL;
+		while ((r = list)) {
+			list = r->qnext;
+			a->inflight--;
+			api_req_put(a, r);	/* its connection is gone */
+		}
+	}
+	pthread_mutex_unlock(&a->cq_mu);
+	return a->inflight;
+}
+
+/* Main thread, after api_run() returned (or on a failed api_open). */
 void api_close(Api *a)
 {
 	ApiReq *r;
 
 	if (!a)
 		return;
+	/* No other thread may touch ctx once destruction begins. */
+	pthread_mutex_lock(&a->cq_mu);
 	atomic_store(&a->closed, 1);
+	pthread_mutex_unlock(&a->cq_mu);
+	if (a->watching)
+		log_unwatch(a->log, api_log_watch, a);	/* returns once it cannot run */
+	a->watching = 0;
 	if (a->ctx)
-		lws_context_destroy(a->ctx);	/* closes sessions: drops requests */
+		lws_context_destroy(a->ctx);	/* closes sessions: orphans requests */
 	a->ctx = NULL;
 	streams_close(a->streams);
 	query_close(a->q);
 	log_reader_close(a->rd);
-	/* Requests still owned by the log or the runner cannot be freed:
-	 * their done() may yet run.  That only happens if api_run's drain
-	 * timed out; leak them (and a) rather than risk a use after free. */
-	if (a->inflight > 0) {
-		jg_log(JG_WARN, "answers still owed at close", NULL);
+	if (api_close_collect(a) > 0) {
+		jg_log(JG_WARN, "answers still owed at close: the api is leaked", NULL);
 		return;
 	}
 	while ((r = a->free)) {
@@ -709,6 +771,7 @@ void api_close(Api *a)
 	free(a->enq);
 	buf_free(&a->scratch);
 	buf_free(&a->job);
+	pthread_cond_destroy(&a->cq_cv);
 	pthread_mutex_destroy(&a->cq_mu);
 	free(a);
 }
