@@ -191,6 +191,7 @@ ApiReq *api_req_get(Api *a);
 void    api_req_put(Api *a, ApiReq *r);
 void    api_cq_push(Api *a, ApiReq *r);		/* any thread */
 void    api_wait_park(Api *a, ApiReq *r);
+void    api_sess_drop(Api *a, ApiSession *sess);	/* orphans or frees sess->req */
 uint64_t api_head(Api *a);
 
 /* http.c: responses.  hdrs is extra header lines, each ending "\r\n".

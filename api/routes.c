@@ -156,9 +156,11 @@ int api_route_begin(Api *a, struct lws *wsi, ApiSession *sess, const char *path,
 	 * cannot frame it (pipeline.c).  Close cleanly before it tries. */
 	if (api_conn_pipelined(wsi) && api_conn_may_have_body(wsi))
 		return -1;
-	if (sess->req)	/* a previous transaction's leftover */
-		api_req_put(a, sess->req);
-	sess->req = NULL;
+	/* A previous transaction's leftover: it may still be with the log or
+	 * the runner, or parked with a timer, so let go of it the way a
+	 * closed connection does (orphaned or unhooked), never straight to
+	 * the pool. */
+	api_sess_drop(a, sess);
 	if (!(r = api_req_get(a))) {
 		api_write_error(a, wsi, 503, "overloaded", "too many requests in flight", 1);
 		return -1;

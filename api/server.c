@@ -323,8 +323,11 @@ static ApiSession *api_sess(void *user)
 	return user;
 }
 
-/* The connection or transaction of sess ended: let go of its request. */
-static void api_sess_drop(Api *a, ApiSession *sess)
+/* The connection or transaction of sess ended: let go of its request.
+ * One with the log or the runner is orphaned (freed when its completion
+ * arrives), a parked one is unhooked from its timer, the rest go back to
+ * the pool. */
+void api_sess_drop(Api *a, ApiSession *sess)
 {
 	ApiReq *r = sess->req;
 
