@@ -163,7 +163,7 @@ struct Api {
 	struct lws_context *ctx;
 	struct lws_vhost   *vh;
 	int           port;
-	volatile sig_atomic_t stop;	/* set by api_stop() */
+	atomic_int    stop;		/* set by api_stop() on another thread */
 	atomic_int    closed;		/* set under cq_mu: api_close() began, ctx is off limits */
 
 	pthread_mutex_t cq_mu;		/* completion queue, filled by other threads */

@@ -650,6 +650,7 @@ int api_open(Api **out, const Config *cfg, Log *log, Projector *proj,
 	pthread_mutex_init(&a->cq_mu, NULL);
 	pthread_cond_init(&a->cq_cv, NULL);
 	atomic_init(&a->closed, 0);
+	atomic_init(&a->stop, 0);
 	atomic_init(&a->head, log_head(log));
 	a->head_seen = a->head_streams = log_head(log);
 	rc = ENOMEM;
@@ -683,7 +684,7 @@ int api_run(Api *a)
 {
 	int64_t until;
 
-	while (!a->stop)
+	while (!atomic_load(&a->stop))
 		if (lws_service(a->ctx, 0) < 0)
 			return JG_EINVAL;
 	api_wait_flush(a);
@@ -702,7 +703,7 @@ void api_stop(Api *a)
 {
 	if (!a)
 		return;
-	a->stop = 1;
+	atomic_store(&a->stop, 1);
 	pthread_mutex_lock(&a->cq_mu);
 	api_wake_locked(a);
 	pthread_mutex_unlock(&a->cq_mu);
