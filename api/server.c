@@ -479,13 +479,88 @@ static const struct lws_protocols api_protocols[] = {
 
 /* ---- lws logs into jg_log ---- */
 
+/*
+ * lws logs what clients do wrong (a header block that does not fit, too
+ * many header fragments, a bad upgrade) at its ERR and WARN levels, so a
+ * client could fill the ERROR stream at will.  Lines known to be caused by
+ * the peer are logged at WARN; every lws line is rate-limited per message
+ * (API_LWS_BURST per second; one request can produce eight identical
+ * lines), and the next line that gets through says how many were dropped.
+ * Anything not in the table keeps lws's level: it may be ours.
+ */
+#define API_LWS_BURST  3	/* lines per message per second */
+#define API_LWS_SLOTS  16
+
+static const char *const api_lws_client_faults[] = {
+	"Ran out of header data space",
+	"More hdr frags than we can deal with",
+	"Unknown upgrade",
+	"lws_parse",
+	"Illegal",
+	"forbidden",
+	"bad header",
+	"header too long",
+	"ERROR writing to socket",
+	"ERROR writing len",
+};
+
+static pthread_mutex_t api_lws_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+	char     key[48];	/* message prefix */
+	int64_t  sec;		/* second of the current window */
+	unsigned n, dropped;	/* lines in this second; dropped since last out */
+} api_lws_rate[API_LWS_SLOTS];	/* {api_lws_mu} */
+
+/* 1 if the line may go out; *dropped gets the lines of this message
+ * dropped since the last one that did. */
+static int api_lws_admit(const char *msg, unsigned *dropped)
+{
+	int64_t sec = jg_mono_ns() / 1000000000;
+	unsigned h = 5381;
+	size_t i, n = strnlen(msg, sizeof api_lws_rate[0].key - 1);
+	int ok;
+
+	for (i = 0; i < n; i++)
+		h = h * 33 + (unsigned char)msg[i];
+	pthread_mutex_lock(&api_lws_mu);
+	i = h % API_LWS_SLOTS;
+	if (strncmp(api_lws_rate[i].key, msg, n) != 0 || api_lws_rate[i].key[n]) {
+		memcpy(api_lws_rate[i].key, msg, n);	/* a new message takes the slot */
+		api_lws_rate[i].key[n] = 0;
+		api_lws_rate[i].n = api_lws_rate[i].dropped = 0;
+		api_lws_rate[i].sec = sec;
+	}
+	if (api_lws_rate[i].sec != sec) {
+		api_lws_rate[i].sec = sec;
+		api_lws_rate[i].n = 0;
+	}
+	ok = api_lws_rate[i].n++ < API_LWS_BURST;
+	*dropped = api_lws_rate[i].dropped;
+	if (ok)
+		api_lws_rate[i].dropped = 0;
+	else
+		api_lws_rate[i].dropped++;
+	pthread_mutex_unlock(&api_lws_mu);
+	return ok;
+}
+
+static int api_lws_level(int lws_level, const char *msg)
+{
+	for (size_t i = 0; i < sizeof api_lws_client_faults / sizeof *api_lws_client_faults; i++)
+		if (strstr(msg, api_lws_client_faults[i]))
+			return JG_WARN;
+	return lws_level & LLL_ERR ? JG_ERROR : JG_WARN;
+}
+
 /* Any thread lws logs from.  Strip lws's own "[time] E: " prefix and the
  * newline; the JSON line has its own time and level. */
 static void api_lws_log(int level, const char *line)
 {
-	char msg[512];
+	char msg[512], dropped_s[16];
 	const char *p = line, *q;
+	unsigned dropped;
 	size_t n;
+	int lv;
 
 	if (*p == '[' && (q = strchr(p, ']')))
 		p = q + 1;
@@ -500,7 +575,15 @@ static void api_lws_log(int level, const char *line)
 		n = sizeof msg - 1;
 	memcpy(msg, p, n);
 	msg[n] = 0;
-	jg_log(level & LLL_ERR ? JG_ERROR : JG_WARN, "libwebsockets", "detail", msg, NULL);
+	lv = api_lws_level(level, msg);
+	if (lv < jg_log_level || !api_lws_admit(msg, &dropped))
+		return;
+	if (dropped) {
+		snprintf(dropped_s, sizeof dropped_s, "%u", dropped);
+		jg_log(lv, "libwebsockets", "detail", msg, "suppressed", dropped_s, NULL);
+	} else {
+		jg_log(lv, "libwebsockets", "detail", msg, NULL);
+	}
 }
 
 /* ---- public ---- */

@@ -216,3 +216,17 @@ def test_sigterm_with_requests_in_flight(make_server):
     assert time.time() - t0 < 15
     log = server.read_log()
     assert "AddressSanitizer" not in log and "runtime error" not in log, log[-3000:]
+
+
+def test_client_faults_not_logged_as_errors(server):
+    """lws's lines about bad client input are WARN, and rate-limited."""
+    for _ in range(20):
+        raw(server, b"GET /healthz HTTP/1.1\r\nCookie: " + b"a" * 40000 + b"\r\n\r\n", timeout=2)
+        raw(server, b"GET /healthz HTTP/1.1\r\n" + b"Accept: a\r\n" * 300 + b"\r\n", timeout=2)
+    time.sleep(0.2)
+    lws = [l for l in server.log_lines() if l.get("msg") == "libwebsockets"]
+    assert lws, "expected lws to complain about the bad headers"
+    assert not [l for l in lws if l["level"] == "ERROR"], lws
+    # 40 bad requests made ~180 lws lines; a few per second get through.
+    assert len(lws) <= 30, len(lws)
+    assert server.get("/healthz", token=None).status == 200
