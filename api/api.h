@@ -17,8 +17,9 @@
 
 typedef struct Api Api;
 
-/* Bind the listen socket (127.0.0.1:0 picks a free port).  Registers log
- * and projector watchers: call before log_start()/proj_start(). */
+/* Bind the listen socket (127.0.0.1:0 picks a free port).  Registers a log
+ * watcher: call before log_start().  On failure the reason has been
+ * logged (once, with the address for listen errors): callers need not. */
 int  api_open(Api **out, const Config *cfg, Log *log, Projector *proj,
 	      Runner *run, const char *db_path);
 int  api_port(Api *a);			/* the bound port */

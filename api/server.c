@@ -753,10 +753,12 @@ int api_open(Api **out, const Config *cfg, Log *log, Projector *proj,
 	a->watching = 1;
 	lws_set_log_level(LLL_ERR | LLL_WARN, api_lws_log);
 	if ((rc = api_listen(a)) != 0)
-		goto fail;
+		goto fail_logged;	/* api_listen_fail() said why */
 	*out = a;
 	return 0;
 fail:
+	jg_log(JG_ERROR, "cannot start the api", "error", jg_strerror(rc), NULL);
+fail_logged:
 	api_close(a);
 	return rc;
 }

@@ -252,7 +252,7 @@ static int run(Config *c, const char *tok, int created, int have_data_token)
 	if ((rc = log_open(&log, c->data_dir, &lo)) != 0) { code = fail("cannot open the event log", rc); goto out; }
 	if ((rc = proj_open(&proj, db, log)) != 0) { code = fail("cannot open the read model", rc); goto out; }
 	if ((rc = runner_open(&run, c, log)) != 0) { code = fail("cannot start the runner", rc); goto out; }
-	if ((rc = api_open(&api, c, log, proj, run, db)) != 0) { code = fail("cannot listen", rc); goto out; }
+	if ((rc = api_open(&api, c, log, proj, run, db)) != 0) { code = 1; goto out; }	/* api_open logged why */
 	if ((rc = log_start(log)) != 0 || (rc = proj_start(proj)) != 0 ||
 	    (rc = runner_start(run)) != 0) {
 		code = fail("cannot start threads", rc);

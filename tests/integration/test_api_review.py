@@ -230,3 +230,25 @@ def test_client_faults_not_logged_as_errors(server):
     # 40 bad requests made ~180 lws lines; a few per second get through.
     assert len(lws) <= 30, len(lws)
     assert server.get("/healthz", token=None).status == 200
+
+
+def test_listen_failure_logged_once(tmp_path):
+    """api_open logs the precise reason; serve does not add a second,
+    vaguer "cannot listen" line."""
+    import subprocess
+    from conftest import BIN
+    sk = socket.socket()
+    sk.bind(("127.0.0.1", 0))
+    sk.listen(1)
+    port = sk.getsockname()[1]
+    try:
+        env = dict(os.environ, JOBGATE_TOKEN=TOKEN)
+        p = subprocess.run([BIN, "serve", "--listen", "127.0.0.1:%d" % port,
+                            "--data-dir", str(tmp_path / "d")], capture_output=True,
+                           text=True, timeout=20, env=env, stdin=subprocess.DEVNULL)
+    finally:
+        sk.close()
+    assert p.returncode == 1
+    errs = [json.loads(l)["msg"] for l in p.stderr.splitlines()
+            if l.startswith("{") and json.loads(l).get("level") == "ERROR"]
+    assert errs == ["cannot listen on 127.0.0.1:%d: Address already in use" % port], errs
