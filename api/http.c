@@ -298,17 +298,6 @@ const JgToken *api_auth(Api *a, struct lws *wsi, int allow_query)
 	return NULL;
 }
 
-static int api_unhex(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* "sha256=<64 hex>" in the job's signature header over the raw body,
  * compared in constant time.  The header is still readable: the ah stays
  * bound to the wsi until the transaction completes. */
@@ -327,7 +316,7 @@ int api_hmac_ok(Api *a, ApiReq *r)
 	if (n != 7 + 64 || strncmp(h, "sha256=", 7) != 0)
 		return 0;
 	for (int i = 0; i < 32; i++) {
-		int hi = api_unhex(h[7 + 2 * i]), lo = api_unhex(h[8 + 2 * i]);
+		int hi = jg_hexval(h[7 + 2 * i]), lo = jg_hexval(h[8 + 2 * i]);
 		if (hi < 0 || lo < 0)
 			return 0;
 		got[i] = (unsigned char)(hi << 4 | lo);

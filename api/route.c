@@ -113,17 +113,6 @@ enum { CK_SIZE, CK_EXT, CK_SIZE_LF, CK_DATA, CK_DATA_CR, CK_DATA_LF,
 
 #define CK_LINE_MAX 4096	/* a size or trailer line longer than this is refused */
 
-static int ck_hex(char ch)
-{
-	if (ch >= '0' && ch <= '9')
-		return ch - '0';
-	if (ch >= 'a' && ch <= 'f')
-		return ch - 'a' + 10;
-	if (ch >= 'A' && ch <= 'F')
-		return ch - 'A' + 10;
-	return -1;
-}
-
 /* One byte of framing (not chunk data).  0 to go on, 1 at the end, or an
  * error code. */
 static int ck_byte(RouteChunk *c, char ch)
@@ -132,7 +121,7 @@ static int ck_byte(RouteChunk *c, char ch)
 
 	switch (c->st) {
 	case CK_SIZE:
-		if ((h = ck_hex(ch)) >= 0) {
+		if ((h = jg_hexval(ch)) >= 0) {
 			if (++c->ndig > 15)	/* 2^60 bytes: refuse, not overflow */
 				return JG_EINVAL;
 			c->left = c->left * 16 + (uint64_t)h;

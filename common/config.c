@@ -493,17 +493,6 @@ static int cfg_tok_plain(CfgParse *p, int i, const char *path, void *obj,
 	return 0;
 }
 
-static int cfg_hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 static int cfg_tok_sha(CfgParse *p, int i, const char *path, void *obj,
 		       const CfgField *f)
 {
@@ -516,8 +505,8 @@ static int cfg_tok_sha(CfgParse *p, int i, const char *path, void *obj,
 	if (t->type != JSMN_STRING || t->end - t->start != 64)
 		return cfg_fail(p, path, "expected 64 hex digits");
 	for (k = 0; k < 32; k++) {
-		hi = cfg_hexval(s[2 * k]);
-		lo = cfg_hexval(s[2 * k + 1]);
+		hi = jg_hexval(s[2 * k]);
+		lo = jg_hexval(s[2 * k + 1]);
 		if (hi < 0 || lo < 0)
 			return cfg_fail(p, path, "expected 64 hex digits");
 		ct->t->sha256[k] = (unsigned char)(hi << 4 | lo);

@@ -333,3 +333,14 @@ int jg_parse_u64(const char *s, size_t n, uint64_t *out)
 	*out = v;
 	return 0;
 }
+
+int jg_hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}

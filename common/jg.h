@@ -56,6 +56,9 @@ int jg_datadir_lock(const char *dir, int *fd);
 /* 1 if some process holds DIR/lock now, else 0. */
 int jg_datadir_busy(const char *dir);
 
+/* Value of one hex digit, or -1. */
+int jg_hexval(char c);
+
 /* Strict unsigned decimal parse of s[0..n); 0 or JG_EINVAL (also on overflow). */
 int jg_parse_u64(const char *s, size_t n, uint64_t *out);
 

@@ -50,17 +50,6 @@ static void json_ws(JsonScan *sc)
 	}
 }
 
-static int json_hex(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* The escape after a backslash at s[i]; returns bytes consumed or 0. */
 static size_t json_scan_esc(const char *s, size_t n, size_t i)
 {
@@ -73,7 +62,7 @@ static size_t json_scan_esc(const char *s, size_t n, size_t i)
 	if (s[i] != 'u' || n - i < 5)
 		return 0;
 	for (k = 1; k <= 4; k++)
-		if (json_hex(s[i + k]) < 0)
+		if (jg_hexval(s[i + k]) < 0)
 			return 0;
 	return 5;
 }
@@ -422,13 +411,13 @@ static size_t json_dec(const char *js, int *i, int end, char *out)
 	case 'u': break;
 	default:  *out = js[k + 1]; return 1;	/* " \ / */
 	}
-	cp = (uint32_t)(json_hex(js[k + 2]) << 12 | json_hex(js[k + 3]) << 8 |
-			json_hex(js[k + 4]) << 4 | json_hex(js[k + 5]));
+	cp = (uint32_t)(jg_hexval(js[k + 2]) << 12 | jg_hexval(js[k + 3]) << 8 |
+			jg_hexval(js[k + 4]) << 4 | jg_hexval(js[k + 5]));
 	*i = k + 6;
 	if (cp >= 0xd800 && cp <= 0xdbff && end - *i >= 6 && js[*i] == '\\' &&
 	    js[*i + 1] == 'u') {
-		lo = (uint32_t)(json_hex(js[*i + 2]) << 12 | json_hex(js[*i + 3]) << 8 |
-				json_hex(js[*i + 4]) << 4 | json_hex(js[*i + 5]));
+		lo = (uint32_t)(jg_hexval(js[*i + 2]) << 12 | jg_hexval(js[*i + 3]) << 8 |
+				jg_hexval(js[*i + 4]) << 4 | jg_hexval(js[*i + 5]));
 		if (lo >= 0xdc00 && lo <= 0xdfff) {
 			cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
 			*i += 6;
