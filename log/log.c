@@ -30,7 +30,8 @@
  * The fixed header lets consumers (streams, runner, waiters) filter by job,
  * status and type without parsing JSON; the JSON is what clients receive,
  * rendered as "{\"seq\":N," + json[1..].  To change the format, bump the
- * version byte, keep decoding every older version in log_decode(), and
+ * version byte, keep decoding every older version in log_decode() (in
+ * reader.c, with the readers), and
  * say what changed here.
  *
  * Group commit.  Appenders push LogEntry structs on q_log (mutex + condvar)
@@ -57,46 +58,14 @@
 #include "../common/jg.h"
 #include "event.h"
 #include "log.h"
+#include "log_int.h"
 
-#define REC_VERSION 1
-#define REC_HDR     32
-#define MAX_WATCH   8
 #define PREALLOC_STEP   (8u << 20)	/* zero-fill the data file this far ahead */
 
 static int commit_default(void *txn) { return mdb_txn_commit(txn); }
 int (*log_commit_fn)(void *mdb_txn) = commit_default;
 
-struct Log {
-	MDB_env  *env;
-	MDB_dbi   events, byjob, idem;
-	int       readonly;
-	int       queue_max;
-	pthread_mutex_t mu;
-	pthread_cond_t  cv;
-	LogEntry *qhead, *qtail;	/* {mu} */
-	int       qlen;			/* {mu} enqueue entries waiting */
-	int       closing;		/* {mu} */
-	int       started;
-	pthread_t writer;
-	uint64_t  head;			/* atomic: last committed seq */
-	uint64_t  next;			/* {writer} next seq to assign */
-	pthread_mutex_t wmu;		/* guards watch[]: held while calling them */
-	struct { LogWatchFn fn; void *ctx; } watch[MAX_WATCH];	/* {wmu} */
-	int       nwatch;		/* {wmu} */
-	LogStats  st;			/* atomic counters */
-	uint64_t  file_end;		/* {writer} bytes of data.mdb already allocated */
-	uint64_t  used, map_bytes;	/* {writer} as of the last commit */
-	int       prealloc_off;		/* {writer} gave up (ENOSPC, no fd) */
-	Buf       rec;			/* {writer} scratch record */
-};
 
-struct LogReader {
-	Log        *l;
-	MDB_txn    *txn;
-	MDB_cursor *cur, *jcur;
-	int         active;
-	uint64_t    head;
-};
 
 static const char *type_names[] = { "?", "job.enqueued", "job.started",
 	"job.succeeded", "job.failed", "job.canceled", "job.retried" };
@@ -127,7 +96,7 @@ int log_status_final(int st)
 }
 
 /* Map an LMDB code to ours: map/disk exhaustion is storage_full. */
-static int mdb_rc(int rc)
+int log_mdb_rc(int rc)
 {
 	switch (rc) {
 	case 0:             return 0;
@@ -139,7 +108,7 @@ static int mdb_rc(int rc)
 	}
 }
 
-static uint64_t last_seq(MDB_txn *txn, MDB_dbi dbi)
+uint64_t log_last_seq(MDB_txn *txn, MDB_dbi dbi)
 {
 	MDB_cursor *c;
 	MDB_val k, v;
@@ -161,7 +130,7 @@ static int open_dbs(Log *l)
 	int rc = mdb_txn_begin(l->env, NULL, l->readonly ? MDB_RDONLY : 0, &txn);
 
 	if (rc != 0)
-		return mdb_rc(rc);
+		return log_mdb_rc(rc);
 	if ((rc = mdb_dbi_open(txn, "events", cf | MDB_INTEGERKEY, &l->events)) != 0)
 		goto out;
 	if ((rc = mdb_dbi_open(txn, "byjob", cf | MDB_INTEGERKEY | MDB_DUPSORT |
@@ -169,14 +138,14 @@ static int open_dbs(Log *l)
 		goto out;
 	if ((rc = mdb_dbi_open(txn, "idem", cf, &l->idem)) != 0)
 		goto out;
-	l->head = last_seq(txn, l->events);
+	l->head = log_last_seq(txn, l->events);
 	l->next = l->head + 1;
 	/* Commit even a read-only txn: aborting it would close the dbi
 	 * handles it opened. */
-	return mdb_rc(mdb_txn_commit(txn));
+	return log_mdb_rc(mdb_txn_commit(txn));
 out:
 	mdb_txn_abort(txn);
-	return mdb_rc(rc);
+	return log_mdb_rc(rc);
 }
 
 int log_open(Log **out, const char *dir, const LogOptions *o)
@@ -212,7 +181,7 @@ int log_open(Log **out, const char *dir, const LogOptions *o)
 	return 0;
 out:
 	log_close(l);
-	return mdb_rc(rc);
+	return log_mdb_rc(rc);
 }
 
 int log_watch(Log *l, LogWatchFn fn, void *ctx)
@@ -411,7 +380,7 @@ static int write_batch(Log *l, LogEntry *batch, uint64_t n)
 	int rc;
 
 	if ((rc = mdb_txn_begin(l->env, NULL, 0, &txn)) != 0)
-		return mdb_rc(rc);
+		return log_mdb_rc(rc);
 	for (LogEntry *e = batch; e; e = e->next)
 		if ((rc = put_entry(l, txn, e, at)) != 0)
 			goto fail;
@@ -419,14 +388,14 @@ static int write_batch(Log *l, LogEntry *batch, uint64_t n)
 	rc = log_commit_fn(txn);	/* frees txn whatever it returns */
 	if (rc != 0) {
 		l->next = first;
-		return mdb_rc(rc);
+		return log_mdb_rc(rc);
 	}
 	count_batch(l, n, l->next - first, jg_mono_ns() - t0);
 	return 0;
 fail:
 	mdb_txn_abort(txn);
 	l->next = first;
-	return mdb_rc(rc);
+	return log_mdb_rc(rc);
 }
 
 /*
@@ -594,288 +563,4 @@ void log_stats(Log *l, LogStats *out)
 	pthread_mutex_lock(&l->mu);
 	out->queue_len = (uint64_t)l->qlen;
 	pthread_mutex_unlock(&l->mu);
-}
-
-/* ---- records ---- */
-
-static int log_decode(uint64_t seq, const MDB_val *v, LogEvent *ev)
-{
-	const unsigned char *p = v->mv_data;
-	size_t n = v->mv_size;
-
-	if (n < REC_HDR + 2 || p[0] != REC_VERSION)
-		return JG_ECORRUPT;
-	ev->seq = seq;
-	ev->type = p[1];
-	ev->status = p[2];
-	ev->job_len = p[3];
-	memcpy(&ev->attempt, p + 4, 4);
-	memcpy(&ev->job_id, p + 8, 8);
-	memcpy(&ev->at_ms, p + 16, 8);
-	memcpy(&ev->pay_off, p + 24, 4);
-	memcpy(&ev->pay_len, p + 28, 4);
-	if (REC_HDR + ev->job_len + 2 > n)
-		return JG_ECORRUPT;
-	ev->job = (const char *)p + REC_HDR;
-	ev->json = ev->job + ev->job_len;
-	ev->json_len = n - REC_HDR - ev->job_len;
-	if (ev->json[0] != '{' || ev->json[ev->json_len - 1] != '}' ||
-	    (uint64_t)ev->pay_off + ev->pay_len > ev->json_len - 1 ||
-	    ev->type < JG_EV_ENQUEUED || ev->type > JG_EV_RETRIED ||
-	    ev->status < JG_ST_QUEUED || ev->status > JG_ST_CANCELED)
-		return JG_ECORRUPT;
-	return 0;
-}
-
-void log_event_json(const LogEvent *ev, Buf *b, int with_payload)
-{
-	buf_puts(b, "{\"seq\":");
-	buf_u64(b, ev->seq);
-	buf_puts(b, ",");
-	if (with_payload || !ev->pay_len) {
-		buf_add(b, ev->json + 1, ev->json_len - 1);
-		return;
-	}
-	buf_add(b, ev->json + 1, ev->pay_off - 1);
-	buf_add(b, ev->json + ev->pay_off + ev->pay_len,
-		ev->json_len - ev->pay_off - ev->pay_len);
-}
-
-/* ---- readers ---- */
-
-int log_reader_open(Log *l, LogReader **out)
-{
-	LogReader *r = calloc(1, sizeof *r);
-
-	if (!r)
-		return ENOMEM;
-	r->l = l;
-	*out = r;
-	return 0;
-}
-
-int log_reader_begin(LogReader *r)
-{
-	int rc;
-
-	if (r->active)
-		log_reader_end(r);
-	rc = r->txn ? mdb_txn_renew(r->txn)
-		    : mdb_txn_begin(r->l->env, NULL, MDB_RDONLY, &r->txn);
-	if (rc != 0)
-		return mdb_rc(rc);
-	if (r->cur)
-		rc = mdb_cursor_renew(r->txn, r->cur);
-	else
-		rc = mdb_cursor_open(r->txn, r->l->events, &r->cur);
-	if (rc == 0)
-		rc = r->jcur ? mdb_cursor_renew(r->txn, r->jcur)
-			     : mdb_cursor_open(r->txn, r->l->byjob, &r->jcur);
-	if (rc != 0) {
-		mdb_txn_reset(r->txn);
-		return mdb_rc(rc);
-	}
-	r->active = 1;
-	r->head = last_seq(r->txn, r->l->events);
-	return 0;
-}
-
-void log_reader_end(LogReader *r)
-{
-	if (r && r->active) {
-		mdb_txn_reset(r->txn);
-		r->active = 0;
-	}
-}
-
-void log_reader_close(LogReader *r)
-{
-	if (!r)
-		return;
-	if (r->cur)
-		mdb_cursor_close(r->cur);
-	if (r->jcur)
-		mdb_cursor_close(r->jcur);
-	if (r->txn)
-		mdb_txn_abort(r->txn);
-	free(r);
-}
-
-static int ensure(LogReader *r)
-{
-	return r->active ? 0 : log_reader_begin(r);
-}
-
-uint64_t log_reader_head(LogReader *r)
-{
-	return ensure(r) == 0 ? r->head : 0;
-}
-
-static int cur_event(int rc, const MDB_val *k, const MDB_val *v, LogEvent *ev)
-{
-	uint64_t seq;
-
-	if (rc != 0)
-		return mdb_rc(rc);
-	if (k->mv_size != 8)
-		return JG_ECORRUPT;
-	memcpy(&seq, k->mv_data, 8);
-	return log_decode(seq, v, ev);
-}
-
-int log_reader_get(LogReader *r, uint64_t seq, LogEvent *ev)
-{
-	MDB_val k = { 8, &seq }, v;
-	int rc;
-
-	if ((rc = ensure(r)) != 0)
-		return rc;
-	rc = mdb_get(r->txn, r->l->events, &k, &v);
-	return rc ? mdb_rc(rc) : log_decode(seq, &v, ev);
-}
-
-int log_reader_seek(LogReader *r, uint64_t from, LogEvent *ev)
-{
-	MDB_val k = { 8, &from }, v;
-	int rc;
-
-	if ((rc = ensure(r)) != 0)
-		return rc;
-	rc = mdb_cursor_get(r->cur, &k, &v, MDB_SET_RANGE);
-	return cur_event(rc, &k, &v, ev);
-}
-
-int log_reader_next(LogReader *r, LogEvent *ev)
-{
-	MDB_val k, v;
-
-	if (!r->active)
-		return JG_EINVAL;
-	return cur_event(mdb_cursor_get(r->cur, &k, &v, MDB_NEXT), &k, &v, ev);
-}
-
-static int job_event(LogReader *r, int rc, const MDB_val *v, LogEvent *ev)
-{
-	uint64_t seq;
-
-	if (rc != 0)
-		return mdb_rc(rc);
-	if (v->mv_size != 8)
-		return JG_ECORRUPT;
-	memcpy(&seq, v->mv_data, 8);
-	rc = log_reader_get(r, seq, ev);
-	return rc == JG_ENOTFOUND ? JG_ECORRUPT : rc;
-}
-
-int log_reader_job_seek(LogReader *r, uint64_t job_id, uint64_t from, LogEvent *ev)
-{
-	MDB_val k = { 8, &job_id }, v = { 8, &from };
-	int rc;
-
-	if ((rc = ensure(r)) != 0)
-		return rc;
-	rc = mdb_cursor_get(r->jcur, &k, &v, MDB_GET_BOTH_RANGE);
-	return job_event(r, rc, &v, ev);
-}
-
-int log_reader_job_next(LogReader *r, LogEvent *ev)
-{
-	MDB_val k, v;
-
-	if (!r->active)
-		return JG_EINVAL;
-	return job_event(r, mdb_cursor_get(r->jcur, &k, &v, MDB_NEXT_DUP), &v, ev);
-}
-
-uint64_t log_reader_job_last(LogReader *r, uint64_t job_id)
-{
-	MDB_val k = { 8, &job_id }, v;
-	uint64_t seq = 0;
-
-	if (ensure(r) != 0)
-		return 0;
-	if (mdb_cursor_get(r->jcur, &k, &v, MDB_SET) != 0)
-		return 0;
-	if (mdb_cursor_get(r->jcur, &k, &v, MDB_LAST_DUP) == 0 && v.mv_size == 8)
-		memcpy(&seq, v.mv_data, 8);
-	return seq;
-}
-
-/* ---- operator views ---- */
-
-int log_info(Log *l, LogInfo *out)
-{
-	MDB_envinfo ei;
-	MDB_stat ms;
-	MDB_txn *txn;
-	MDB_cursor *c;
-	MDB_val k, v;
-	int rc;
-
-	memset(out, 0, sizeof *out);
-	if ((rc = mdb_txn_begin(l->env, NULL, MDB_RDONLY, &txn)) != 0)
-		return mdb_rc(rc);
-	mdb_stat(txn, l->events, &ms);
-	out->count = ms.ms_entries;
-	out->head = last_seq(txn, l->events);
-	if (mdb_cursor_open(txn, l->events, &c) == 0) {
-		if (mdb_cursor_get(c, &k, &v, MDB_FIRST) == 0 && k.mv_size == 8)
-			memcpy(&out->first, k.mv_data, 8);
-		mdb_cursor_close(c);
-	}
-	mdb_env_info(l->env, &ei);
-	mdb_env_stat(l->env, &ms);
-	out->bytes = (uint64_t)(ei.me_last_pgno + 1) * ms.ms_psize;
-	out->map_bytes = ei.me_mapsize;
-	mdb_txn_abort(txn);
-	return 0;
-}
-
-/* One record's semantic checks beyond decoding. */
-static int verify_event(const LogEvent *ev, char *msg, size_t cap)
-{
-	EventView v;
-
-	if (event_decode(ev, &v) != 0) {
-		snprintf(msg, cap, "seq %llu: event JSON does not decode",
-			 (unsigned long long)ev->seq);
-		return JG_ECORRUPT;
-	}
-	if (ev->type == JG_EV_ENQUEUED ? ev->job_id != ev->seq : ev->job_id >= ev->seq) {
-		snprintf(msg, cap, "seq %llu: job_id %llu is impossible",
-			 (unsigned long long)ev->seq, (unsigned long long)ev->job_id);
-		return JG_ECORRUPT;
-	}
-	return 0;
-}
-
-int log_verify(Log *l, char *msg, size_t cap)
-{
-	LogReader *r;
-	LogEvent ev;
-	uint64_t want = 1;
-	int rc;
-
-	msg[0] = 0;
-	if ((rc = log_reader_open(l, &r)) != 0)
-		return rc;
-	for (rc = log_reader_seek(r, 1, &ev); rc == 0; rc = log_reader_next(r, &ev)) {
-		if (ev.seq != want) {
-			snprintf(msg, cap, "seq %llu follows %llu: gap",
-				 (unsigned long long)ev.seq, (unsigned long long)want - 1);
-			rc = JG_ECORRUPT;
-			goto out;
-		}
-		if ((rc = verify_event(&ev, msg, cap)) != 0)
-			goto out;
-		want++;
-	}
-	if (rc == JG_ECORRUPT)
-		snprintf(msg, cap, "record after seq %llu does not decode",
-			 (unsigned long long)want - 1);
-	else if (rc == JG_ENOTFOUND)
-		rc = 0;
-out:
-	log_reader_close(r);
-	return rc;
 }

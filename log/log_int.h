@@ -1,0 +1,54 @@
+/*
+ * log_int.h -- private to log/: the Log handle's fields and the helpers
+ * log.c (the writer, open/close) shares with reader.c (snapshots, decode,
+ * operator views).  The record format is described at the top of log.c.
+ */
+#ifndef JG_LOG_INT_H
+#define JG_LOG_INT_H
+
+#include <lmdb.h>
+#include <pthread.h>
+#include "log.h"
+
+#define REC_VERSION 1
+#define REC_HDR     32
+#define MAX_WATCH   8
+
+struct Log {
+	MDB_env  *env;
+	MDB_dbi   events, byjob, idem;
+	int       readonly;
+	int       queue_max;
+	pthread_mutex_t mu;
+	pthread_cond_t  cv;
+	LogEntry *qhead, *qtail;	/* {mu} */
+	int       qlen;			/* {mu} enqueue entries waiting */
+	int       closing;		/* {mu} */
+	int       started;
+	pthread_t writer;
+	uint64_t  head;			/* atomic: last committed seq */
+	uint64_t  next;			/* {writer} next seq to assign */
+	pthread_mutex_t wmu;		/* guards watch[]: held while calling them */
+	struct { LogWatchFn fn; void *ctx; } watch[MAX_WATCH];	/* {wmu} */
+	int       nwatch;		/* {wmu} */
+	LogStats  st;			/* atomic counters */
+	uint64_t  file_end;		/* {writer} bytes of data.mdb already allocated */
+	uint64_t  used, map_bytes;	/* {writer} as of the last commit */
+	int       prealloc_off;		/* {writer} gave up (ENOSPC, no fd) */
+	Buf       rec;			/* {writer} scratch record */
+};
+
+struct LogReader {
+	Log        *l;
+	MDB_txn    *txn;
+	MDB_cursor *cur, *jcur;
+	int         active;
+	uint64_t    head;
+};
+
+/* LMDB code to ours (map/disk exhaustion is JG_ESTORAGE). */
+int      log_mdb_rc(int rc);
+/* Last key of dbi in txn, 0 if empty. */
+uint64_t log_last_seq(MDB_txn *txn, MDB_dbi dbi);
+
+#endif
