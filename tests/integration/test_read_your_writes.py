@@ -1,0 +1,36 @@
+"""Read-your-writes (SPEC §1, issue 3): a job whose trigger was acknowledged
+is never reported missing, whatever the projector's lag."""
+import threading
+
+
+def test_800_post_then_get_pairs_from_8_connections_never_miss(server):
+    misses, errors = [], []
+
+    def worker(w):
+        c = server.conn()
+        try:
+            for i in range(100):
+                r = server.post("/trigger/echo/poll", {"w": w, "i": i}, conn=c)
+                if r.status != 202:
+                    errors.append((r.status, r.body))
+                    continue
+                jid = r.json()["id"]
+                g = server.get("/jobs/%d" % jid, conn=c)
+                if g.status != 200:
+                    misses.append((jid, g.status, g.body))
+                    continue
+                j = g.json()
+                if j["id"] != jid or j["payload"] != {"w": w, "i": i} or j["seq"] < jid:
+                    misses.append((jid, "wrong body", g.body))
+        finally:
+            c.close()
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors[:3]
+    assert not misses, misses[:3]
+    enq = [e for e in server.dump() if e["type"] == "job.enqueued"]
+    assert len(enq) == 800
