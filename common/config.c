@@ -9,6 +9,10 @@
  * jobs, so the root's fields are applied in table order (jobs before
  * tokens), not in document order.
  *
+ * This file holds the walker's helpers (shared through config_int.h), the
+ * root and limits tables, file reading and the public API; the "jobs"
+ * and "tokens" sections are parsed in config_jobs.c.
+ *
  * Secrets: plaintext tokens are hashed with SHA-256 as soon as they are
  * decoded and the decoded copy is wiped; only digests live in a Config.
  * config_auth() hashes the presented token and compares it with every
@@ -17,6 +21,7 @@
  * (they key the signature check) and are wiped by config_free().
  */
 #include "config.h"
+#include "config_int.h"
 #include "json.h"
 #include "jg.h"
 
@@ -33,32 +38,11 @@
 #include <openssl/sha.h>
 
 #define CFG_FILE_MAX (1 << 20)	/* a config larger than 1 MiB is a mistake */
-#define CFG_PATH_MAX 256
-#define CFG_HMAC_HEADER "X-Hub-Signature-256"
 
-typedef struct CfgParse {
-	const char *js;
-	const jsmntok_t *t;
-	Config *c;
-	char *err;
-	size_t errlen;
-} CfgParse;
-
-typedef struct CfgField CfgField;
-typedef int (*CfgFn)(CfgParse *p, int i, const char *path, void *obj,
-		     const CfgField *f);
-
-/* One key an object may hold; int fields carry their offset and bound. */
-struct CfgField {
-	const char *name;
-	CfgFn fn;
-	size_t off;
-	int64_t max;
-	int wide;	/* 1: int64_t field, 0: int */
-};
+/* ---- parser helpers (declared in config_int.h) ------------------------ */
 
 /* A printable, bounded rendering of untrusted text for error messages. */
-static void cfg_show(const char *s, size_t n, char *out, size_t cap)
+void cfg_show(const char *s, size_t n, char *out, size_t cap)
 {
 	size_t i, k = 0;
 
@@ -69,9 +53,7 @@ static void cfg_show(const char *s, size_t n, char *out, size_t cap)
 	out[k] = '\0';
 }
 
-static int cfg_fail(CfgParse *p, const char *path, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static int cfg_fail(CfgParse *p, const char *path, const char *fmt, ...)
+int cfg_fail(CfgParse *p, const char *path, const char *fmt, ...)
 {
 	va_list ap;
 	int k;
@@ -89,7 +71,7 @@ static int cfg_fail(CfgParse *p, const char *path, const char *fmt, ...)
 
 /* The key token's text shown in a path: decoded when it is a short plain
  * name, else the sanitized raw text. */
-static void cfg_key(CfgParse *p, int k, char *out, size_t cap)
+void cfg_key(CfgParse *p, int k, char *out, size_t cap)
 {
 	const jsmntok_t *t = &p->t[k];
 
@@ -100,7 +82,7 @@ static void cfg_key(CfgParse *p, int k, char *out, size_t cap)
 
 /* parent.key into out[CFG_PATH_MAX]; parts are bounded, so a cut (which
  * would only shorten a message) cannot happen in practice. */
-static void cfg_path(char *out, const char *parent, const char *key)
+void cfg_path(char *out, const char *parent, const char *key)
 {
 	if (snprintf(out, CFG_PATH_MAX, "%s%s%s", parent, *parent ? "." : "", key) < 0)
 		out[0] = '\0';
@@ -111,7 +93,7 @@ static void cfg_path(char *out, const char *parent, const char *key)
  * unknown and repeated keys, then run each present field's handler in
  * table order.  obj must be an object (checked by the caller).
  */
-static int cfg_fields(CfgParse *p, int obj, const char *path, void *target,
+int cfg_fields(CfgParse *p, int obj, const char *path, void *target,
 		      const CfgField *fields, int nf)
 {
 	char key[80], sub[CFG_PATH_MAX];
@@ -142,7 +124,7 @@ static int cfg_fields(CfgParse *p, int obj, const char *path, void *target,
 	return 0;
 }
 
-static int cfg_want(CfgParse *p, int i, const char *path, jsmntype_t type)
+int cfg_want(CfgParse *p, int i, const char *path, jsmntype_t type)
 {
 	static const char *what[] = {"", "an object", "an array", "a string", ""};
 
@@ -153,7 +135,7 @@ static int cfg_want(CfgParse *p, int i, const char *path, jsmntype_t type)
 
 /* String value into out[cap]; rejects non-strings, NUL bytes, empty and
  * over-long values with the path. */
-static int cfg_str(CfgParse *p, int i, const char *path, char *out, size_t cap)
+int cfg_str(CfgParse *p, int i, const char *path, char *out, size_t cap)
 {
 	int rc;
 
@@ -170,7 +152,7 @@ static int cfg_str(CfgParse *p, int i, const char *path, char *out, size_t cap)
 }
 
 /* Fresh copy of a non-empty string value without NUL bytes. */
-static int cfg_strdup(CfgParse *p, int i, const char *path, char **out)
+int cfg_strdup(CfgParse *p, int i, const char *path, char **out)
 {
 	int rc;
 
@@ -183,7 +165,7 @@ static int cfg_strdup(CfgParse *p, int i, const char *path, char **out)
 	return 0;
 }
 
-static int cfg_posint(CfgParse *p, int i, const char *path, void *obj,
+int cfg_posint(CfgParse *p, int i, const char *path, void *obj,
 		      const CfgField *f)
 {
 	int64_t v;
@@ -243,352 +225,6 @@ static int cfg_limits(CfgParse *p, int i, const char *path, void *obj,
 		return rc;
 	return cfg_fields(p, i, path, p->c, cfg_limit_fields,
 			  (int)(sizeof cfg_limit_fields / sizeof cfg_limit_fields[0]));
-}
-
-/* ---- jobs ---------------------------------------------------------- */
-
-static void cfg_job_defaults(JgJob *j)
-{
-	j->timeout_s = 600;
-	j->concurrency = 4;
-	j->max_attempts = 3;
-	j->backoff_s = 2;
-}
-
-static void cfg_job_free(JgJob *j)
-{
-	int k;
-
-	for (k = 0; j->argv && k < j->argc; k++)
-		free(j->argv[k]);
-	free(j->argv);
-	if (j->hmac_secret) {
-		OPENSSL_cleanse(j->hmac_secret, j->hmac_secret_len);
-		free(j->hmac_secret);
-	}
-	free(j->hmac_header);
-	memset(j, 0, sizeof *j);
-}
-
-static int cfg_builtin(CfgParse *p, int i, const char *path, void *obj,
-		       const CfgField *f)
-{
-	JgJob *j = obj;
-	char show[80];
-
-	(void)f;
-	if (cfg_want(p, i, path, JSMN_STRING) != 0)
-		return JG_EINVAL;
-	if (!json_eq(p->js, &p->t[i], "echo")) {
-		cfg_show(p->js + p->t[i].start, (size_t)(p->t[i].end - p->t[i].start),
-			 show, sizeof show);
-		return cfg_fail(p, path, "unknown builtin \"%s\" (known: echo)", show);
-	}
-	j->builtin_echo = 1;
-	return 0;
-}
-
-/* argv[0] is run without a shell: an absolute path, or a bare name looked
- * up in PATH when the job runs.  A relative path would depend on the
- * server's working directory, so it is refused. */
-static int cfg_argv0_ok(const char *s)
-{
-	return s[0] == '/' || !strchr(s, '/');
-}
-
-static int cfg_command(CfgParse *p, int i, const char *path, void *obj,
-		       const CfgField *f)
-{
-	JgJob *j = obj;
-	char sub[CFG_PATH_MAX];
-	int k, e, rc, n = p->t[i].size;
-
-	(void)f;
-	if ((rc = cfg_want(p, i, path, JSMN_ARRAY)) != 0)
-		return rc;
-	if (n == 0)
-		return cfg_fail(p, path, "expected a non-empty array of strings");
-	if (!(j->argv = calloc((size_t)n + 1, sizeof *j->argv)))
-		return ENOMEM;
-	for (k = 0, e = i + 1; k < n; k++, e = json_skip(p->t, e)) {
-		snprintf(sub, sizeof sub, "%s[%d]", path, k);
-		if (k > 0 && p->t[e].type == JSMN_STRING && p->t[e].start == p->t[e].end) {
-			j->argv[k] = strdup("");	/* empty arguments are legal */
-			if (!j->argv[k])
-				return ENOMEM;
-		} else if ((rc = cfg_strdup(p, e, sub, &j->argv[k])) != 0) {
-			return rc;
-		}
-		j->argc = k + 1;
-	}
-	if (!cfg_argv0_ok(j->argv[0])) {
-		snprintf(sub, sizeof sub, "%s[0]", path);
-		return cfg_fail(p, sub, "expected an absolute path or a command name");
-	}
-	return 0;
-}
-
-static int cfg_hmac_secret(CfgParse *p, int i, const char *path, void *obj,
-			   const CfgField *f)
-{
-	JgJob *j = obj;
-	int rc;
-
-	(void)f;
-	if ((rc = cfg_strdup(p, i, path, &j->hmac_secret)) != 0)
-		return rc;
-	j->hmac_secret_len = strlen(j->hmac_secret);
-	return 0;
-}
-
-/* An HTTP field name: RFC 9110 token characters. */
-static int cfg_header_ok(const char *s)
-{
-	static const char extra[] = "!#$%&'*+-.^_`|~";
-	size_t n = strlen(s), k;
-
-	if (n == 0 || n > 64)
-		return 0;
-	for (k = 0; k < n; k++)
-		if (!(s[k] >= '0' && s[k] <= '9') && !(s[k] >= 'a' && s[k] <= 'z') &&
-		    !(s[k] >= 'A' && s[k] <= 'Z') && !strchr(extra, s[k]))
-			return 0;
-	return 1;
-}
-
-static int cfg_hmac_header(CfgParse *p, int i, const char *path, void *obj,
-			   const CfgField *f)
-{
-	JgJob *j = obj;
-	int rc;
-
-	(void)f;
-	if ((rc = cfg_strdup(p, i, path, &j->hmac_header)) != 0)
-		return rc;
-	if (!cfg_header_ok(j->hmac_header))
-		return cfg_fail(p, path, "expected an HTTP header name");
-	return 0;
-}
-
-#define JOBINT(name, max) {#name, cfg_posint, offsetof(JgJob, name), max, 0}
-static const CfgField cfg_job_fields[] = {
-	{"builtin", cfg_builtin, 0, 0, 0},
-	{"command", cfg_command, 0, 0, 0},
-	JOBINT(timeout_s, 7 * 86400),
-	JOBINT(concurrency, 1024),
-	JOBINT(max_attempts, 100),
-	JOBINT(backoff_s, 86400),
-	{"hmac_secret", cfg_hmac_secret, 0, 0, 0},
-	{"hmac_header", cfg_hmac_header, 0, 0, 0},
-};
-
-/* Rules that span fields, checked once the job's keys are applied. */
-static int cfg_job_check(CfgParse *p, JgJob *j, const char *path)
-{
-	char sub[CFG_PATH_MAX];
-
-	if (j->builtin_echo == (j->argv != NULL))
-		return cfg_fail(p, path, "exactly one of builtin or command is required");
-	if (j->hmac_header && !j->hmac_secret) {
-		cfg_path(sub, path, "hmac_header");
-		return cfg_fail(p, sub, "requires hmac_secret");
-	}
-	if (j->hmac_secret && !j->hmac_header &&
-	    !(j->hmac_header = strdup(CFG_HMAC_HEADER)))
-		return ENOMEM;
-	return 0;
-}
-
-static int cfg_job(CfgParse *p, int k, JgJob *j)
-{
-	char name[80], path[CFG_PATH_MAX];
-	const JgJob *q;
-	int rc, v = k + 1;
-
-	cfg_key(p, k, name, sizeof name);
-	if (json_str(p->js, &p->t[k], j->name, sizeof j->name) != 0 ||
-	    !config_name_ok(j->name, strlen(j->name)))
-		return cfg_fail(p, "jobs", "bad job name \"%s\": use 1-64 of A-Z a-z 0-9 _ . -",
-				name);
-	cfg_path(path, "jobs", j->name);
-	for (q = p->c->jobs; q < j; q++)
-		if (strcmp(q->name, j->name) == 0)
-			return cfg_fail(p, path, "duplicate key");
-	cfg_job_defaults(j);
-	if ((rc = cfg_want(p, v, path, JSMN_OBJECT)) != 0)
-		return rc;
-	if ((rc = cfg_fields(p, v, path, j, cfg_job_fields,
-			     (int)(sizeof cfg_job_fields / sizeof cfg_job_fields[0]))) != 0)
-		return rc;
-	return cfg_job_check(p, j, path);
-}
-
-static int cfg_jobs(CfgParse *p, int i, const char *path, void *obj,
-		    const CfgField *f)
-{
-	Config *c = p->c;
-	int k, e, rc, n = p->t[i].size;
-
-	(void)obj, (void)f;
-	if ((rc = cfg_want(p, i, path, JSMN_OBJECT)) != 0)
-		return rc;
-	if (n == 0)
-		return cfg_fail(p, path, "at least one job is required");
-	/* Drop the embedded default: the file's jobs replace it. */
-	for (k = 0; k < c->njobs; k++)
-		cfg_job_free(&c->jobs[k]);
-	free(c->jobs);
-	c->njobs = 0;
-	if (!(c->jobs = calloc((size_t)n, sizeof *c->jobs)))
-		return ENOMEM;
-	for (k = 0, e = i + 1; k < n; k++, e = json_skip(p->t, e)) {
-		/* Count the job first so config_free() releases a half-built one. */
-		c->njobs++;
-		if ((rc = cfg_job(p, e, &c->jobs[k])) != 0)
-			return rc;
-	}
-	return 0;
-}
-
-/* ---- tokens -------------------------------------------------------- */
-
-typedef struct CfgTok {
-	JgToken *t;
-	int has_secret;	/* token or token_sha256 seen */
-} CfgTok;
-
-static int cfg_tok_name(CfgParse *p, int i, const char *path, void *obj,
-			const CfgField *f)
-{
-	CfgTok *ct = obj;
-	int k, rc;
-
-	(void)f;
-	if ((rc = cfg_str(p, i, path, ct->t->name, sizeof ct->t->name)) != 0)
-		return rc;
-	if (!config_name_ok(ct->t->name, strlen(ct->t->name)))
-		return cfg_fail(p, path, "bad token name: use 1-64 of A-Z a-z 0-9 _ . -");
-	for (k = 0; &p->c->tokens[k] != ct->t; k++)
-		if (strcmp(p->c->tokens[k].name, ct->t->name) == 0)
-			return cfg_fail(p, path, "duplicate token name \"%s\"", ct->t->name);
-	return 0;
-}
-
-static int cfg_tok_plain(CfgParse *p, int i, const char *path, void *obj,
-			 const CfgField *f)
-{
-	CfgTok *ct = obj;
-	char *plain = NULL;
-	size_t n;
-	int rc;
-
-	(void)f;
-	if ((rc = cfg_strdup(p, i, path, &plain)) != 0)
-		return rc;
-	n = strlen(plain);
-	SHA256((const unsigned char *)plain, n, ct->t->sha256);
-	OPENSSL_cleanse(plain, n);
-	free(plain);
-	ct->has_secret++;
-	return 0;
-}
-
-static int cfg_tok_sha(CfgParse *p, int i, const char *path, void *obj,
-		       const CfgField *f)
-{
-	CfgTok *ct = obj;
-	const jsmntok_t *t = &p->t[i];
-	const char *s = p->js + t->start;
-	int k, hi, lo;
-
-	(void)f;
-	if (t->type != JSMN_STRING || t->end - t->start != 64)
-		return cfg_fail(p, path, "expected 64 hex digits");
-	for (k = 0; k < 32; k++) {
-		hi = jg_hexval(s[2 * k]);
-		lo = jg_hexval(s[2 * k + 1]);
-		if (hi < 0 || lo < 0)
-			return cfg_fail(p, path, "expected 64 hex digits");
-		ct->t->sha256[k] = (unsigned char)(hi << 4 | lo);
-	}
-	ct->has_secret++;
-	return 0;
-}
-
-static int cfg_tok_jobs(CfgParse *p, int i, const char *path, void *obj,
-			const CfgField *f)
-{
-	JgToken *t = ((CfgTok *)obj)->t;
-	char sub[CFG_PATH_MAX], name[JG_NAME_MAX + 1];
-	int k, e, rc, n = p->t[i].size;
-
-	(void)f;
-	if ((rc = cfg_want(p, i, path, JSMN_ARRAY)) != 0)
-		return rc;
-	/* An empty list is a token that may trigger nothing (read-only). */
-	if (!(t->jobs = calloc((size_t)n + 1, sizeof *t->jobs)))
-		return ENOMEM;
-	for (k = 0, e = i + 1; k < n; k++, e = json_skip(p->t, e)) {
-		snprintf(sub, sizeof sub, "%s[%d]", path, k);
-		if (p->t[e].type != JSMN_STRING)
-			return cfg_fail(p, sub, "expected a string");
-		if (json_str(p->js, &p->t[e], name, sizeof name) != 0 ||
-		    !config_job(p->c, name, strlen(name))) {
-			cfg_key(p, e, name, sizeof name);
-			return cfg_fail(p, sub, "unknown job \"%s\"", name);
-		}
-		if (!(t->jobs[k] = strdup(name)))
-			return ENOMEM;
-		t->njobs = k + 1;
-	}
-	return 0;
-}
-
-static const CfgField cfg_tok_fields[] = {
-	{"name", cfg_tok_name, 0, 0, 0},
-	{"token", cfg_tok_plain, 0, 0, 0},
-	{"token_sha256", cfg_tok_sha, 0, 0, 0},
-	{"jobs", cfg_tok_jobs, 0, 0, 0},
-};
-
-static int cfg_tokens(CfgParse *p, int i, const char *path, void *obj,
-		      const CfgField *f)
-{
-	Config *c = p->c;
-	char sub[CFG_PATH_MAX];
-	CfgTok ct;
-	int k, e, rc, n = p->t[i].size;
-
-	(void)obj, (void)f;
-	if ((rc = cfg_want(p, i, path, JSMN_ARRAY)) != 0)
-		return rc;
-	if (n == 0)
-		return 0;
-	if (!(c->tokens = calloc((size_t)n, sizeof *c->tokens)))
-		return ENOMEM;
-	for (k = 0, e = i + 1; k < n; k++, e = json_skip(p->t, e)) {
-		snprintf(sub, sizeof sub, "%s[%d]", path, k);
-		c->ntokens++;
-		ct.t = &c->tokens[k];
-		ct.has_secret = 0;
-		if ((rc = cfg_want(p, e, sub, JSMN_OBJECT)) != 0)
-			return rc;
-		if ((rc = cfg_fields(p, e, sub, &ct, cfg_tok_fields,
-				     (int)(sizeof cfg_tok_fields / sizeof cfg_tok_fields[0]))) != 0)
-			return rc;
-		if (ct.t->name[0] == '\0') {
-			strcat(sub, ".name");
-			return cfg_fail(p, sub, "required");
-		}
-		if (ct.has_secret != 1)
-			return cfg_fail(p, sub, "exactly one of token or token_sha256 is required");
-		/* Two names for one secret would make the actor and the job
-		 * list of a request ambiguous. */
-		for (int j = 0; j < k; j++)
-			if (memcmp(c->tokens[j].sha256, ct.t->sha256, 32) == 0)
-				return cfg_fail(p, sub, "same secret as tokens[%d]", j);
-	}
-	return 0;
 }
 
 /* ---- root and public API ------------------------------------------- */

@@ -22,7 +22,7 @@ FUZZ_TARGETS := json config route
 
 json_SRCS    := common/json.c common/buf.c common/jg.c
 json_LIBS    :=
-config_SRCS  := common/config.c common/json.c common/buf.c common/jg.c
+config_SRCS  := common/config.c common/config_jobs.c common/json.c common/buf.c common/jg.c
 config_LIBS  := -lcrypto
 route_SRCS   := api/route.c common/buf.c common/jg.c
 route_LIBS   :=
