@@ -66,9 +66,9 @@ void streams_ws_closed(Streams *s, ApiSession *sess);
 
 /* ====================================================================
  * HTTP side internals (added by the api owner): shared by server.c,
- * http.c, routes.c, trigger.c, jobs.c and metrics.c; stream.c does not
- * use them.  Everything below runs on the api thread unless a comment
- * says otherwise.
+ * listen.c, http.c, routes.c, trigger.c, jobs.c and metrics.c; stream.c
+ * does not use them.  Everything below runs on the api thread unless a
+ * comment says otherwise.
  * ==================================================================== */
 #include <pthread.h>
 #include <signal.h>
@@ -193,6 +193,16 @@ void    api_cq_push(Api *a, ApiReq *r);		/* any thread */
 void    api_wait_park(Api *a, ApiReq *r);
 void    api_sess_drop(Api *a, ApiSession *sess);	/* orphans or frees sess->req */
 uint64_t api_head(Api *a);
+/* The one protocol ("jobgate") and its callback, for listen.c's vhost. */
+extern const struct lws_protocols api_protocols[];
+
+/* listen.c: start-up of the lws side */
+/* Main thread, in api_open: probe cfg's listen address, then create
+ * a->ctx with one vhost and set a->vh and a->port.  0 or an errno value;
+ * a failure is logged here, once. */
+int  api_listen(Api *a);
+/* Any thread lws logs from: the emit hook for lws_set_log_level(). */
+void api_lws_log(int level, const char *line);
 
 /* http.c: responses.  hdrs is extra header lines, each ending "\r\n".
  * api_reply() answers from inside r->wsi's own callback and returns the
