@@ -56,7 +56,8 @@ def test_listen_host_name_refused_localhost_resolved(tmp_path, make_server):
 def test_head_on_get_routes(server):
     """Load balancers health-check with HEAD: same status and headers as
     GET, no body, and the connection stays usable."""
-    server.post("/trigger/echo", {"a": 1})
+    # Wait for the job to finish so GET and HEAD see the same object.
+    assert server.post("/trigger/echo/wait", {"a": 1}).status == 200
     c = server.conn()
     try:
         for path, token in (("/healthz", None), ("/jobs/1", True), ("/jobs", True),
