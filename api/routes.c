@@ -168,6 +168,12 @@ int api_route_begin(Api *a, struct lws *wsi, ApiSession *sess, const char *path,
 	r->wsi = wsi;
 	r->head_only = m == API_M_HEAD;
 	sess->req = r;
+	if (atomic_load(&a->stop)) {
+		/* Stopping: nothing new is taken, even on a kept-alive
+		 * connection; the client retries against the next server. */
+		r->close_after = 1;
+		return api_reply_error(a, r, 503, "overloaded", "shutting down");
+	}
 	if (api_header_bytes(wsi) > API_HDR_MAX) {
 		/* Whatever body follows stays unread: answer and hang up. */
 		r->close_after = 1;

@@ -5,9 +5,10 @@
  * Start order follows the watcher rule (log_watch before log_start):
  * open log -> open projector, runner, api (each registers a watcher) ->
  * start log writer, projector, runner -> run the api loop on this thread.
- * Stop order drains from the edge inward: api stops accepting, the runner
- * finishes or interrupts jobs (appending their events), the api closes,
- * the projector catches up with the head, and the log commits the rest.
+ * Stop order drains from the edge inward: the api answers what it owes
+ * (new requests get 503) and closes its connections, the runner finishes
+ * or interrupts jobs (appending their events), the projector catches up
+ * with the head, and the log commits the rest.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -271,8 +272,11 @@ out:
 	pthread_mutex_lock(&sig_mu);
 	sig_api = NULL;			/* a late signal must not reach a freed api */
 	pthread_mutex_unlock(&sig_mu);
-	runner_close(run, SHUTDOWN_GRACE_S);
+	/* The api goes first: once it has answered what it owed, its
+	 * connections are closed at once rather than left hanging while
+	 * running jobs get their grace period. */
 	api_close(api);
+	runner_close(run, SHUTDOWN_GRACE_S);
 	proj_close(proj);
 	log_close(log);
 	if (code == 0)

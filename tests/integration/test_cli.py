@@ -1,5 +1,6 @@
 """The command line as a new user meets it (SPEC §2, §3): usage, exit
 codes, one-line errors, the generated token, the data-dir lock, signals."""
+import http.client
 import json
 import os
 import signal
@@ -111,3 +112,32 @@ def test_log_commands_on_a_missing_data_dir_fail_clearly(tmp_path):
     r = run("log", "stat", "--data-dir", str(tmp_path / "nope"))
     assert r.returncode == 1
     assert "no event log" in r.stderr
+
+
+def test_after_sigterm_no_new_work_is_taken(make_server):
+    """A request that arrives after SIGTERM, even on a kept-alive
+    connection, is refused (503 + Retry-After) or finds the connection
+    closed at once; it is never acknowledged, and the server still exits 0
+    after giving a running job its grace period."""
+    s = make_server(config={"jobs": {"echo": {"builtin": "echo"},
+                                     "long": {"command": ["/bin/sleep", "30"], "timeout_s": 3,
+                                              "max_attempts": 1}}})
+    c = s.conn(timeout=10)
+    assert s.post("/trigger/echo", {"a": 1}, conn=c).status == 202
+    assert s.post("/trigger/long", None).status == 202
+    time.sleep(0.3)
+    head = s.get("/healthz").json()["log_seq"]
+    s.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    t0 = time.time()
+    try:
+        r = s.post("/trigger/echo", {"late": 1}, conn=c)
+        assert r.status == 503, (r.status, r.body)
+        assert r.json()["error"] == "overloaded" and "retry-after" in r.headers
+    except (ConnectionError, OSError, http.client.HTTPException):
+        pass                                    # closed: also a clean refusal
+    assert time.time() - t0 < 3
+    assert s.proc.wait(30) == 0
+    late = [e for e in s.dump() if e["type"] == "job.enqueued" and e.get("payload") == {"late": 1}]
+    assert late == []
+    assert max(e["seq"] for e in s.dump()) >= head
