@@ -271,11 +271,8 @@ static int member(const char *js, const jsmntok_t *toks, int k, EventView *v)
 	return 0;
 }
 
-int event_decode(const LogEvent *ev, EventView *v)
+void event_view_header(const LogEvent *ev, EventView *v)
 {
-	jsmntok_t stack[64], *heap, *toks;
-	int n, i, rc = 0;
-
 	memset(v, 0, sizeof *v);
 	v->seq = ev->seq;
 	v->job_id = ev->job_id;
@@ -286,6 +283,14 @@ int event_decode(const LogEvent *ev, EventView *v)
 	v->job.p = ev->job;
 	v->job.n = ev->job_len;
 	v->duration_ms = -1;
+}
+
+int event_decode(const LogEvent *ev, EventView *v)
+{
+	jsmntok_t stack[64], *heap, *toks;
+	int n, i, rc = 0;
+
+	event_view_header(ev, v);
 	n = json_parse_own(ev->json, ev->json_len, stack, 64, &heap, &toks);
 	if (n < 1 || toks[0].type != JSMN_OBJECT) {
 		free(heap);

@@ -64,5 +64,8 @@ typedef struct EventView {
 
 /* 0, or JG_ECORRUPT when the JSON does not hold what the type needs. */
 int event_decode(const LogEvent *ev, EventView *out);
+/* Only what the binary header holds (seq, job_id, type, status, attempt,
+ * at, job); every JSON member absent.  Enough for started/canceled. */
+void event_view_header(const LogEvent *ev, EventView *out);
 
 #endif

@@ -551,16 +551,7 @@ static int pdb_decode(const LogEvent *ev, EventView *v)
 {
 	if (ev->type != JG_EV_STARTED && ev->type != JG_EV_CANCELED)
 		return event_decode(ev, v);
-	memset(v, 0, sizeof *v);
-	v->seq = ev->seq;
-	v->job_id = ev->job_id;
-	v->type = ev->type;
-	v->status = ev->status;
-	v->attempt = ev->attempt;
-	v->at_ms = ev->at_ms;
-	v->job.p = ev->job;
-	v->job.n = ev->job_len;
-	v->duration_ms = -1;
+	event_view_header(ev, v);
 	return 0;
 }
 
