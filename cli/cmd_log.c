@@ -65,25 +65,6 @@ static int parse_args(int argc, char **argv, const char *cmd, int seqs, LogArgs 
 	return 0;
 }
 
-static int open_ro(const char *dir, Log **l)
-{
-	char path[4200];
-	struct stat st;
-	LogOptions o = { 1, 0, 0 };
-	int rc;
-
-	snprintf(path, sizeof path, "%s/log/data.mdb", dir);
-	if (stat(path, &st) != 0) {
-		fprintf(stderr, "jobgate log: no event log in %s (expected %s)\n", dir, path);
-		return 1;
-	}
-	if ((rc = log_open(l, dir, &o)) != 0) {
-		fprintf(stderr, "jobgate log: cannot open %s/log: %s\n", dir, jg_strerror(rc));
-		return 1;
-	}
-	return 0;
-}
-
 static int dump(Log *l, const LogArgs *a)
 {
 	LogReader *r;
@@ -162,7 +143,7 @@ int cmd_log(int argc, char **argv)
 	snprintf(cmd, sizeof cmd, "log %s", sub);
 	if ((rc = parse_args(argc - 1, argv + 1, cmd, !strcmp(sub, "dump"), &a)) != 0)
 		return rc;
-	if ((rc = open_ro(a.dir, &l)) != 0)
+	if ((rc = cli_open_log("log", a.dir, &l)) != 0)
 		return rc;
 	if (!strcmp(sub, "dump"))
 		rc = dump(l, &a);

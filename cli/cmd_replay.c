@@ -80,23 +80,6 @@ static int err1(const char *what, const char *path, int rc)
 	return 1;
 }
 
-static int open_log(const char *dir, Log **l)
-{
-	char path[4200];
-	struct stat st;
-	LogOptions o = { 1, 0, 0 };
-	int rc;
-
-	snprintf(path, sizeof path, "%s/log/data.mdb", dir);
-	if (stat(path, &st) != 0) {
-		fprintf(stderr, "jobgate replay: no event log in %s (expected %s)\n", dir, path);
-		return 1;
-	}
-	if ((rc = log_open(l, dir, &o)) != 0)
-		return err1("cannot open the event log in", dir, rc);
-	return 0;
-}
-
 static double secs_since(int64_t t0)
 {
 	return (double)(jg_mono_ns() - t0) / 1e9;
@@ -241,7 +224,7 @@ int cmd_replay(int argc, char **argv)
 		if (rc != 0)
 			return err1("cannot lock", a.dir, rc);
 	}
-	if ((code = open_log(a.dir, &l)) != 0)
+	if ((code = cli_open_log("replay", a.dir, &l)) != 0)
 		goto out;
 	if (a.check)
 		code = do_check(l, a.dir, a.out);

@@ -5,7 +5,10 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
+#include "../common/jg.h"
+#include "../log/log.h"
 #include "cli.h"
 
 static const char usage[] =
@@ -38,6 +41,26 @@ int cli_value(int argc, char **argv, int *i, const char *cmd, const char **out)
 	if (*i + 1 >= argc || argv[*i + 1][0] == '\0')
 		return cli_bad(cmd, "option %s needs a value", argv[*i]);
 	*out = argv[++*i];
+	return 0;
+}
+
+int cli_open_log(const char *cmd, const char *dir, Log **l)
+{
+	char path[4200];
+	struct stat st;
+	LogOptions o = { 1, 0, 0 };
+	int rc;
+
+	snprintf(path, sizeof path, "%s/log/data.mdb", dir);
+	if (stat(path, &st) != 0) {
+		fprintf(stderr, "jobgate %s: no event log in %s (expected %s)\n", cmd, dir, path);
+		return 1;
+	}
+	if ((rc = log_open(l, dir, &o)) != 0) {
+		fprintf(stderr, "jobgate %s: cannot open the event log in %s: %s\n",
+			cmd, dir, jg_strerror(rc));
+		return 1;
+	}
 	return 0;
 }
 
