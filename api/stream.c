@@ -60,11 +60,12 @@
 
 #define STREAMS_BATCH_EVENTS 256	/* messages rendered per writable */
 #define STREAMS_BATCH_BYTES  (64 * 1024)	/* text rendered per writable */
-/* Head moves closer than this share one wake: 10 ms, plus 1 ms per 25
- * subscribers up to 50 ms, so the syscalls per event fall as fan-out grows
- * while delivery stays well under 100 ms. */
-#define STREAMS_COALESCE_MS(s) ((s)->nsub[SESS_WS] + (s)->nsub[SESS_SSE] >= 1000 ? 50 : \
-	10 + ((s)->nsub[SESS_WS] + (s)->nsub[SESS_SSE]) / 25)
+/* Head moves closer than this share one wake: 1 ms plus 1 ms per 20
+ * subscribers, at most 50 ms, so the syscalls per event fall as fan-out
+ * grows while a few subscribers see each commit at once and 1,000 still
+ * get theirs well under 100 ms. */
+#define STREAMS_NSUB(s)        ((s)->nsub[SESS_WS] + (s)->nsub[SESS_SSE])
+#define STREAMS_COALESCE_MS(s) (STREAMS_NSUB(s) >= 49 * 20 ? 50 : 1 + STREAMS_NSUB(s) / 20)
 #define STREAMS_SCAN_MAX     4096	/* events examined per writable (job= filter) */
 #define STREAMS_PING_MS      25000	/* idle ping period; SPEC says <= 30 s */
 #define STREAMS_ARG_MAX      128	/* longest query value we accept */

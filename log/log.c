@@ -216,14 +216,32 @@ uint64_t log_head(Log *l)
 	return __atomic_load_n(&l->head, __ATOMIC_ACQUIRE);
 }
 
-int log_submit(Log *l, LogEntry *e)
+static void entry_reset(LogEntry *e)
 {
-	int rc = 0;
-
 	e->next = NULL;
 	e->rc = 0;
 	e->seq = 0;
 	e->replayed = 0;
+	e->joined = 0;
+}
+
+/* {l->mu} */
+static void queue_push(Log *l, LogEntry *e)
+{
+	if (l->qtail)
+		l->qtail->next = e;
+	else
+		l->qhead = e;
+	l->qtail = e;
+	if (e->type == JG_EV_ENQUEUED)
+		l->qlen++;
+}
+
+int log_submit(Log *l, LogEntry *e)
+{
+	int rc = 0;
+
+	entry_reset(e);
 	pthread_mutex_lock(&l->mu);
 	if (l->closing || l->readonly) {
 		rc = JG_ECLOSED;
@@ -232,13 +250,28 @@ int log_submit(Log *l, LogEntry *e)
 		 * accepted must never be refused, or a job could stick. */
 		rc = JG_EFULL;
 	} else {
-		if (l->qtail)
-			l->qtail->next = e;
-		else
-			l->qhead = e;
-		l->qtail = e;
-		if (e->type == JG_EV_ENQUEUED)
-			l->qlen++;
+		queue_push(l, e);
+		pthread_cond_signal(&l->cv);
+	}
+	pthread_mutex_unlock(&l->mu);
+	return rc;
+}
+
+/* Both under one lock: the writer takes the queue whole, so a pair is never
+ * split between batches; write_all keeps it in one txn when it splits one. */
+int log_submit_pair(Log *l, LogEntry *a, LogEntry *b)
+{
+	int rc = 0;
+
+	entry_reset(a);
+	entry_reset(b);
+	b->joined = 1;
+	pthread_mutex_lock(&l->mu);
+	if (l->closing || l->readonly) {
+		rc = JG_ECLOSED;
+	} else {
+		queue_push(l, a);
+		queue_push(l, b);
 		pthread_cond_signal(&l->cv);
 	}
 	pthread_mutex_unlock(&l->mu);
@@ -446,16 +479,19 @@ static void prealloc(Log *l)
 }
 
 /* Writer thread: write the batch; if that fails and it holds several
- * entries, write each in its own txn, so one bad entry (a payload larger
- * than the space left, an allocation failure) fails alone instead of
- * failing its neighbours.  Sets every e->rc; returns 1 if anything was
- * committed. */
+ * groups, write each group (an entry and the ones joined to it) in its own
+ * txn, so one bad entry (a payload larger than the space left, an
+ * allocation failure) fails alone instead of failing its neighbours.  Sets
+ * every e->rc; returns 1 if anything was committed. */
 static int write_all(Log *l, LogEntry *batch, uint64_t n)
 {
-	LogEntry *e, *rest;
+	LogEntry *e, *last, *rest;
+	uint64_t k;
 	int rc = write_batch(l, batch, n), any = 0;
 
-	if (rc == 0 || n == 1) {
+	for (k = 1, last = batch; last->next && last->next->joined; last = last->next)
+		k++;
+	if (rc == 0 || k == n) {
 		for (e = batch; e; e = e->next)
 			e->rc = rc;
 		if (rc != 0)
@@ -465,13 +501,17 @@ static int write_all(Log *l, LogEntry *batch, uint64_t n)
 	jg_log(JG_WARN, "log batch failed; writing its entries one by one",
 	       "error", jg_strerror(rc), NULL);
 	for (e = batch; e; e = rest) {
-		rest = e->next;
-		e->next = NULL;		/* write_batch walks the chain */
-		e->rc = write_batch(l, e, 1);
-		e->next = rest;
-		any |= e->rc == 0;
-		if (e->rc != 0)
-			jg_log(JG_ERROR, "log commit failed", "error", jg_strerror(e->rc), NULL);
+		for (k = 1, last = e; last->next && last->next->joined; last = last->next)
+			k++;
+		rest = last->next;
+		last->next = NULL;	/* write_batch walks the chain */
+		rc = write_batch(l, e, k);
+		last->next = rest;
+		any |= rc == 0;
+		if (rc != 0)
+			jg_log(JG_ERROR, "log commit failed", "error", jg_strerror(rc), NULL);
+		for (; e != rest; e = e->next)
+			e->rc = rc;
 	}
 	return any;
 }

@@ -47,6 +47,7 @@ typedef struct LogEntry {
 	uint32_t pay_off, pay_len;	/* span of ",\"payload\":V" in extra; len 0 = none */
 	char    *idem;		/* enqueue only: idempotency scope+key bytes, or NULL */
 	size_t   idem_len;
+	uint8_t  joined;	/* set by log_submit_pair: written in the txn of the entry before */
 	void   (*done)(struct LogEntry *e, void *ctx);
 	void    *ctx;
 	/* Set by the writer before done(). */
@@ -67,6 +68,10 @@ int  log_open(Log **out, const char *dir, const LogOptions *o);
 int  log_start(Log *l);			/* start the writer thread */
 /* Queue e.  0, JG_EFULL (queue at capacity: shed load), JG_ECLOSED. */
 int  log_submit(Log *l, LogEntry *e);
+/* Queue a then b to be written in one txn: both commit or neither (with
+ * the same rc), a first.  For status events that must not be seen apart.
+ * 0 or JG_ECLOSED (never JG_EFULL: use it for status events only). */
+int  log_submit_pair(Log *l, LogEntry *a, LogEntry *b);
 /* Stop accepting, commit what is queued, join the writer, close the env.
  * NULL is a no-op.  Readers must be closed first. */
 void log_close(Log *l);

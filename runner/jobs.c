@@ -223,17 +223,29 @@ static void reqs_answer(RunnerReq **list, int rc, uint64_t seq)
 }
 
 /* Hand the head of j's evq to the log unless it is there already or
- * waiting to be resubmitted.  A refusal (build failure, log closed) comes
- * back through ent_done like a failed commit, on the next turn. */
+ * waiting to be resubmitted; with the event behind it when the two are a
+ * pair (one txn, so still in order).  A refusal (build failure, log closed)
+ * comes back through ent_done like a failed commit, on the next turn. */
 static void evq_kick(Runner *r, RJob *j)
 {
-	RunEnt *x = j->evq;
+	RunEnt *x = j->evq, *y;
 	int rc;
 
-	if (!x || x->submitted || x->retry_ns)
+	if (!x || x->submitted || x->retry_ns || (x->pair && !x->jnext))
 		return;
+	y = x->pair && x->jnext && !x->brc && !x->jnext->brc ? x->jnext : NULL;
 	x->submitted = 1;
 	r->nsub++;
+	if (y) {
+		y->submitted = 1;
+		r->nsub++;
+		if ((rc = log_submit_pair(r->log, &x->e, &y->e)) == 0)
+			return;
+		x->e.rc = y->e.rc = rc;
+		ent_done(&x->e, r);	/* in order: x, then y */
+		ent_done(&y->e, r);
+		return;
+	}
 	if ((rc = x->brc) == 0 && (rc = log_submit(r->log, &x->e)) == 0)
 		return;
 	x->e.rc = rc;
@@ -297,6 +309,12 @@ void runner_ent_finish(Runner *r, RunEnt *x)
 	assert(j && x->submitted);
 	x->submitted = 0;
 	r->nsub--;
+	if (j->evq != x) {
+		/* The second of a pair whose first was refused (same txn, same
+		 * rc): it goes again with the first. */
+		assert(rc != 0);
+		return;
+	}
 	if (rc == 0) {
 		if (x->failures)
 			jg_log(JG_INFO, "runner: event written after retries", "job", x->e.job,
@@ -457,8 +475,8 @@ void runner_snap_end(Runner *r)
 }
 
 /* Start the next attempt of queued j with payload p[0..n).  An echo
- * completes at once (its job.succeeded waits behind job.started in the
- * job's evq).  A process takes a run slot now but is spawned only once
+ * completes at once (job.started and job.succeeded go to the log as a
+ * pair).  A process takes a run slot now but is spawned only once
  * job.started is durable (runner_attempt_spawn): no process ever runs
  * that the log does not show as started, even while commits fail. */
 void runner_attempt_start(Runner *r, RJob *j, const char *p, size_t n)
@@ -470,10 +488,22 @@ void runner_attempt_start(Runner *r, RJob *j, const char *p, size_t n)
 	j->status = JG_ST_RUNNING;
 	runner_stats_started(r->stats, j->spec);
 	if (spec->builtin_echo) {
-		EMIT(r, j, x, event_started(&x->e, j->name, j->id, j->attempt), NULL);
+		/* Nothing runs, so nothing waits for job.started to be durable:
+		 * it and job.succeeded share one txn (never one without the other). */
+		RunEnt *su;
+		st = runner_ent_new(r);
+		su = runner_ent_new(r);
+		if (st && su)
+			st->pair = 1;		/* evq_kick holds it until su is queued */
+		if (st)
+			runner_ent_submit(r, j, st, event_started(&st->e, j->name, j->id,
+								  j->attempt));
 		j->status = JG_ST_SUCCEEDED;
-		EMIT(r, j, x, event_succeeded(&x->e, j->name, j->id, j->attempt, 0, p, n, 0, 0),
-		     NULL);
+		if (su)
+			runner_ent_submit(r, j, su, event_succeeded(&su->e, j->name, j->id,
+								    j->attempt, 0, p, n, 0, 0));
+		if (!st || !su)
+			jg_log(JG_ERROR, "runner: out of memory", "job", j->name, NULL);
 		runner_stats_finished(r->stats, j->spec, JG_ST_SUCCEEDED, 0);
 		return;
 	}

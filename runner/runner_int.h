@@ -66,6 +66,8 @@ typedef struct RunEnt {
 	int        brc;			/* the builder failed: nothing to write */
 	int        spawn;		/* job.started of a process: spawn once durable */
 	int        submitted;		/* in the log's hands (until done) */
+	int        pair;		/* goes to the log with the job's next event,
+					 * in one txn (echo: started + succeeded) */
 	int        failures;		/* commits that refused it so far */
 	int64_t    backoff_ms;		/* current resubmit delay */
 	int64_t    retry_ns;		/* resubmit at (mono); 0 when not waiting */

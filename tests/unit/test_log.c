@@ -292,6 +292,54 @@ TEST(bad_entry_fails_alone_in_its_batch)
 	free(payload);
 }
 
+/* A pair (log_submit_pair) commits in one txn, and when its batch fails
+ * and is rewritten entry by entry, it still fails or commits as one. */
+TEST(pair_commits_together_or_not_at_all)
+{
+	LogOptions o = { 0, 0, 1 };	/* 1 MiB map */
+	size_t big = 2u << 20;
+	char *result = malloc(big);
+	LogEntry es[7];
+	Waiter w;
+	Log *l;
+
+	memset(result, 'a', big);
+	result[0] = result[big - 1] = '"';
+	CHECK_RC(log_open(&l, t_dir(), &o));
+	waiter_init(&w, 7);
+	memset(es, 0, sizeof es);
+	CHECK_RC(event_enqueued(&es[0], "echo", "1", 1, NULL, 0, "ci", 1));
+	CHECK_RC(event_started(&es[1], "echo", 1, 1));
+	CHECK_RC(event_succeeded(&es[2], "echo", 1, 1, 0, result, big, 0, 0));
+	CHECK_RC(event_enqueued(&es[3], "echo", "3", 1, NULL, 0, "ci", 1));
+	CHECK_RC(event_started(&es[4], "echo", 1, 1));
+	CHECK_RC(event_succeeded(&es[5], "echo", 1, 1, 0, "1", 1, 0, 0));
+	CHECK_RC(event_enqueued(&es[6], "echo", "6", 1, NULL, 0, "ci", 1));
+	for (int i = 0; i < 7; i++) {
+		es[i].done = done_cb;
+		es[i].ctx = &w;
+	}
+	/* All queued before the writer runs: one batch, which fails (too
+	 * big), so each group is then written in its own txn. */
+	CHECK_RC(log_submit(l, &es[0]));
+	CHECK_RC(log_submit_pair(l, &es[1], &es[2]));
+	CHECK_RC(log_submit(l, &es[3]));
+	CHECK_RC(log_submit_pair(l, &es[4], &es[5]));
+	CHECK_RC(log_submit(l, &es[6]));
+	CHECK_RC(log_start(l));
+	waiter_wait(&w);
+	CHECK(es[0].rc == 0 && es[0].seq == 1);
+	CHECK(es[1].rc == JG_ESTORAGE && es[2].rc == JG_ESTORAGE);	/* started not alone */
+	CHECK(es[3].rc == 0 && es[3].seq == 2);
+	CHECK(es[4].rc == 0 && es[4].seq == 3 && es[5].rc == 0 && es[5].seq == 4);
+	CHECK(es[6].rc == 0 && es[6].seq == 5);
+	CHECK(log_head(l) == 5);
+	log_close(l);
+	for (int i = 0; i < 7; i++)
+		event_entry_free(&es[i]);
+	free(result);
+}
+
 /* Near a full map, new work is refused while status events still fit. */
 TEST(status_events_have_room_when_enqueues_are_refused)
 {
@@ -397,6 +445,7 @@ int main(void)
 	RUN(reader_seek_next_and_job_index);
 	RUN(failed_commit_loses_batch_only_and_seqs_stay_contiguous);
 	RUN(bad_entry_fails_alone_in_its_batch);
+	RUN(pair_commits_together_or_not_at_all);
 	RUN(status_events_have_room_when_enqueues_are_refused);
 	RUN(event_decode_reads_members);
 	RUN(readonly_open_reads_committed_log);

@@ -410,6 +410,7 @@ TEST(runs_cat_and_echo)
 		buf_reset(&keep[i]);
 	n = job_events(e.log, b, v, keep, 8);
 	CHECK(n == 3 && strcmp(v[2].result.p, "[1,2,3]") == 0);
+	CHECK(v[2].seq == v[1].seq + 1);	/* an echo's started + succeeded: one pair */
 	env_close(&e, 5);
 	for (int i = 0; i < 8; i++)
 		buf_free(&keep[i]);
@@ -747,6 +748,7 @@ TEST(refused_started_not_overtaken)
 	wait_status(e.log, id, JG_ST_SUCCEEDED, 10);
 	int n = job_events(e.log, id, v, keep, 8);
 	CHECK(n == 3 && v[1].type == JG_EV_STARTED && v[2].type == JG_EV_SUCCEEDED);
+	CHECK(v[2].seq == v[1].seq + 1);
 	env_close(&e, 5);
 	for (int i = 0; i < 8; i++)
 		buf_free(&keep[i]);
