@@ -10,7 +10,7 @@ CC      ?= cc
 CFLAGS  ?= -O2
 override CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wformat=2 \
 	-Wshadow -Wstrict-prototypes -Wno-unused-parameter -g -pthread
-LDLIBS  += -lwebsockets -llmdb -lsqlite3 -lcrypto -pthread
+LDLIBS  += -lwebsockets -lev -llmdb -lsqlite3 -lcrypto -pthread
 
 O := build
 ifeq ($(SAN),1)

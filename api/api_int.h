@@ -15,6 +15,7 @@
 #include "api.h"
 
 typedef struct Streams Streams;
+typedef struct ApiLoop ApiLoop;		/* loop.c */
 typedef struct StreamSub StreamSub;	/* defined in stream.c */
 
 enum { SESS_HTTP = 0, SESS_SSE = 1, SESS_WS = 2, SESS_RAW = 3 };	/* RAW: not HTTP */
@@ -24,6 +25,15 @@ typedef struct ApiSession {
 	StreamSub *sub;		/* SSE/WS: owned by stream.c, freed in *_closed */
 	void      *req;		/* HTTP: owned by server.c */
 } ApiSession;
+
+/* ---- provided by loop.c (the api thread's libev loop) ---- */
+int   api_loop_open(Api *a);
+void *api_loop_ev(Api *a);
+void  api_loop_once(Api *a, int nowait);
+void  api_loop_close(Api *a);
+/* lws_sul_schedule() that is sure to fire on time (see loop.c). */
+void  api_sul_schedule(struct lws_context *ctx, lws_sorted_usec_list_t *sul,
+		       sul_cb_t cb, lws_usec_t us);
 
 /* ---- provided by server.c ---- */
 Api     *api_from_wsi(struct lws *wsi);
@@ -162,6 +172,7 @@ struct Api {
 	LogReader    *rd;		/* log snapshots (api thread only) */
 	struct lws_context *ctx;
 	struct lws_vhost   *vh;
+	ApiLoop            *evl;	/* the event loop under lws (loop.c) */
 	int           port;
 	atomic_int    stop;		/* set by api_stop() on another thread */
 	atomic_int    closed;		/* set under cq_mu: api_close() began, ctx is off limits */

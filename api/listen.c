@@ -228,6 +228,12 @@ int api_listen(Api *a)
 	info.timeout_secs = 10;
 	info.keepalive_timeout = 60;
 	info.fd_limit_per_thread = 0;
+	/* lws on our libev loop (loop.c says why). */
+	if (!a->evl && api_loop_open(a) != 0)
+		return api_listen_fail(addr, ENOMEM, "cannot create the event loop");
+	void *loops[1] = { api_loop_ev(a) };
+	info.foreign_loops = loops;
+	info.options |= LWS_SERVER_OPTION_LIBEV;
 	if (!(a->ctx = lws_create_context(&info)))
 		return api_listen_fail(addr, EADDRNOTAVAIL, "libwebsockets could not bind it (see its log line)");
 	a->vh = lws_get_vhost_by_name(a->ctx, "jobgate");

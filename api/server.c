@@ -204,7 +204,7 @@ void api_wait_park(Api *a, ApiReq *r)
 	r->next = *slot;
 	*slot = r;
 	a->nwait++;
-	lws_sul_schedule(a->ctx, 0, &r->sul, api_wait_timer,
+	api_sul_schedule(a->ctx, &r->sul, api_wait_timer,
 			 (lws_usec_t)r->wait_s * LWS_US_PER_SEC);
 }
 
@@ -553,21 +553,22 @@ fail_logged:
 }
 
 /* Api thread: serve until api_stop(), then answer what is owed (parked
- * waits at once, commits in flight as they land) for up to API_DRAIN_S. */
+ * waits at once, commits in flight as they land) for up to API_DRAIN_S.
+ * The loop wakes at least once a second (loop.c), so the drain bound is
+ * checked even when nothing happens. */
 int api_run(Api *a)
 {
 	int64_t until;
 
 	while (!atomic_load(&a->stop))
-		if (lws_service(a->ctx, 0) < 0)
-			return JG_EINVAL;
+		api_loop_once(a, 0);
 	api_wait_flush(a);
 	until = jg_mono_ns() + (int64_t)API_DRAIN_S * 1000000000;
 	while ((a->inflight > 0 || a->nwait > 0) && jg_mono_ns() < until)
-		lws_service(a->ctx, 0);
-	/* One more turn so answers queued by the drain get written. */
+		api_loop_once(a, 0);
+	/* A few more turns so answers queued by the drain get written. */
 	for (int i = 0; i < 3; i++)
-		lws_service(a->ctx, -1);
+		api_loop_once(a, 1);
 	return 0;
 }
 
@@ -632,6 +633,7 @@ void api_close(Api *a)
 	if (a->ctx)
 		lws_context_destroy(a->ctx);	/* closes sessions: orphans requests */
 	a->ctx = NULL;
+	api_loop_close(a);
 	streams_close(a->streams);
 	query_close(a->q);
 	log_reader_close(a->rd);

@@ -231,7 +231,7 @@ void streams_on_head(Streams *s, uint64_t head)
 		return;
 	}
 	s->wake_pending = 1;
-	lws_sul_schedule(s->ctx, 0, &s->wake, streams_wake_cb,
+	api_sul_schedule(s->ctx, &s->wake, streams_wake_cb,
 			 STREAMS_COALESCE_MS(s) * 1000 - since);
 }
 
@@ -409,13 +409,13 @@ static void streams_ping_cb(lws_sorted_usec_list_t *sul)
 	/* Something was written recently: check again when it would be due.
 	 * The 1/5 slack keeps pings inside the period despite timer latency. */
 	if (wait_ms > s->ping_ms / 5) {
-		lws_sul_schedule(lws_get_context(sub->wsi), 0, &sub->sul,
+		api_sul_schedule(lws_get_context(sub->wsi), &sub->sul,
 				 streams_ping_cb, wait_ms * LWS_US_PER_MS);
 		return;
 	}
 	sub->ping_due = 1;
 	streams_arm(sub);
-	lws_sul_schedule(lws_get_context(sub->wsi), 0, &sub->sul, streams_ping_cb,
+	api_sul_schedule(lws_get_context(sub->wsi), &sub->sul, streams_ping_cb,
 			 s->ping_ms * LWS_US_PER_MS);
 }
 
@@ -440,7 +440,7 @@ static StreamSub *streams_sub_add(Streams *s, struct lws *wsi, int kind,
 	s->subs = sub;
 	s->nsub[kind]++;
 	s->ctx = lws_get_context(wsi);
-	lws_sul_schedule(lws_get_context(wsi), 0, &sub->sul, streams_ping_cb,
+	api_sul_schedule(lws_get_context(wsi), &sub->sul, streams_ping_cb,
 			 s->ping_ms * LWS_US_PER_MS);
 	return sub;
 }
