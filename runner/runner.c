@@ -283,6 +283,9 @@ int runner_open(Runner **out, const Config *cfg, Log *log)
 	for (i = 0; i < cfg->njobs; i++)
 		if (!cfg->jobs[i].builtin_echo && cfg->jobs[i].argv)
 			runner_resolve(cfg->jobs[i].argv[0], r->specs[i].path, sizeof r->specs[i].path);
+	if ((rc = runner_reaper_start()) != 0)
+		jg_log(JG_WARN, "runner: cannot start the reaper process; a job's own children "
+		       "may outlive a killed gateway", "error", strerror(rc), NULL);
 	if ((r->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
 		rc = errno;
 		goto fail;

@@ -108,6 +108,9 @@ void runner_proc_signal(RunnerProc *p, int sig);	/* killpg while unreaped */
 int  runner_proc_reap_group(pid_t pgid);
 /* Close and free everything; a still-running group is SIGKILLed and reaped. */
 void runner_proc_release(RunnerProc *p);
+/* Runner thread: tell the reaper process (reaper.c) that group pgid
+ * started (add) or is about to be reaped (!add).  No-op without one. */
+void runner_reaper_note(int add, pid_t pgid);
 
 /* Executable for argv0: itself if it holds a '/', else the first match in
  * RUNNER_PATH, else argv0 (exec then fails with ENOENT).  Writes out[cap]. */

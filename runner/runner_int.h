@@ -163,6 +163,7 @@ void runner_req_retry(Runner *r, RunnerReq *q);
 int runner_recover(Runner *r);
 void runner_wake(Runner *r);
 void runner_orphans_reap(Runner *r);
+int  runner_reaper_start(void);			/* reaper.c: before threads exist */
 
 RJob *runner_job_new(Runner *r, uint64_t id, const char *name, size_t n);
 RunEnt *runner_ent_new(Runner *r);

@@ -253,9 +253,11 @@ int runner_proc_spawn(RunnerProc *p, const RunnerSpawn *s)
 		goto out;
 	}
 	p->pid = pid;
+	runner_reaper_note(1, pid);	/* its group: setpgid ran before exec */
 	if ((p->pidfd = (int)syscall(SYS_pidfd_open, pid, 0)) < 0) {
 		rc = errno;
 		kill(-pid, SIGKILL);
+		runner_reaper_note(0, pid);
 		while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {}
 		p->pid = -1;
 		goto out;
@@ -369,6 +371,7 @@ int runner_proc_step(RunnerProc *p, const struct pollfd *pf, int n)
 		return 0;
 	/* The leader is a zombie: its pid still names the group. */
 	kill(-p->pid, SIGKILL);
+	runner_reaper_note(0, p->pid);
 	if (waitpid(p->pid, &p->status, WNOHANG) != p->pid)
 		return 0;	/* spurious: not reaped yet */
 	p->reaped = 1;
@@ -404,6 +407,7 @@ void runner_proc_release(RunnerProc *p)
 {
 	if (p->pid > 0 && !p->reaped) {
 		kill(-p->pid, SIGKILL);
+		runner_reaper_note(0, p->pid);
 		while (waitpid(p->pid, &p->status, 0) < 0 && errno == EINTR) {}
 		p->reaped = 1;
 	}

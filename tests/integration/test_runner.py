@@ -325,3 +325,19 @@ def test_full_map_loses_nothing_and_no_job_sticks(make_server):
         # every outcome follows its own start
         started = [e["attempt"] for e in evs if e["type"] == "job.started"]
         assert started == list(range(1, len(started) + 1)), types
+
+
+def test_kill9_kills_the_jobs_own_children_too(make_server, tmp_path):
+    """PDEATHSIG reaches the job's direct child only; what it started in the
+    background must die with the gateway as well (the reaper process)."""
+    pidfile = str(tmp_path / "bg")
+    s = make_server(config=cfg({"tree": {"command": [
+        "/bin/sh", "-c", "sleep 300 & echo $! > %s; sleep 300; wait" % pidfile]}}))
+    trigger(s, "tree")
+    bg = int(wait_file(pidfile))
+    assert proc_alive(bg)
+    s.kill9()
+    deadline = time.time() + 5
+    while time.time() < deadline and proc_alive(bg):
+        time.sleep(0.02)
+    assert not proc_alive(bg), "a job's background child outlived the gateway"

@@ -1,0 +1,136 @@
+/*
+ * reaper.c -- job process groups must not outlive the gateway, even when
+ * it is killed with SIGKILL.
+ *
+ * PR_SET_PDEATHSIG (spawn.c) kills a job's direct child when the gateway
+ * dies, but not what that child started (`sh -c 'work & work; wait'`):
+ * those are reparented and would run on.  So at start-up, before any
+ * thread exists, the gateway forks a small helper, the reaper.  The runner
+ * tells it over a pipe about every group it starts ("+pgid") and every
+ * group it is about to reap ("-pgid", sent while the leader is still an
+ * unreaped zombie, so the pgid cannot have been reused).  The pipe's write
+ * end lives only in the gateway (CLOEXEC, and job children close every fd
+ * >= 3), so when the gateway dies for any reason the reaper reads EOF,
+ * SIGKILLs each group it still knows, and exits.  It ignores the terminal's
+ * signals, so a Ctrl-C reaches the gateway's graceful stop first.
+ *
+ * Messages are 8 bytes (under PIPE_BUF: atomic); the runner thread is the
+ * only writer.  If the reaper is gone (someone killed it), writes fail with
+ * EPIPE; that is logged once and the gateway runs on without it.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+
+#include "../common/jg.h"
+#include "runner_int.h"
+
+static int reaper_fd = -1;		/* write end; set before threads exist */
+static int reaper_broken;		/* runner thread: EPIPE seen */
+
+typedef struct ReaperMsg { int32_t op, pgid; } ReaperMsg;
+
+/* The reaper process: collect live groups until EOF, then kill them. */
+static void reaper_main(int fd)
+{
+	pid_t *set = NULL;
+	size_t n = 0, cap = 0, killed = 0;
+	ReaperMsg m;
+	ssize_t got;
+
+	for (;;) {
+		got = read(fd, &m, sizeof m);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got != (ssize_t)sizeof m)
+			break;		/* EOF (or a torn read: the writer died) */
+		if (m.op == '+') {
+			if (n == cap) {
+				size_t nc = cap ? cap * 2 : 64;
+				pid_t *ns = realloc(set, nc * sizeof *ns);
+				if (!ns)
+					continue;	/* then this group is not covered */
+				set = ns;
+				cap = nc;
+			}
+			set[n++] = m.pgid;
+		} else {
+			for (size_t i = 0; i < n; i++)
+				if (set[i] == m.pgid) {
+					set[i] = set[--n];
+					break;
+				}
+		}
+	}
+	for (size_t i = 0; i < n; i++)
+		if (kill(-set[i], SIGKILL) == 0)
+			killed++;
+	if (killed) {
+		char num[24];
+		snprintf(num, sizeof num, "%zu", killed);
+		jg_log(JG_WARN, "gateway gone: killed the job process groups it left",
+		       "groups", num, NULL);
+	}
+	_exit(0);	/* no atexit handlers, no leak check of the parent's heap */
+}
+
+int runner_reaper_start(void)
+{
+	int p[2];
+	pid_t pid;
+	sigset_t all;
+
+	if (reaper_fd >= 0)
+		return 0;
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return errno;
+	if ((pid = fork()) < 0) {
+		int rc = errno;
+		close(p[0]);
+		close(p[1]);
+		return rc;
+	}
+	if (pid == 0) {
+		/* Keep only stdio and the read end (as fd 3). */
+		if (p[0] != 3 && dup2(p[0], 3) < 0)
+			_exit(1);
+		syscall(SYS_close_range, 4u, ~0u, 0u);
+		prctl(PR_SET_NAME, "jobgate-reaper");
+		signal(SIGINT, SIG_IGN);
+		signal(SIGTERM, SIG_IGN);
+		signal(SIGHUP, SIG_IGN);
+		signal(SIGQUIT, SIG_IGN);
+		signal(SIGPIPE, SIG_IGN);
+		sigemptyset(&all);
+		sigprocmask(SIG_SETMASK, &all, NULL);
+		if (chdir("/") < 0) { /* keeps the old cwd: harmless */ }
+		reaper_main(3);
+	}
+	close(p[0]);
+	reaper_fd = p[1];
+	return 0;
+}
+
+/* Runner thread: tell the reaper a group started (add) or is about to be
+ * reaped (!add). */
+void runner_reaper_note(int add, pid_t pgid)
+{
+	ReaperMsg m = { add ? '+' : '-', (int32_t)pgid };
+	ssize_t w;
+
+	if (reaper_fd < 0 || reaper_broken)
+		return;
+	while ((w = write(reaper_fd, &m, sizeof m)) < 0 && errno == EINTR) {}
+	if (w != (ssize_t)sizeof m) {
+		reaper_broken = 1;
+		jg_log(JG_WARN, "runner: the reaper process is gone; job process groups "
+		       "are no longer killed if the gateway dies", "error", strerror(errno), NULL);
+	}
+}
