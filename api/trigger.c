@@ -166,31 +166,6 @@ static int api_trigger_shed(Api *a, ApiReq *r, int outcome, const char *msg)
 	return api_reply_error(a, r, 503, "overloaded", msg);
 }
 
-/* 1 if js[0..n) opens more than JSON_MAX_DEPTH arrays/objects at once
- * (brackets inside strings do not count): why json_valid() refused it. */
-static int api_json_too_deep(const char *js, size_t n)
-{
-	int depth = 0, in_str = 0;
-
-	for (size_t i = 0; i < n; i++) {
-		char c = js[i];
-		if (in_str) {
-			if (c == '\\')
-				i++;
-			else if (c == '"')
-				in_str = 0;
-		} else if (c == '"') {
-			in_str = 1;
-		} else if (c == '[' || c == '{') {
-			if (++depth > JSON_MAX_DEPTH)
-				return 1;
-		} else if ((c == ']' || c == '}') && depth > 0) {
-			depth--;
-		}
-	}
-	return 0;
-}
-
 /* Api thread: the whole request is in. */
 int api_trigger_run(Api *a, ApiReq *r)
 {
@@ -199,9 +174,8 @@ int api_trigger_run(Api *a, ApiReq *r)
 
 	if (r->hmac && !api_hmac_ok(a, r))
 		return api_reply_error(a, r, 401, "unauthorized", "missing or invalid signature");
-	if (r->body.len && json_valid(r->body.p, r->body.len) != 0)
-		return api_reply_error(a, r, 400, "invalid_json",
-				       api_json_too_deep(r->body.p, r->body.len) ?
+	if (r->body.len && (rc = json_valid(r->body.p, r->body.len)) != 0)
+		return api_reply_error(a, r, 400, "invalid_json", rc == JG_ETOODEEP ?
 				       "body nests arrays/objects deeper than 512 levels" :
 				       "body is not valid JSON");
 	rc = event_enqueued(&r->le, r->job->name, r->body.p, r->body.len,

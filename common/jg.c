@@ -44,6 +44,7 @@ static const struct {
 	{JG_ELOCKED, "data directory is locked by another process"},
 	{JG_ESQLITE, "SQLite failure"},
 	{JG_ELMDB, "LMDB failure"},
+	{JG_ETOODEEP, "JSON nested too deep"},
 };
 
 const char *jg_strerror(int rc)

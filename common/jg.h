@@ -28,6 +28,7 @@ enum {
 	JG_ELOCKED  = -30008,	/* data dir owned by another process */
 	JG_ESQLITE  = -30009,	/* SQLite failure (details logged by caller) */
 	JG_ELMDB    = -30010,	/* unexpected LMDB failure */
+	JG_ETOODEEP = -30011,	/* JSON nested deeper than JSON_MAX_DEPTH */
 };
 
 const char *jg_strerror(int rc);	/* static string, never NULL */

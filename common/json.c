@@ -147,7 +147,7 @@ static int json_push(JsonScan *sc, int is_obj)
 	unsigned char bit = (unsigned char)(1u << (sc->depth & 7));
 
 	if (sc->depth >= JSON_MAX_DEPTH)
-		return JG_EINVAL;
+		return JG_ETOODEEP;
 	if (is_obj)
 		sc->obj[sc->depth >> 3] |= bit;
 	else
@@ -243,7 +243,8 @@ static int json_scan_after(JsonScan *sc, int *state)
 	return 0;
 }
 
-/* Validate js[0..n) as one JSON value; 0 and the token count, or JG_EINVAL. */
+/* Validate js[0..n) as one JSON value; 0 and the token count, or JG_EINVAL
+ * (JG_ETOODEEP: valid so far, but nested deeper than JSON_MAX_DEPTH). */
 static int json_scan(const char *js, size_t n, int *ntok)
 {
 	JsonScan sc;

@@ -33,7 +33,9 @@ int json_parse(const char *js, size_t n, jsmntok_t **toks);
 int json_parse_own(const char *js, size_t n, jsmntok_t *stack, int nstack,
 		   jsmntok_t **heap, jsmntok_t **out);
 
-/* Validate without keeping tokens: 0 if js[0..n) is one strict JSON value. */
+/* Validate without keeping tokens: 0 if js[0..n) is one strict JSON value,
+ * JG_ETOODEEP if it opens more than JSON_MAX_DEPTH arrays/objects before
+ * any other fault, else JG_EINVAL. */
 int json_valid(const char *js, size_t n);
 
 /* Index of the token after the subtree rooted at toks[i]. */

@@ -216,6 +216,8 @@ TEST(json_depth_limit)
 	memmove(s + 1, s, 2 * JSON_MAX_DEPTH);
 	s[0] = '[';
 	s[2 * JSON_MAX_DEPTH + 1] = ']';
+	CHECK(json_valid(s, 2 * JSON_MAX_DEPTH + 2) == JG_ETOODEEP);
+	s[0] = '"';	/* a fault before the depth: plain invalid */
 	CHECK(json_valid(s, 2 * JSON_MAX_DEPTH + 2) == JG_EINVAL);
 }
 
