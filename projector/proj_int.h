@@ -25,7 +25,8 @@ enum {
 
 enum {
 	PS_ENQUEUED, PS_STARTED, PS_SUCCEEDED, PS_FAILED, PS_CANCELED,
-	PS_RETRIED, PS_APPLIED, PS_BEGIN, PS_COMMIT, PS_ROLLBACK, PS_N
+	PS_RETRIED, PS_STARTED_SUCCEEDED, PS_APPLIED, PS_BEGIN, PS_COMMIT,
+	PS_ROLLBACK, PS_N
 };
 
 typedef struct ProjDb {
@@ -36,6 +37,8 @@ typedef struct ProjDb {
 	uint64_t      committed;	/* applied as of the last commit */
 	int           in_txn;
 	int           mode;
+	/* A job.started held back by pdb_apply (schema.c says why). */
+	struct { int on; uint64_t id, seq; uint32_t attempt; int64_t at_ms; } pend;
 } ProjDb;
 
 /* Open path (created if missing) and bring its schema to PDB_VERSION.

@@ -90,6 +90,12 @@ static const char *const stmt_sql[PS_N] = {
 	[PS_RETRIED] = "UPDATE jobs SET status = ?2, seq = ?3,"
 		" finished_at = NULL, max_attempts = coalesce(?4, max_attempts)"
 		" WHERE id = ?1",
+	/* job.started and, at the next seq, its job.succeeded (builtin echo
+	 * writes them as a pair): the two UPDATEs above in one. */
+	[PS_STARTED_SUCCEEDED] = "UPDATE jobs SET status = ?2, seq = ?3,"
+		" attempts = ?4, started_at = ?5, exit_code = ?6, result = ?7,"
+		" result_truncated = ?8, finished_at = ?9, error = NULL,"
+		" signal = NULL WHERE id = ?1",
 	[PS_APPLIED] = "UPDATE meta SET value = ?1 WHERE key = 'applied_seq'",
 	/* IMMEDIATE: take the write lock up front so a competing writer (an
 	 * operator's sqlite3 shell) shows up as a busy BEGIN, never as a
@@ -309,6 +315,8 @@ int pdb_begin(ProjDb *d)
 	return 0;
 }
 
+static int pdb_flush_started(ProjDb *d);
+
 int pdb_commit(ProjDb *d)
 {
 	sqlite3_stmt *st = d->st[PS_APPLIED];
@@ -316,7 +324,8 @@ int pdb_commit(ProjDb *d)
 
 	assert(d->in_txn);
 	sqlite3_bind_int64(st, 1, (sqlite3_int64)d->applied);
-	if ((rc = pdb_step(d, PS_APPLIED)) != 0 ||
+	if ((rc = pdb_flush_started(d)) != 0 ||
+	    (rc = pdb_step(d, PS_APPLIED)) != 0 ||
 	    (rc = pdb_step(d, PS_COMMIT)) != 0) {
 		pdb_rollback(d);
 		return rc;
@@ -332,6 +341,7 @@ void pdb_rollback(ProjDb *d)
 	sqlite3_step(d->st[PS_ROLLBACK]);
 	sqlite3_reset(d->st[PS_ROLLBACK]);
 	d->in_txn = 0;
+	d->pend.on = 0;
 	d->applied = d->committed;
 }
 
@@ -555,6 +565,51 @@ static int pdb_decode(const LogEvent *ev, EventView *v)
 	return 0;
 }
 
+/*
+ * A job.started is held back one event: when the next event is the same
+ * attempt's job.succeeded (an echo's pair, adjacent seqs), both become one
+ * UPDATE (PS_STARTED_SUCCEEDED), which saves a statement and a rewrite of
+ * the row.  Anything else writes it first.  pdb_commit writes it too, so
+ * a txn never ends with it held.
+ */
+static int pdb_flush_started(ProjDb *d)
+{
+	sqlite3_stmt *st = d->st[PS_STARTED];
+
+	if (!d->pend.on)
+		return 0;
+	d->pend.on = 0;
+	sqlite3_bind_int64(st, 1, (sqlite3_int64)d->pend.id);
+	sqlite3_bind_text(st, 2, log_status_name(JG_ST_RUNNING), -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, (sqlite3_int64)d->pend.seq);
+	sqlite3_bind_int64(st, 4, d->pend.attempt);
+	bind_time(st, 5, d->pend.at_ms);
+	return pdb_step(d, PS_STARTED);
+}
+
+static int pdb_apply_pair(ProjDb *d, const EventView *v)
+{
+	sqlite3_stmt *st = d->st[PS_STARTED_SUCCEEDED];
+
+	d->pend.on = 0;
+	sqlite3_bind_int64(st, 1, (sqlite3_int64)v->job_id);
+	sqlite3_bind_text(st, 2, log_status_name(v->status), -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, (sqlite3_int64)v->seq);
+	sqlite3_bind_int64(st, 4, d->pend.attempt);
+	bind_time(st, 5, d->pend.at_ms);
+	if (v->has_exit_code)
+		sqlite3_bind_int64(st, 6, v->exit_code);
+	else
+		sqlite3_bind_null(st, 6);
+	if (v->result.n == 4 && memcmp(v->result.p, "null", 4) == 0)
+		sqlite3_bind_null(st, 7);	/* as PS_SUCCEEDED does */
+	else
+		bind_span(st, 7, v->result);
+	sqlite3_bind_int(st, 8, v->result_truncated != 0);
+	bind_time(st, 9, v->at_ms);
+	return pdb_step(d, PS_STARTED_SUCCEEDED);
+}
+
 int pdb_apply(ProjDb *d, const LogEvent *ev)
 {
 	EventView v;
@@ -565,6 +620,24 @@ int pdb_apply(ProjDb *d, const LogEvent *ev)
 		return JG_ECORRUPT;	/* the log has a gap: never skip */
 	if ((rc = pdb_decode(ev, &v)) != 0)
 		return rc;
+	if (d->pend.on && v.type == JG_EV_SUCCEEDED && v.job_id == d->pend.id &&
+	    v.attempt == d->pend.attempt && v.status == JG_ST_SUCCEEDED) {
+		if ((rc = pdb_apply_pair(d, &v)) != 0)
+			return rc;
+		d->applied = ev->seq;
+		return 0;
+	}
+	if ((rc = pdb_flush_started(d)) != 0)
+		return rc;
+	if (v.type == JG_EV_STARTED && v.status == JG_ST_RUNNING) {
+		d->pend.on = 1;
+		d->pend.id = v.job_id;
+		d->pend.seq = v.seq;
+		d->pend.attempt = v.attempt;
+		d->pend.at_ms = v.at_ms;
+		d->applied = ev->seq;
+		return 0;
+	}
 	if ((rc = pdb_bind_event(d, &v, &which)) != 0) {
 		sqlite3_reset(d->st[which]);
 		return rc;

@@ -143,7 +143,7 @@ static void build_step(LogEntry *e, Job *j)
 static Job *run_jobs(Log *l, int n)
 {
 	Job *jobs = calloc((size_t)n, sizeof *jobs);
-	LogEntry *es = calloc((size_t)n, sizeof *es);
+	LogEntry *es = calloc((size_t)n * 2, sizeof *es);
 	char key[64];
 	int i, k, more = 1;
 
@@ -164,12 +164,23 @@ static Job *run_jobs(Log *l, int n)
 		jobs[i].id = es[i].seq;
 	while (more) {
 		more = 0;
-		for (i = k = 0; i < n; i++)
-			if (fates[jobs[i].fate][jobs[i].step] != S_END)
-				build_step(&es[k++], &jobs[i]), more = 1;
+		for (i = k = 0; i < n; i++) {
+			const int *f = fates[jobs[i].fate];
+			if (f[jobs[i].step] == S_END)
+				continue;
+			more = 1;
+			/* Every other job's start and success go back to back,
+			 * as builtin echo writes them (the projector's pair path). */
+			int pair = i % 2 == 0 && f[jobs[i].step] == S_START &&
+				   (f[jobs[i].step + 1] == S_OK || f[jobs[i].step + 1] == S_OK_NULL ||
+				    f[jobs[i].step + 1] == S_OK_TRUNC);
+			build_step(&es[k++], &jobs[i]);
+			if (pair)
+				build_step(&es[k++], &jobs[i]);
+		}
 		submit_all(l, es, k);
 	}
-	for (i = 0; i < n; i++)
+	for (i = 0; i < n * 2; i++)
 		event_entry_free(&es[i]);
 	free(es);
 	return jobs;
