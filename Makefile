@@ -47,9 +47,16 @@ $(LIB): $(OBJS)
 $(BIN): $(CLI:%.c=$(O)/%.o) $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-# A unit test links its own file against the archive, so it pulls in only
-# the module it tests and what that module needs.
-$(O)/tests/test_%: tests/unit/test_%.c $(LIB)
+# A unit test links with the objects of its module and the modules below
+# it only (common <- log <- projector, runner): a test that needs more has
+# found a dependency the architecture does not have.
+mod_objs = $(patsubst %.c,$(O)/%.o,$(foreach m,$(1),$(wildcard $(m)/*.c)))
+$(O)/tests/test_common:    $(call mod_objs,common)
+$(O)/tests/test_config:    $(call mod_objs,common)
+$(O)/tests/test_log:       $(call mod_objs,common log)
+$(O)/tests/test_projector: $(call mod_objs,common log projector)
+$(O)/tests/test_runner:    $(call mod_objs,common log runner)
+$(O)/tests/test_%: tests/unit/test_%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
