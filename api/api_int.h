@@ -34,6 +34,11 @@ void  api_loop_close(Api *a);
 /* lws_sul_schedule() that is sure to fire on time (see loop.c). */
 void  api_sul_schedule(struct lws_context *ctx, lws_sorted_usec_list_t *sul,
 		       sul_cb_t cb, lws_usec_t us);
+/* Call cb(ctx) once, the first time fd polls readable (EOF included).
+ * Free with api_loop_unwatch(), also after it fired; NULL: no memory. */
+typedef struct ApiFdWatch ApiFdWatch;
+ApiFdWatch *api_loop_watch_read(Api *a, int fd, void (*cb)(void *ctx), void *ctx);
+void  api_loop_unwatch(ApiFdWatch *fw);
 
 /* ---- provided by server.c ---- */
 Api     *api_from_wsi(struct lws *wsi);

@@ -13,10 +13,15 @@
  * running, so a timer added *earlier* than the armed one waits for the
  * later one (a 1 s /wait timeout behind a 10 s connection timeout).  lws
  * services due timers whenever it handles any fd, so we give it one:
- * api_sul_schedule() also arms our own libev timer ("kick") for the new
- * deadline, whose callback is lws_cancel_service() (a write to lws's wake
- * pipe).  lws's internal timeouts (idle connections, slow bodies) are in
- * whole seconds; a 1 s "tick" does the same for them.
+ * api_sul_schedule() also records the deadline in a min-heap and keeps our
+ * own libev timer ("kick") armed for the earliest; its callback is
+ * lws_cancel_service() (a write to lws's wake pipe), then it re-arms for
+ * the next deadline.  lws's internal timeouts (idle connections, slow
+ * bodies) are in whole seconds; a 1 s "tick" does the same for them.
+ *
+ * Also here: a one-shot "readable" watcher on a socket lws itself is not
+ * reading (an SSE stream: lws 4.1 leaves its input alone while the
+ * response is open, so a client's close would go unnoticed).
  */
 #include <errno.h>
 #include <ev.h>
@@ -26,10 +31,70 @@
 
 struct ApiLoop {
 	struct ev_loop *ev;
-	ev_timer        kick;		/* our earliest lws timer */
+	ev_timer        kick;		/* the earliest of our lws timers */
 	ev_timer        tick;		/* 1 s, for lws's own timeouts */
 	Api            *a;
+	double         *due;		/* min-heap of our timers' deadlines */
+	size_t          ndue, capdue;
 };
+
+struct ApiFdWatch {
+	ev_io   io;
+	Api    *a;
+	void  (*cb)(void *ctx);
+	void   *ctx;
+};
+
+/* The deadline heap holds times only: a timer cancelled with
+ * lws_sul_cancel() stays in it and costs one spurious wake-up. */
+static void due_push(ApiLoop *l, double t)
+{
+	size_t i;
+
+	if (l->ndue == l->capdue) {
+		size_t nc = l->capdue ? l->capdue * 2 : 64;
+		double *nd = realloc(l->due, nc * sizeof *nd);
+		if (!nd)
+			return;		/* the 1 s tick still catches it */
+		l->due = nd;
+		l->capdue = nc;
+	}
+	for (i = l->ndue++; i > 0 && l->due[(i - 1) / 2] > t; i = (i - 1) / 2)
+		l->due[i] = l->due[(i - 1) / 2];
+	l->due[i] = t;
+}
+
+static void due_pop(ApiLoop *l)
+{
+	double t = l->due[--l->ndue];
+	size_t i = 0, c;
+
+	if (!l->ndue)
+		return;
+	while ((c = 2 * i + 1) < l->ndue) {
+		if (c + 1 < l->ndue && l->due[c + 1] < l->due[c])
+			c++;
+		if (l->due[c] >= t)
+			break;
+		l->due[i] = l->due[c];
+		i = c;
+	}
+	l->due[i] = t;
+}
+
+/* Arm kick for the earliest deadline still ahead (none: stopped). */
+static void kick_rearm(ApiLoop *l)
+{
+	double now = ev_now(l->ev);
+
+	while (l->ndue && l->due[0] <= now)
+		due_pop(l);
+	ev_timer_stop(l->ev, &l->kick);
+	if (!l->ndue)
+		return;
+	ev_timer_set(&l->kick, l->due[0] - now, 0);
+	ev_timer_start(l->ev, &l->kick);
+}
 
 static void api_loop_poke(struct ev_loop *ev, ev_timer *w, int revents)
 {
@@ -38,6 +103,8 @@ static void api_loop_poke(struct ev_loop *ev, ev_timer *w, int revents)
 	(void)ev, (void)revents;
 	if (l->a->ctx)
 		lws_cancel_service(l->a->ctx);
+	if (w == &l->kick)
+		kick_rearm(l);
 }
 
 int api_loop_open(Api *a)
@@ -78,6 +145,7 @@ void api_loop_close(Api *a)
 	ev_timer_stop(a->evl->ev, &a->evl->kick);
 	ev_timer_stop(a->evl->ev, &a->evl->tick);
 	ev_loop_destroy(a->evl->ev);
+	free(a->evl->due);
 	free(a->evl);
 	a->evl = NULL;
 }
@@ -88,15 +156,44 @@ void api_sul_schedule(struct lws_context *ctx, lws_sorted_usec_list_t *sul,
 {
 	Api *a = lws_context_user(ctx);
 	ApiLoop *l = a->evl;
-	ev_tstamp at;
+	double at;
 
 	lws_sul_schedule(ctx, 0, sul, cb, us);
 	ev_now_update(l->ev);
-	at = ev_now(l->ev) + (ev_tstamp)us / 1e6;
-	if (ev_is_active(&l->kick) &&
-	    ev_now(l->ev) + ev_timer_remaining(l->ev, &l->kick) <= at)
+	at = ev_now(l->ev) + (double)us / 1e6;
+	due_push(l, at);
+	if (l->due[0] == at || !ev_is_active(&l->kick))
+		kick_rearm(l);
+}
+
+static void api_fd_readable(struct ev_loop *ev, ev_io *w, int revents)
+{
+	ApiFdWatch *fw = (ApiFdWatch *)w;
+
+	(void)revents;
+	ev_io_stop(ev, w);	/* one shot */
+	fw->cb(fw->ctx);
+}
+
+ApiFdWatch *api_loop_watch_read(Api *a, int fd, void (*cb)(void *ctx), void *ctx)
+{
+	ApiFdWatch *fw = calloc(1, sizeof *fw);
+
+	if (!fw)
+		return NULL;
+	fw->a = a;
+	fw->cb = cb;
+	fw->ctx = ctx;
+	ev_io_init(&fw->io, api_fd_readable, fd, EV_READ);
+	ev_io_start(a->evl->ev, &fw->io);
+	return fw;
+}
+
+void api_loop_unwatch(ApiFdWatch *fw)
+{
+	if (!fw)
 		return;
-	ev_timer_stop(l->ev, &l->kick);
-	ev_timer_set(&l->kick, (ev_tstamp)us / 1e6, 0);
-	ev_timer_start(l->ev, &l->kick);
+	if (fw->a->evl)		/* else the loop is gone already */
+		ev_io_stop(fw->a->evl->ev, &fw->io);
+	free(fw);
 }

@@ -89,6 +89,8 @@ struct StreamSub {
 	int         armed;		/* writable requested, callback not yet run */
 	int         finished;		/* job stream sent its final event: close next */
 	int         ping_due;
+	int         hup;		/* SSE: the client closed or wrote: end it */
+	ApiFdWatch *rdw;		/* SSE: tells us the socket polls readable */
 	int64_t     last_tx_ns;		/* monotonic time of the last write */
 	lws_sorted_usec_list_t sul;	/* ping timer */
 };
@@ -159,6 +161,7 @@ int streams_open(Streams **out, const Config *cfg, Log *log)
 static void streams_sub_free(Streams *s, StreamSub *sub)
 {
 	lws_sul_cancel(&sub->sul);
+	api_loop_unwatch(sub->rdw);
 	if (sub->prev)
 		sub->prev->next = sub->next;
 	else
@@ -636,6 +639,8 @@ static int streams_writeable(Streams *s, StreamSub *sub)
 	int rc, n, final, wrote = 0;
 
 	sub->armed = 0;
+	if (sub->hup)
+		return -1;	/* lws closes it; the close callback frees sub */
 	if (sub->finished) {
 		/* The final event was flushed (we are called only when nothing is
 		 * pending): close.  For SSE without Content-Length, the end of
@@ -720,6 +725,18 @@ void streams_ws_closed(Streams *s, ApiSession *sess)
 
 /* ---- SSE ---- */
 
+/* The SSE socket polls readable: the client closed it, or sent bytes on a
+ * one-way stream.  lws 4.1 does not read an h1 connection whose response
+ * is still open, so without this a closed client would go unnoticed until
+ * the next write (and lws would spin on the readable socket). */
+static void streams_sse_hup(void *ctx)
+{
+	StreamSub *sub = ctx;
+
+	sub->hup = 1;
+	lws_callback_on_writable(sub->wsi);
+}
+
 int streams_sse_open(Streams *s, struct lws *wsi, ApiSession *sess)
 {
 	unsigned char hdr[LWS_PRE + 1024], *start = hdr + LWS_PRE, *p = start,
@@ -750,6 +767,8 @@ int streams_sse_open(Streams *s, struct lws *wsi, ApiSession *sess)
 	if (!(sess->sub = streams_sub_add(s, wsi, SESS_SSE, &a)))
 		return -1;
 	sess->sub->finished = finished;
+	sess->sub->rdw = api_loop_watch_read(api_from_wsi(wsi), (int)lws_get_socket_fd(wsi),
+					     streams_sse_hup, sess->sub);
 	streams_arm(sess->sub);
 	return 0;
 }

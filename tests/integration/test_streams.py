@@ -441,6 +441,34 @@ def test_metrics_subscribers(server):
     assert "jobgate_stream_slowest_lag_events" in m
 
 
+def test_sse_client_close_is_noticed_at_once(server):
+    """lws 4.1 does not read an open SSE response's socket; the server must
+    still see the client go (not at the next ping, 25 s later) and must not
+    spin on the readable socket meanwhile."""
+    def sse_gauge():
+        m = server.get("/metrics").body.decode()
+        return [l for l in m.splitlines() if l.startswith('jobgate_subscribers{kind="sse"}')]
+    for i in range(3):
+        c, r = sse_open(server)
+        assert r.status == 200
+        r.close()
+        c.close()
+    deadline = time.time() + 5
+    while time.time() < deadline and sse_gauge() != ['jobgate_subscribers{kind="sse"} 0']:
+        time.sleep(0.02)
+    assert sse_gauge() == ['jobgate_subscribers{kind="sse"} 0']
+    # The api thread is idle again (a spin on the closed socket would show).
+    def cpu_ticks():
+        pid = server.proc.pid
+        with open("/proc/%d/task/%d/stat" % (pid, pid)) as f:
+            st = f.read()
+        fields = st[st.rindex(")") + 2:].split()
+        return int(fields[11]) + int(fields[12])
+    t0 = cpu_ticks()
+    time.sleep(1.0)
+    assert cpu_ticks() - t0 < 50, "api thread busy while idle"
+
+
 def rss_kb(pid):
     with open("/proc/%d/status" % pid) as f:
         for line in f:

@@ -113,6 +113,27 @@ def test_wait_times_out_with_202(make_server):
     assert r.json()["status"] in ("queued", "running")
 
 
+def test_wait_timeouts_fire_in_any_order(make_server):
+    """A shorter wait parked after a longer one must not delay the longer
+    one's timeout (lws 4.1 arms its libev timer only for the first)."""
+    s = make_server(config={"jobs": {"slow": {"command": ["/bin/sleep", "8"]}}})
+    out = {}
+
+    def long_wait():
+        t = time.time()
+        r = s.post("/trigger/slow/wait?timeout=3")
+        out["long"] = (r.status, time.time() - t)
+    th = threading.Thread(target=long_wait)
+    th.start()
+    time.sleep(0.2)
+    t0 = time.time()
+    r = s.post("/trigger/slow/wait?timeout=1")
+    assert r.status == 202 and 0.8 < time.time() - t0 < 1.7
+    th.join(10)
+    status, took = out["long"]
+    assert status == 202 and 2.8 < took < 3.7, took
+
+
 def test_read_your_writes(server):
     c = server.conn()
     try:
