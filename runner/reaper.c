@@ -14,9 +14,14 @@
  * SIGKILLs each group it still knows, and exits.  It ignores the terminal's
  * signals, so a Ctrl-C reaches the gateway's graceful stop first.
  *
- * Messages are 8 bytes (under PIPE_BUF: atomic); the runner thread is the
- * only writer.  If the reaper is gone (someone killed it), writes fail with
- * EPIPE; that is logged once and the gateway runs on without it.
+ * Messages are 8 bytes (under PIPE_BUF: atomic).  The "+" comes from the
+ * job's child itself, between setpgid and exec, so a group is announced
+ * before anything in it can fork (announcing after vfork returned left a
+ * window in which a dying gateway's newest job escaped).  The "-" comes
+ * from the runner thread.  The write end is non-blocking: a stopped
+ * reaper never blocks the runner (its notes wait in a buffer), and if it
+ * is gone (killed), writes fail with EPIPE, which is logged once and the
+ * gateway runs on without it.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -32,10 +37,15 @@
 #include "../common/jg.h"
 #include "runner_int.h"
 
-static int reaper_fd = -1;		/* write end; set before threads exist */
-static int reaper_broken;		/* runner thread: EPIPE seen */
-
 typedef struct ReaperMsg { int32_t op, pgid; } ReaperMsg;
+
+#define PEND_MAX 65536
+
+static int reaper_fd = -1;		/* write end (O_NONBLOCK); set before threads exist */
+static int reaper_broken;		/* runner thread: EPIPE seen */
+static ReaperMsg pend[PEND_MAX];	/* runner thread: notes the pipe had no room for */
+static size_t pend_off, pend_n;
+static int pend_full_said;
 
 /* The reaper process: collect live groups until EOF, then kill them. */
 static void reaper_main(int fd)
@@ -115,22 +125,68 @@ int runner_reaper_start(void)
 	}
 	close(p[0]);
 	reaper_fd = p[1];
+	if (fcntl(reaper_fd, F_SETFL, O_NONBLOCK) < 0) { /* then writes may block: still correct */ }
 	return 0;
 }
 
-/* Runner thread: tell the reaper a group started (add) or is about to be
- * reaped (!add). */
+/* The job's child, between vfork and exec: one non-blocking write. */
+void runner_reaper_child_note(pid_t pgid)
+{
+	ReaperMsg m = { '+', (int32_t)pgid };
+
+	if (reaper_fd >= 0 && write(reaper_fd, &m, sizeof m) < 0) {
+		/* pipe full (the reaper is stopped) or gone: this group is not
+		 * covered; PDEATHSIG still kills the child itself */
+	}
+}
+
+/* Runner thread: write the pending notes; 0 when all are out. */
+static int reaper_flush(void)
+{
+	ssize_t w;
+
+	while (pend_n > 0) {
+		w = write(reaper_fd, &pend[pend_off], sizeof pend[0]);
+		if (w == (ssize_t)sizeof pend[0]) {
+			pend_off++;
+			pend_n--;
+			continue;
+		}
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0 && errno == EAGAIN)
+			return 1;
+		reaper_broken = 1;
+		jg_log(JG_WARN, "runner: the reaper process is gone; job process groups "
+		       "are no longer killed if the gateway dies", "error",
+		       w < 0 ? strerror(errno) : "short write", NULL);
+		return 1;
+	}
+	pend_off = 0;
+	return 0;
+}
+
+/* Runner thread: tell the reaper that group pgid is about to be reaped
+ * (!add), or started (add; spawn.c has the child do that itself).  The
+ * pipe is non-blocking: a note that does not fit (the reaper is stopped)
+ * waits in pend[] and goes out with the next one, so the runner never
+ * blocks on the reaper. */
 void runner_reaper_note(int add, pid_t pgid)
 {
 	ReaperMsg m = { add ? '+' : '-', (int32_t)pgid };
-	ssize_t w;
 
 	if (reaper_fd < 0 || reaper_broken)
 		return;
-	while ((w = write(reaper_fd, &m, sizeof m)) < 0 && errno == EINTR) {}
-	if (w != (ssize_t)sizeof m) {
-		reaper_broken = 1;
-		jg_log(JG_WARN, "runner: the reaper process is gone; job process groups "
-		       "are no longer killed if the gateway dies", "error", strerror(errno), NULL);
+	if (pend_off + pend_n == PEND_MAX) {
+		memmove(pend, pend + pend_off, pend_n * sizeof pend[0]);
+		pend_off = 0;
 	}
+	if (pend_n == PEND_MAX) {
+		if (!pend_full_said++)
+			jg_log(JG_WARN, "runner: the reaper process is not reading; "
+			       "dropping its notes", NULL);
+		return;
+	}
+	pend[pend_off + pend_n++] = m;
+	reaper_flush();
 }

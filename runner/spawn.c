@@ -107,6 +107,9 @@ static void child_exec(const RunnerSpawn *s, char *const envp[], const int fds[3
 		errno = ESRCH;
 		goto fail;
 	}
+	/* Tell the reaper about our group before anything in it can fork:
+	 * the gateway may die from here on (reaper.c). */
+	runner_reaper_child_note(getpid());
 	memset(&sa, 0, sizeof sa);
 	sa.sa_handler = SIG_DFL;
 	for (sig = 1; sig < NSIG; sig++)
@@ -249,11 +252,11 @@ int runner_proc_spawn(RunnerProc *p, const RunnerSpawn *s)
 #endif
 	if (child_err) {
 		rc = child_err;
+		runner_reaper_note(0, pid);
 		while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {}
 		goto out;
 	}
-	p->pid = pid;
-	runner_reaper_note(1, pid);	/* its group: setpgid ran before exec */
+	p->pid = pid;		/* the child told the reaper about its group */
 	if ((p->pidfd = (int)syscall(SYS_pidfd_open, pid, 0)) < 0) {
 		rc = errno;
 		kill(-pid, SIGKILL);
