@@ -28,6 +28,7 @@ static const char *api_status_text(int st)
 	case 404: return "404 Not Found";
 	case 405: return "405 Method Not Allowed";
 	case 409: return "409 Conflict";
+	case 408: return "408 Request Timeout";
 	case 413: return "413 Payload Too Large";
 	case 431: return "431 Request Header Fields Too Large";
 	case 500: return "500 Internal Server Error";

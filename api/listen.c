@@ -225,7 +225,9 @@ int api_listen(Api *a)
 	 * a 431; a store is only held while a request's headers are. */
 	info.max_http_header_data = API_HDR_STORE;
 	info.max_http_header_pool = 1024;
-	info.timeout_secs = 10;
+	/* lws's network timeouts (slow headers, silence in a body): past
+	 * our own body deadline (API_BODY_TIMEOUT_S), so that fires first. */
+	info.timeout_secs = API_BODY_TIMEOUT_S + 2;
 	info.keepalive_timeout = 60;
 	info.fd_limit_per_thread = 0;
 	/* lws on our libev loop (loop.c says why). */

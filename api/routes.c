@@ -140,6 +140,20 @@ static int api_send_continue(struct lws *wsi)
 		(int)(sizeof cont - 1) ? -1 : 0;
 }
 
+/* Api thread: the body did not arrive in time.  Answer 408 and close;
+ * bytes that still come are ignored (api_body: the state moved on). */
+static void api_body_timer(lws_sorted_usec_list_t *sul)
+{
+	ApiReq *r = lws_container_of(sul, ApiReq, sul);
+
+	if (r->state != RQ_BODY || !r->wsi)
+		return;
+	r->close_after = 1;
+	r->discard = 1;
+	api_defer_error(r->a, r, 408, "request_timeout",
+			"request body not received within 10 s of its headers");
+}
+
 /* Api thread, LWS_CALLBACK_HTTP: match, check, and start the body. */
 int api_route_begin(Api *a, struct lws *wsi, ApiSession *sess, const char *path, size_t n)
 {
@@ -242,7 +256,12 @@ int api_route_begin(Api *a, struct lws *wsi, ApiSession *sess, const char *path,
 	}
 	if (r->expect && api_send_continue(wsi) != 0)
 		return -1;
-	lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT, API_BODY_TIMEOUT_S);
+	/* The whole body within API_BODY_TIMEOUT_S of the headers, or 408
+	 * (SPEC §7: slow clients get a 4xx).  lws's own timeout, which only
+	 * counts silence, stays as a backstop 2 s later (listen.c). */
+	api_sul_schedule(a->ctx, &r->sul, api_body_timer,
+			 (lws_usec_t)API_BODY_TIMEOUT_S * LWS_US_PER_SEC);
+	lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT, API_BODY_TIMEOUT_S + 2);
 	return 0;
 }
 
@@ -251,6 +270,7 @@ int api_route_body_done(Api *a, ApiReq *r)
 {
 	/* From here the server owes the answer: no lws timeout may cut it
 	 * (a parked /wait has its own deadline). */
+	lws_sul_cancel(&r->sul);
 	lws_set_timeout(r->wsi, NO_PENDING_TIMEOUT, 0);
 	struct lws *wsi = r->wsi;
 	int rc;

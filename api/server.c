@@ -94,6 +94,7 @@ ApiReq *api_req_get(Api *a)
  * the pool's footprint stays near API_REQ_MAX small requests. */
 void api_req_put(Api *a, ApiReq *r)
 {
+	lws_sul_cancel(&r->sul);	/* a body timer must not outlive it */
 	a->body_bytes -= r->budget;
 	r->budget = 0;
 	if (r->body.cap > 65536)

@@ -226,19 +226,60 @@ def test_garbage_on_the_socket(srv, junk):
 
 
 def test_slow_body_times_out(srv):
-    """A client that never sends its announced body is cut off."""
+    """A client that never sends its announced body gets 408 and a close."""
     sk = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
     try:
         sk.sendall(b"POST /trigger/echo HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ci-secret\r\n"
                    b"Content-Length: 10\r\n\r\n{")
         t0 = time.time()
+        got = b""
         data = sk.recv(4096)
         while data:
+            got += data
             data = sk.recv(4096)
         assert time.time() - t0 < 25
     finally:
         sk.close()
+    assert got.startswith(b"HTTP/1.1 408"), got
+    assert b'"error":"request_timeout"' in got
     assert srv.post("/trigger/echo", {}, token="ci-secret").status == 202
+
+
+def test_trickled_body_times_out_whole(srv):
+    """The body deadline counts from the headers, not from the last byte: a
+    body trickled one byte every 2 s gets 408 and adds no event."""
+    head = srv.jobgate("log", "stat", "--data-dir", srv.data_dir).stdout
+    sk = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
+    got = b""
+    try:
+        sk.sendall(b"POST /trigger/echo HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ci-secret\r\n"
+                   b"Content-Length: 9\r\n\r\n")
+        sk.settimeout(2)
+        t0 = time.time()
+        for ch in b"[1,2,3,4]":
+            try:
+                data = sk.recv(4096)
+                if not data:
+                    break
+                got += data
+                break
+            except socket.timeout:
+                pass
+            try:
+                sk.sendall(bytes([ch]))
+            except OSError:
+                break
+        sk.settimeout(10)
+        while True:
+            data = sk.recv(4096)
+            if not data:
+                break
+            got += data
+        assert time.time() - t0 < 16
+    finally:
+        sk.close()
+    assert got.startswith(b"HTTP/1.1 408"), got
+    assert srv.jobgate("log", "stat", "--data-dir", srv.data_dir).stdout == head
 
 
 @pytest.mark.parametrize("method,path,name", [
