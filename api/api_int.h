@@ -62,6 +62,9 @@ void streams_close(Streams *s);		/* NULL is a no-op */
 /* The log head moved (called on the api thread after a commit). */
 void streams_on_head(Streams *s, uint64_t head);
 void streams_metrics(Streams *s, Buf *out);
+/* Shutting down: end every stream at its next writable (WebSocket close
+ * 1001 "going away"; SSE: end of body), so clients know to reconnect. */
+void streams_shutdown(Streams *s);
 /* GET /events after auth: validate args (job_id, job, from_seq,
  * Last-Event-ID), send headers, register.  Returns the callback's value. */
 int  streams_sse_open(Streams *s, struct lws *wsi, ApiSession *sess);

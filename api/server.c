@@ -563,6 +563,7 @@ int api_run(Api *a)
 
 	while (!atomic_load(&a->stop))
 		api_loop_once(a, 0);
+	streams_shutdown(a->streams);
 	api_wait_flush(a);
 	until = jg_mono_ns() + (int64_t)API_DRAIN_S * 1000000000;
 	while ((a->inflight > 0 || a->nwait > 0) && jg_mono_ns() < until)

@@ -90,6 +90,7 @@ struct StreamSub {
 	int         finished;		/* job stream sent its final event: close next */
 	int         ping_due;
 	int         hup;		/* SSE: the client closed or wrote: end it */
+	int         going_away;		/* the server is stopping: end it */
 	ApiFdWatch *rdw;		/* SSE: tells us the socket polls readable */
 	int64_t     last_tx_ns;		/* monotonic time of the last write */
 	lws_sorted_usec_list_t sul;	/* ping timer */
@@ -236,6 +237,15 @@ void streams_on_head(Streams *s, uint64_t head)
 	s->wake_pending = 1;
 	api_sul_schedule(s->ctx, &s->wake, streams_wake_cb,
 			 STREAMS_COALESCE_MS(s) * 1000 - since);
+}
+
+void streams_shutdown(Streams *s)
+{
+	streams_own(s);
+	for (StreamSub *sub = s->subs; sub; sub = sub->next) {
+		sub->going_away = 1;
+		lws_callback_on_writable(sub->wsi);
+	}
 }
 
 void streams_metrics(Streams *s, Buf *out)
@@ -641,6 +651,12 @@ static int streams_writeable(Streams *s, StreamSub *sub)
 	sub->armed = 0;
 	if (sub->hup)
 		return -1;	/* lws closes it; the close callback frees sub */
+	if (sub->going_away) {
+		if (sub->kind == SESS_WS)
+			lws_close_reason(sub->wsi, LWS_CLOSE_STATUS_GOINGAWAY,
+					 (unsigned char *)"server shutting down", 20);
+		return -1;
+	}
 	if (sub->finished) {
 		/* The final event was flushed (we are called only when nothing is
 		 * pending): close.  For SSE without Content-Length, the end of

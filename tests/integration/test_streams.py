@@ -10,6 +10,7 @@ import base64
 import http.client
 import json
 import os
+import signal
 import socket
 import struct
 import threading
@@ -467,6 +468,29 @@ def test_sse_client_close_is_noticed_at_once(server):
     t0 = cpu_ticks()
     time.sleep(1.0)
     assert cpu_ticks() - t0 < 50, "api thread busy while idle"
+
+
+def test_shutdown_closes_streams_going_away(make_server):
+    """SIGTERM ends WebSocket streams with close code 1001 (going away), so
+    clients know to reconnect and resume, and SSE bodies end cleanly."""
+    s = make_server()
+
+    async def go():
+        async with websockets.connect(ws_url(s), extra_headers=auth(),
+                                      ping_interval=None) as ws:
+            c, r = sse_open(s)
+            s.proc.send_signal(signal.SIGTERM)
+            try:
+                while True:
+                    await asyncio.wait_for(ws.recv(), 10)
+            except websockets.ConnectionClosed as e:
+                code = e.code
+            rest = r.read()		# returns: the SSE body ended with the close
+            c.close()
+            return code, rest
+    code, rest = run(go())
+    assert code == 1001
+    assert s.proc.wait(30) == 0
 
 
 def rss_kb(pid):
