@@ -30,9 +30,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 
 #include "../common/jg.h"
 #include "runner_int.h"
@@ -42,6 +44,7 @@ typedef struct ReaperMsg { int32_t op, pgid; } ReaperMsg;
 #define PEND_MAX 65536
 
 static int reaper_fd = -1;		/* write end (O_NONBLOCK); set before threads exist */
+static pid_t reaper_pid;		/* to reap it if it dies before us */
 static int reaper_broken;		/* runner thread: EPIPE seen */
 static ReaperMsg pend[PEND_MAX];	/* runner thread: notes the pipe had no room for */
 static size_t pend_off, pend_n;
@@ -124,20 +127,31 @@ int runner_reaper_start(void)
 		reaper_main(3);
 	}
 	close(p[0]);
+	reaper_pid = pid;
 	reaper_fd = p[1];
 	if (fcntl(reaper_fd, F_SETFL, O_NONBLOCK) < 0) { /* then writes may block: still correct */ }
 	return 0;
 }
 
-/* The job's child, between vfork and exec: one non-blocking write. */
+/* The job's child, between vfork and exec, all signals blocked: one
+ * non-blocking write.  If the reaper is gone, the write raises SIGPIPE,
+ * which stays pending while blocked and would kill the child the moment
+ * it unblocks signals before exec: take it back out. */
 void runner_reaper_child_note(pid_t pgid)
 {
+	static const struct timespec now = { 0, 0 };
 	ReaperMsg m = { '+', (int32_t)pgid };
+	sigset_t pipe_only;
 
-	if (reaper_fd >= 0 && write(reaper_fd, &m, sizeof m) < 0) {
-		/* pipe full (the reaper is stopped) or gone: this group is not
-		 * covered; PDEATHSIG still kills the child itself */
+	if (reaper_fd < 0 || reaper_broken)
+		return;
+	if (write(reaper_fd, &m, sizeof m) < 0 && errno == EPIPE) {
+		sigemptyset(&pipe_only);
+		sigaddset(&pipe_only, SIGPIPE);
+		sigtimedwait(&pipe_only, NULL, &now);
 	}
+	/* Other failures (EAGAIN: the reaper is stopped) leave this group
+	 * uncovered; PDEATHSIG still kills the child itself. */
 }
 
 /* Runner thread: write the pending notes; 0 when all are out. */
@@ -157,6 +171,7 @@ static int reaper_flush(void)
 		if (w < 0 && errno == EAGAIN)
 			return 1;
 		reaper_broken = 1;
+		waitpid(reaper_pid, NULL, WNOHANG);	/* no zombie for our lifetime */
 		jg_log(JG_WARN, "runner: the reaper process is gone; job process groups "
 		       "are no longer killed if the gateway dies", "error",
 		       w < 0 ? strerror(errno) : "short write", NULL);

@@ -431,3 +431,22 @@ def test_stopped_reaper_does_not_stall_the_runner(make_server):
         assert job["status"] == "succeeded", job
     finally:
         os.kill(reaper, signal.SIGCONT)
+
+
+def test_jobs_run_on_after_the_reaper_is_killed(make_server):
+    """Without its reaper the gateway runs on: jobs still succeed (a child's
+    note to the dead reaper must not leave it a pending SIGPIPE), and the
+    reaper is reaped, not left a zombie."""
+    s = make_server(config=cfg({"hi": {"command": ["/bin/echo", "hi"]}}))
+    reaper = _reaper_of(s.proc.pid)
+    os.kill(reaper, signal.SIGKILL)
+    deadline = time.time() + 5
+    while time.time() < deadline and proc_alive(reaper):
+        time.sleep(0.02)
+    assert not proc_alive(reaper)
+    for i in range(3):
+        r = s.post("/trigger/hi/wait?timeout=20")
+        assert r.status == 200 and r.json()["status"] == "succeeded", r.body
+        assert r.json()["result"] == "hi\n"
+    assert "reaper process is gone" in s.read_log()
+    assert not os.path.exists("/proc/%d" % reaper), "reaper left a zombie"
