@@ -45,6 +45,10 @@ struct ApiFdWatch {
 	void   *ctx;
 };
 
+/* Everything here runs on the api thread, except api_loop_open() (main
+ * thread, before the api thread starts) and api_loop_close() (main thread,
+ * after it returned). */
+
 /* The deadline heap holds times only: a timer cancelled with
  * lws_sul_cancel() stays in it and costs one spurious wake-up. */
 static void due_push(ApiLoop *l, double t)
@@ -162,10 +166,11 @@ void api_sul_schedule(struct lws_context *ctx, lws_sorted_usec_list_t *sul,
 	ev_now_update(l->ev);
 	at = ev_now(l->ev) + (double)us / 1e6;
 	due_push(l, at);
-	if (l->due[0] == at || !ev_is_active(&l->kick))
+	if (l->ndue && (l->due[0] == at || !ev_is_active(&l->kick)))
 		kick_rearm(l);
 }
 
+/* Api thread (all below). */
 static void api_fd_readable(struct ev_loop *ev, ev_io *w, int revents)
 {
 	ApiFdWatch *fw = (ApiFdWatch *)w;

@@ -102,6 +102,34 @@ static int api_framing(struct lws *wsi, ApiReq *r)
 	return 0;
 }
 
+/* Api thread: the body did not arrive in time.  Answer 408 and close;
+ * bytes that still come are ignored (api_body: the state moved on). */
+static void api_body_timer(lws_sorted_usec_list_t *sul)
+{
+	ApiReq *r = lws_container_of(sul, ApiReq, sul);
+
+	if (r->state != RQ_BODY || !r->wsi)
+		return;
+	r->close_after = 1;
+	r->discard = 1;
+	if (r->err_status)	/* refused at its headers: say why, then close */
+		api_defer_error(r->a, r, r->err_status, r->err_code, r->err_msg);
+	else
+		api_defer_error(r->a, r, 408, "request_timeout",
+				"request body not received within 10 s of its headers");
+}
+
+/* Api thread: the body (read, or drained after an early refusal) must be
+ * in within API_BODY_TIMEOUT_S of the headers (SPEC §7: slow clients get
+ * a 4xx).  lws's own timeout, which only counts silence, stays as a
+ * backstop 2 s later (listen.c). */
+static void api_body_deadline(Api *a, ApiReq *r)
+{
+	api_sul_schedule(a->ctx, &r->sul, api_body_timer,
+			 (lws_usec_t)API_BODY_TIMEOUT_S * LWS_US_PER_SEC);
+	lws_set_timeout(r->wsi, PENDING_TIMEOUT_HTTP_CONTENT, API_BODY_TIMEOUT_S + 2);
+}
+
 /* An error at header time: now if there is no body to drain, else after.
  * A client that sent "Expect: 100-continue" has not sent its body yet
  * and will not without a 100: answer at once and end the connection
@@ -109,8 +137,10 @@ static int api_framing(struct lws *wsi, ApiReq *r)
 static int api_head_fail(Api *a, ApiReq *r, int has_body, int status,
 			 const char *code, const char *msg)
 {
-	if (has_body && !r->expect)
+	if (has_body && !r->expect) {
+		api_body_deadline(a, r);
 		return api_pend_error(r, status, code, msg);
+	}
 	if (has_body)
 		r->close_after = 1;
 	return api_reply_error(a, r, status, code, msg);
@@ -140,19 +170,6 @@ static int api_send_continue(struct lws *wsi)
 		(int)(sizeof cont - 1) ? -1 : 0;
 }
 
-/* Api thread: the body did not arrive in time.  Answer 408 and close;
- * bytes that still come are ignored (api_body: the state moved on). */
-static void api_body_timer(lws_sorted_usec_list_t *sul)
-{
-	ApiReq *r = lws_container_of(sul, ApiReq, sul);
-
-	if (r->state != RQ_BODY || !r->wsi)
-		return;
-	r->close_after = 1;
-	r->discard = 1;
-	api_defer_error(r->a, r, 408, "request_timeout",
-			"request body not received within 10 s of its headers");
-}
 
 /* Api thread, LWS_CALLBACK_HTTP: match, check, and start the body. */
 int api_route_begin(Api *a, struct lws *wsi, ApiSession *sess, const char *path, size_t n)
@@ -256,12 +273,7 @@ int api_route_begin(Api *a, struct lws *wsi, ApiSession *sess, const char *path,
 	}
 	if (r->expect && api_send_continue(wsi) != 0)
 		return -1;
-	/* The whole body within API_BODY_TIMEOUT_S of the headers, or 408
-	 * (SPEC §7: slow clients get a 4xx).  lws's own timeout, which only
-	 * counts silence, stays as a backstop 2 s later (listen.c). */
-	api_sul_schedule(a->ctx, &r->sul, api_body_timer,
-			 (lws_usec_t)API_BODY_TIMEOUT_S * LWS_US_PER_SEC);
-	lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT, API_BODY_TIMEOUT_S + 2);
+	api_body_deadline(a, r);
 	return 0;
 }
 
@@ -312,6 +324,10 @@ int api_route_upgrade(Api *a, struct lws *wsi, const char *proto)
 
 	if (!proto || strcmp(proto, "websocket") != 0)
 		return -1;
+	if (atomic_load(&a->stop)) {	/* streams_shutdown() has run */
+		api_write_error(a, wsi, 503, "overloaded", "shutting down", 1);
+		goto refused;
+	}
 	if (lws_hdr_copy(wsi, path, sizeof path, WSI_TOKEN_GET_URI) <= 0 ||
 	    strcmp(path, "/ws") != 0) {
 		api_write_error(a, wsi, 404, "not_found", "WebSocket upgrades are only on /ws", 0);

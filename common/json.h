@@ -22,7 +22,8 @@
 /* Tokenize js[0..n) as exactly one JSON value with strict grammar (numbers,
  * literals, escapes, UTF-8 and no trailing bytes other than whitespace).
  * On success *toks is a malloc'd array the caller frees and the count is
- * returned; on failure returns <0 (JG_EINVAL) and *toks is NULL. */
+ * returned; on failure returns <0 (JG_ETOODEEP when nesting is the first
+ * fault, else JG_EINVAL) and *toks is NULL. */
 int json_parse(const char *js, size_t n, jsmntok_t **toks);
 
 /* Tokenize JSON this program wrote itself (log records): jsmn alone, no

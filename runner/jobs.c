@@ -489,7 +489,9 @@ void runner_attempt_start(Runner *r, RJob *j, const char *p, size_t n)
 	runner_stats_started(r->stats, j->spec);
 	if (spec->builtin_echo) {
 		/* Nothing runs, so nothing waits for job.started to be durable:
-		 * it and job.succeeded share one txn (never one without the other). */
+		 * it and job.succeeded share one txn, both or neither.  (Only
+		 * when memory runs out can one go alone: a started that cannot
+		 * be built or a succeeded that cannot be allocated.) */
 		RunEnt *su;
 		st = runner_ent_new(r);
 		su = runner_ent_new(r);

@@ -30,7 +30,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -111,10 +110,16 @@ int runner_reaper_start(void)
 		return rc;
 	}
 	if (pid == 0) {
-		/* Keep only stdio and the read end (as fd 3). */
+		/* Keep only stdio and the read end (as fd 3); above all not the
+		 * write end, or it would never see EOF. */
+		close(p[1]);
 		if (p[0] != 3 && dup2(p[0], 3) < 0)
 			_exit(1);
-		syscall(SYS_close_range, 4u, ~0u, 0u);
+		if (syscall(SYS_close_range, 4u, ~0u, 0u) < 0) {	/* Linux < 5.9 */
+			long max = sysconf(_SC_OPEN_MAX);
+			for (long fd = 4; fd < (max > 0 ? max : 1024); fd++)
+				close((int)fd);
+		}
 		prctl(PR_SET_NAME, "jobgate-reaper");
 		signal(SIGINT, SIG_IGN);
 		signal(SIGTERM, SIG_IGN);
@@ -136,19 +141,20 @@ int runner_reaper_start(void)
 /* The job's child, between vfork and exec, all signals blocked: one
  * non-blocking write.  If the reaper is gone, the write raises SIGPIPE,
  * which stays pending while blocked and would kill the child the moment
- * it unblocks signals before exec: take it back out. */
+ * it unblocks signals before exec: discard it. */
 void runner_reaper_child_note(pid_t pgid)
 {
-	static const struct timespec now = { 0, 0 };
 	ReaperMsg m = { '+', (int32_t)pgid };
-	sigset_t pipe_only;
+	struct sigaction ign;
 
 	if (reaper_fd < 0 || reaper_broken)
 		return;
 	if (write(reaper_fd, &m, sizeof m) < 0 && errno == EPIPE) {
-		sigemptyset(&pipe_only);
-		sigaddset(&pipe_only, SIGPIPE);
-		sigtimedwait(&pipe_only, NULL, &now);
+		/* Setting SIG_IGN discards a pending signal (POSIX); the
+		 * child sets every disposition back to SIG_DFL before exec. */
+		memset(&ign, 0, sizeof ign);
+		ign.sa_handler = SIG_IGN;
+		sigaction(SIGPIPE, &ign, NULL);
 	}
 	/* Other failures (EAGAIN: the reaper is stopped) leave this group
 	 * uncovered; PDEATHSIG still kills the child itself. */
@@ -171,7 +177,9 @@ static int reaper_flush(void)
 		if (w < 0 && errno == EAGAIN)
 			return 1;
 		reaper_broken = 1;
-		waitpid(reaper_pid, NULL, WNOHANG);	/* no zombie for our lifetime */
+		/* EPIPE: its read end is closed, so it has exited or is
+		 * exiting: reap it (no zombie for our lifetime). */
+		while (waitpid(reaper_pid, NULL, 0) < 0 && errno == EINTR) {}
 		jg_log(JG_WARN, "runner: the reaper process is gone; job process groups "
 		       "are no longer killed if the gateway dies", "error",
 		       w < 0 ? strerror(errno) : "short write", NULL);
@@ -179,6 +187,16 @@ static int reaper_flush(void)
 	}
 	pend_off = 0;
 	return 0;
+}
+
+/* Runner thread, each loop turn and at exit: notes still waiting (the
+ * reaper was not reading) go out as soon as the pipe has room, so a "-"
+ * is not held while its pgid could be reused.  1 while some wait. */
+int runner_reaper_retry(void)
+{
+	if (reaper_fd < 0 || reaper_broken || pend_n == 0)
+		return 0;
+	return reaper_flush();
 }
 
 /* Runner thread: tell the reaper that group pgid is about to be reaped

@@ -105,6 +105,7 @@ static void timers(Runner *r, int closing)
 	}
 	if (r->norph)
 		runner_orphans_reap(r);
+	runner_reaper_retry();
 	if (r->retry_head && !drain_over(r, t))
 		runner_ent_retry_due(r, t);
 	while (!closing && r->heap_n && r->heap[0]->retry_at <= wall) {
@@ -145,6 +146,8 @@ static int poll_timeout(Runner *r, int closing)
 	}
 	if (r->norph && t + ORPHAN_POLL_MS * 1000000LL < next)
 		next = t + ORPHAN_POLL_MS * 1000000LL;
+	if (runner_reaper_retry() && t + 100 * 1000000LL < next)
+		next = t + 100 * 1000000LL;	/* the reaper's pipe had no room */
 	if (next == INT64_MAX)
 		return -1;
 	ms = (next - t + 999999) / 1000000;
@@ -249,6 +252,7 @@ static void *runner_main(void *arg)
 	runner_dispatch(r);	/* recovered work: nothing else would wake us for it */
 	runner_snap_end(r);
 	while (loop_once(r)) {}
+	runner_reaper_retry();		/* best effort: the "-" of the last groups */
 	runner_ent_drop_all(r);
 	return NULL;
 }

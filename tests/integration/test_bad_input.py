@@ -282,6 +282,36 @@ def test_trickled_body_times_out_whole(srv):
     assert srv.jobgate("log", "stat", "--data-dir", srv.data_dir).stdout == head
 
 
+def test_refused_request_still_has_a_body_deadline(srv):
+    """A request refused at its headers (here 404) whose body is drained
+    gets its answer within the body deadline even if the body trickles in,
+    instead of holding the connection for as long as the client drips."""
+    sk = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
+    got = b""
+    try:
+        sk.sendall(b"POST /nope HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+        sk.settimeout(2)
+        t0 = time.time()
+        while time.time() - t0 < 20:
+            try:
+                data = sk.recv(4096)
+                if not data:
+                    break
+                got += data
+                continue
+            except socket.timeout:
+                pass
+            try:
+                sk.sendall(b"x")
+            except OSError:
+                break
+        assert time.time() - t0 < 16
+    finally:
+        sk.close()
+    assert got.startswith(b"HTTP/1.1 404"), got
+    assert b'"error":"not_found"' in got
+
+
 @pytest.mark.parametrize("method,path,name", [
     ("POST", "/trigger/echo/wait?timeout=1&timeout=2", "timeout"),
     ("GET", "/jobs?limit=1&limit=2", "limit"),

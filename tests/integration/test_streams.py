@@ -493,6 +493,36 @@ def test_shutdown_closes_streams_going_away(make_server):
     assert s.proc.wait(30) == 0
 
 
+def test_no_new_websocket_while_stopping(make_server):
+    """After SIGTERM, while owed answers drain, a new /ws upgrade is refused
+    with 503 (it would otherwise miss the 1001 close the others got)."""
+    s = make_server(config={"jobs": {"stubborn": {"command": [
+        "/bin/sh", "-c", "trap '' TERM; sleep 30"]}}})
+    jid = s.post("/trigger/stubborn").json()["id"]
+    deadline = time.time() + 10
+    while time.time() < deadline and s.get("/jobs/%d" % jid).json()["status"] != "running":
+        time.sleep(0.02)
+    # The cancel is owed until the process dies (SIGKILL after a grace):
+    # the server stays in its drain while we try to subscribe.
+    th = threading.Thread(target=lambda: s.post("/jobs/%d/cancel" % jid))
+    th.start()
+    time.sleep(0.3)
+    s.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+
+    async def go():
+        try:
+            async with websockets.connect(ws_url(s), extra_headers=auth(),
+                                          ping_interval=None):
+                return 101
+        except websockets.InvalidStatusCode as e:
+            return e.status_code
+    status = run(go())
+    th.join(30)
+    assert status == 503
+    assert s.proc.wait(30) == 0
+
+
 def rss_kb(pid):
     with open("/proc/%d/status" % pid) as f:
         for line in f:
