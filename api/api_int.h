@@ -149,9 +149,15 @@ struct ApiReq {
 	size_t      idem_len;
 	int         has_idem;
 	lws_sorted_usec_list_t sul;	/* /wait deadline */
+	int64_t     body_due_ns;	/* body deadline (mono); in a->body_* while set */
+	ApiReq     *bprev, *bnext;	/* a->body_head..tail, oldest first */
 	ApiReq     *qnext;	/* {a->cq_mu} completion queue */
 	ApiReq     *next;	/* free list or waiter chain (api thread) */
 };
+
+/* ---- provided by routes.c (body deadlines) ---- */
+void api_body_untrack(Api *a, ApiReq *r);	/* no-op if not tracked */
+void api_body_expire(Api *a);			/* answer bodies past due: 408 */
 
 /* One row of the route table (routes.c), like Redis's command table. */
 enum { API_M_GET = 1, API_M_POST = 2, API_M_HEAD = 4 };
@@ -194,6 +200,7 @@ struct Api {
 	uint64_t      head_streams;	/* last head given to the streams */
 
 	ApiReq       *free;		/* request pool */
+	ApiReq       *body_head, *body_tail;	/* bodies being read, by deadline */
 	int           nreq, inflight;	/* allocated; owned by log/runner */
 	size_t        body_bytes;	/* buffered request bodies, <= API_BODY_BUDGET */
 	ApiReq       *wait[API_WAIT_BUCKETS];	/* parked /wait requests by job id */

@@ -102,32 +102,69 @@ static int api_framing(struct lws *wsi, ApiReq *r)
 	return 0;
 }
 
-/* Api thread: the body did not arrive in time.  Answer 408 and close;
- * bytes that still come are ignored (api_body: the state moved on). */
-static void api_body_timer(lws_sorted_usec_list_t *sul)
+/*
+ * Body deadlines.  Every request whose body is being read (or drained
+ * after an early refusal) must have it in within API_BODY_TIMEOUT_S of its
+ * headers (SPEC §7: slow clients get a 4xx).  One constant timeout means
+ * deadlines come in the order requests were tracked: a FIFO, oldest at the
+ * head, so the check (api_body_expire, on every api wake-up and at least
+ * once a second by loop.c's tick) looks at the head only.  No per-request
+ * timer: at 15k triggers/s that would be 150k live timers.  lws's own
+ * timeout, which only counts silence, stays as a backstop 2 s later.
+ */
+static void api_body_track(Api *a, ApiReq *r)
 {
-	ApiReq *r = lws_container_of(sul, ApiReq, sul);
-
-	if (r->state != RQ_BODY || !r->wsi)
-		return;
-	r->close_after = 1;
-	r->discard = 1;
-	if (r->err_status)	/* refused at its headers: say why, then close */
-		api_defer_error(r->a, r, r->err_status, r->err_code, r->err_msg);
+	api_body_untrack(a, r);
+	r->body_due_ns = jg_mono_ns() + (int64_t)API_BODY_TIMEOUT_S * 1000000000;
+	r->bnext = NULL;
+	r->bprev = a->body_tail;
+	if (a->body_tail)
+		a->body_tail->bnext = r;
 	else
-		api_defer_error(r->a, r, 408, "request_timeout",
-				"request body not received within 10 s of its headers");
+		a->body_head = r;
+	a->body_tail = r;
+	lws_set_timeout(r->wsi, PENDING_TIMEOUT_HTTP_CONTENT, API_BODY_TIMEOUT_S + 2);
 }
 
-/* Api thread: the body (read, or drained after an early refusal) must be
- * in within API_BODY_TIMEOUT_S of the headers (SPEC §7: slow clients get
- * a 4xx).  lws's own timeout, which only counts silence, stays as a
- * backstop 2 s later (listen.c). */
-static void api_body_deadline(Api *a, ApiReq *r)
+void api_body_untrack(Api *a, ApiReq *r)
 {
-	api_sul_schedule(a->ctx, &r->sul, api_body_timer,
-			 (lws_usec_t)API_BODY_TIMEOUT_S * LWS_US_PER_SEC);
-	lws_set_timeout(r->wsi, PENDING_TIMEOUT_HTTP_CONTENT, API_BODY_TIMEOUT_S + 2);
+	if (!r->body_due_ns)
+		return;
+	if (r->bprev)
+		r->bprev->bnext = r->bnext;
+	else
+		a->body_head = r->bnext;
+	if (r->bnext)
+		r->bnext->bprev = r->bprev;
+	else
+		a->body_tail = r->bprev;
+	r->bprev = r->bnext = NULL;
+	r->body_due_ns = 0;
+}
+
+/* Api thread: answer what is past due (the pending refusal if there is
+ * one, else 408) and close; bytes that still come are ignored (api_body:
+ * the state moved on). */
+void api_body_expire(Api *a)
+{
+	int64_t now;
+	ApiReq *r;
+
+	if (!a->body_head)
+		return;
+	now = jg_mono_ns();
+	while ((r = a->body_head) && r->body_due_ns <= now) {
+		api_body_untrack(a, r);
+		if (r->state != RQ_BODY || !r->wsi)
+			continue;
+		r->close_after = 1;
+		r->discard = 1;
+		if (r->err_status)	/* refused at its headers: say why */
+			api_defer_error(a, r, r->err_status, r->err_code, r->err_msg);
+		else
+			api_defer_error(a, r, 408, "request_timeout",
+					"request body not received within 10 s of its headers");
+	}
 }
 
 /* An error at header time: now if there is no body to drain, else after.
@@ -138,7 +175,7 @@ static int api_head_fail(Api *a, ApiReq *r, int has_body, int status,
 			 const char *code, const char *msg)
 {
 	if (has_body && !r->expect) {
-		api_body_deadline(a, r);
+		api_body_track(a, r);
 		return api_pend_error(r, status, code, msg);
 	}
 	if (has_body)
@@ -273,7 +310,7 @@ int api_route_begin(Api *a, struct lws *wsi, ApiSession *sess, const char *path,
 	}
 	if (r->expect && api_send_continue(wsi) != 0)
 		return -1;
-	api_body_deadline(a, r);
+	api_body_track(a, r);
 	return 0;
 }
 
@@ -282,7 +319,7 @@ int api_route_body_done(Api *a, ApiReq *r)
 {
 	/* From here the server owes the answer: no lws timeout may cut it
 	 * (a parked /wait has its own deadline). */
-	lws_sul_cancel(&r->sul);
+	api_body_untrack(a, r);
 	lws_set_timeout(r->wsi, NO_PENDING_TIMEOUT, 0);
 	struct lws *wsi = r->wsi;
 	int rc;

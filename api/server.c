@@ -94,7 +94,8 @@ ApiReq *api_req_get(Api *a)
  * the pool's footprint stays near API_REQ_MAX small requests. */
 void api_req_put(Api *a, ApiReq *r)
 {
-	lws_sul_cancel(&r->sul);	/* a body timer must not outlive it */
+	lws_sul_cancel(&r->sul);	/* a /wait timer must not outlive it */
+	api_body_untrack(a, r);
 	a->body_bytes -= r->budget;
 	r->budget = 0;
 	if (r->body.cap > 65536)
@@ -276,6 +277,7 @@ static void api_drain(Api *a)
 	uint64_t head = api_head(a), snap;
 	int began = 0;
 
+	api_body_expire(a);
 	pthread_mutex_lock(&a->cq_mu);
 	list = a->cq_head;
 	a->cq_head = a->cq_tail = NULL;
