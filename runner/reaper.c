@@ -47,7 +47,7 @@ static pid_t reaper_pid;		/* to reap it if it dies before us */
 static int reaper_broken;		/* runner thread: EPIPE seen */
 static ReaperMsg pend[PEND_MAX];	/* runner thread: notes the pipe had no room for */
 static size_t pend_off, pend_n;
-static int pend_full_said;
+static int pend_full_said, pend_wait_said;
 
 /* The reaper process: collect live groups until EOF, then kill them. */
 static void reaper_main(int fd)
@@ -138,26 +138,32 @@ int runner_reaper_start(void)
 	return 0;
 }
 
-/* The job's child, between vfork and exec, all signals blocked: one
- * non-blocking write.  If the reaper is gone, the write raises SIGPIPE,
+/* The job's child, between vfork and exec, all signals blocked (the
+ * runner thread is suspended, so pend_n is stable): one non-blocking
+ * write, unless notes are already waiting, which must go first.  1: the
+ * parent queues it.  If the reaper is gone, the write raises SIGPIPE,
  * which stays pending while blocked and would kill the child the moment
  * it unblocks signals before exec: discard it. */
-void runner_reaper_child_note(pid_t pgid)
+int runner_reaper_child_note(pid_t pgid)
 {
 	ReaperMsg m = { '+', (int32_t)pgid };
 	struct sigaction ign;
 
 	if (reaper_fd < 0 || reaper_broken)
-		return;
-	if (write(reaper_fd, &m, sizeof m) < 0 && errno == EPIPE) {
+		return 0;
+	if (pend_n > 0)
+		return 1;
+	if (write(reaper_fd, &m, sizeof m) == (ssize_t)sizeof m)
+		return 0;
+	if (errno == EPIPE) {
 		/* Setting SIG_IGN discards a pending signal (POSIX); the
 		 * child sets every disposition back to SIG_DFL before exec. */
 		memset(&ign, 0, sizeof ign);
 		ign.sa_handler = SIG_IGN;
 		sigaction(SIGPIPE, &ign, NULL);
+		return 0;	/* the parent's next note finds it gone */
 	}
-	/* Other failures (EAGAIN: the reaper is stopped) leave this group
-	 * uncovered; PDEATHSIG still kills the child itself. */
+	return 1;		/* EAGAIN: the reaper is not reading */
 }
 
 /* Runner thread: write the pending notes; 0 when all are out. */
@@ -221,5 +227,7 @@ void runner_reaper_note(int add, pid_t pgid)
 		return;
 	}
 	pend[pend_off + pend_n++] = m;
-	reaper_flush();
+	if (reaper_flush() && !pend_wait_said++)
+		jg_log(JG_WARN, "runner: the reaper process is not reading; job groups "
+		       "started now are covered once it reads again", NULL);
 }

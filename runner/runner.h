@@ -112,8 +112,10 @@ void runner_proc_release(RunnerProc *p);
  * started (add) or is about to be reaped (!add).  No-op without one. */
 void runner_reaper_note(int add, pid_t pgid);
 /* A job's child between vfork and exec, once it leads its own group:
- * announce it (async-signal-safe: one write). */
-void runner_reaper_child_note(pid_t pgid);
+ * announce it (async-signal-safe: one write).  1 when it could not (notes
+ * are waiting, or the pipe is full): the parent must runner_reaper_note(1)
+ * it after vfork returns, so it goes out in order. */
+int  runner_reaper_child_note(pid_t pgid);
 
 /* Executable for argv0: itself if it holds a '/', else the first match in
  * RUNNER_PATH, else argv0 (exec then fails with ENOENT).  Writes out[cap]. */

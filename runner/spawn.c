@@ -94,7 +94,7 @@ static void close_from(int lo, int keep)
 
 /* Child side.  Never returns: execs or _exits(127) with the errno in *err. */
 static void child_exec(const RunnerSpawn *s, char *const envp[], const int fds[3],
-		       pid_t parent, volatile int *err, int errfd)
+		       pid_t parent, volatile int *err, volatile int *note_later, int errfd)
 {
 	struct sigaction sa;
 	sigset_t none;
@@ -109,7 +109,11 @@ static void child_exec(const RunnerSpawn *s, char *const envp[], const int fds[3
 	}
 	/* Tell the reaper about our group before anything in it can fork:
 	 * the gateway may die from here on (reaper.c). */
-	runner_reaper_child_note(getpid());
+#ifndef RUNNER_USE_FORK
+	*note_later = runner_reaper_child_note(getpid());
+#else
+	*note_later = 1;	/* not shared memory under fork: the parent notes it */
+#endif
 	memset(&sa, 0, sizeof sa);
 	sa.sa_handler = SIG_DFL;
 	for (sig = 1; sig < NSIG; sig++)
@@ -197,7 +201,7 @@ int runner_proc_spawn(RunnerProc *p, const RunnerSpawn *s)
 	int in[2] = { -1, -1 }, out[2] = { -1, -1 }, err[2] = { -1, -1 };
 	int errp[2] = { -1, -1 };
 	int fds[3], rc = 0, e = 0;
-	volatile int child_err = 0;
+	volatile int child_err = 0, note_later = 0;
 	sigset_t all, old;
 	pid_t pid, parent = getpid();
 
@@ -231,7 +235,7 @@ int runner_proc_spawn(RunnerProc *p, const RunnerSpawn *s)
 	pid = vfork();
 #endif
 	if (pid == 0)
-		child_exec(s, envp, fds, parent, &child_err, errp[1]);
+		child_exec(s, envp, fds, parent, &child_err, &note_later, errp[1]);
 	e = errno;
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (pid < 0) {
@@ -256,7 +260,9 @@ int runner_proc_spawn(RunnerProc *p, const RunnerSpawn *s)
 		while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {}
 		goto out;
 	}
-	p->pid = pid;		/* the child told the reaper about its group */
+	p->pid = pid;
+	if (note_later)		/* the child could not tell the reaper itself */
+		runner_reaper_note(1, pid);
 	if ((p->pidfd = (int)syscall(SYS_pidfd_open, pid, 0)) < 0) {
 		rc = errno;
 		kill(-pid, SIGKILL);

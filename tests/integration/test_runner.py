@@ -414,8 +414,12 @@ def test_kill9_during_spawn_churn_leaves_no_group(make_server):
 
 def test_stopped_reaper_does_not_stall_the_runner(make_server):
     """The reaper pipe holds ~4,000 jobs' notes; with the reaper stopped the
-    runner must go on (its notes wait in a buffer) instead of blocking."""
-    s = make_server(config=cfg({"t": {"command": ["/bin/true"], "concurrency": 16}}))
+    runner must go on (its notes wait in a buffer) instead of blocking, and
+    a group started while the pipe was full is still covered once the
+    reaper reads again."""
+    s = make_server(config=cfg({
+        "t": {"command": ["/bin/true"], "concurrency": 16},
+        "grp": {"command": ["/bin/sh", "-c", "sleep 307 & sleep 307; wait"]}}))
     with open("/proc/%d/maps" % s.proc.pid) as f:
         if any("libasan" in l for l in f):
             pytest.skip("4,600 spawns take minutes under ASan (fork, not vfork)")
@@ -429,8 +433,23 @@ def test_stopped_reaper_does_not_stall_the_runner(make_server):
             c.close()
         job = wait_job(s, ids[-1], ["succeeded", "failed"], timeout=60)
         assert job["status"] == "succeeded", job
+        g = s.post("/trigger/grp").json()["id"]
+        wait_job(s, g, ["running"])
+        deadline = time.time() + 10
+        while time.time() < deadline and len(_pids_running(b"sleep 307 ")) < 2:
+            time.sleep(0.02)
     finally:
         os.kill(reaper, signal.SIGCONT)
+    assert "reaper process is not reading" in s.read_log()
+    time.sleep(1.0)			# the runner retries waiting notes every 100 ms
+    s.kill9()
+    deadline = time.time() + 5
+    while time.time() < deadline and _pids_running(b"sleep 307 "):
+        time.sleep(0.05)
+    left = _pids_running(b"sleep 307 ")
+    for p in left:
+        os.kill(p, signal.SIGKILL)
+    assert not left, "a group started while the reaper's pipe was full survived"
 
 
 def test_jobs_run_on_after_the_reaper_is_killed(make_server):
