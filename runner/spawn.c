@@ -112,7 +112,7 @@ static void child_exec(const RunnerSpawn *s, char *const envp[], const int fds[3
 #ifndef RUNNER_USE_FORK
 	*note_later = runner_reaper_child_note(getpid());
 #else
-	*note_later = 1;	/* not shared memory under fork: the parent notes it */
+	(void)note_later;	/* not shared under fork: the parent notes it */
 #endif
 	memset(&sa, 0, sizeof sa);
 	sa.sa_handler = SIG_DFL;
@@ -261,7 +261,10 @@ int runner_proc_spawn(RunnerProc *p, const RunnerSpawn *s)
 		goto out;
 	}
 	p->pid = pid;
-	if (note_later)		/* the child could not tell the reaper itself */
+#ifdef RUNNER_USE_FORK
+	note_later = 1;
+#endif
+	if (note_later)		/* the child did not tell the reaper itself */
 		runner_reaper_note(1, pid);
 	if ((p->pidfd = (int)syscall(SYS_pidfd_open, pid, 0)) < 0) {
 		rc = errno;
