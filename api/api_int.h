@@ -149,8 +149,8 @@ struct ApiReq {
 	size_t      idem_len;
 	int         has_idem;
 	lws_sorted_usec_list_t sul;	/* /wait deadline */
-	int64_t     body_due_ns;	/* body deadline (mono); in a->body_* while set */
-	ApiReq     *bprev, *bnext;	/* a->body_head..tail, oldest first */
+	int64_t     body_due_ns;	/* body deadline (mono) while in a->body_fifo */
+	lws_dll2_t  body_link;		/* a->body_fifo, oldest first */
 	ApiReq     *qnext;	/* {a->cq_mu} completion queue */
 	ApiReq     *next;	/* free list or waiter chain (api thread) */
 };
@@ -200,7 +200,7 @@ struct Api {
 	uint64_t      head_streams;	/* last head given to the streams */
 
 	ApiReq       *free;		/* request pool */
-	ApiReq       *body_head, *body_tail;	/* bodies being read, by deadline */
+	lws_dll2_owner_t body_fifo;	/* requests whose body is being read */
 	int           nreq, inflight;	/* allocated; owned by log/runner */
 	size_t        body_bytes;	/* buffered request bodies, <= API_BODY_BUDGET */
 	ApiReq       *wait[API_WAIT_BUCKETS];	/* parked /wait requests by job id */

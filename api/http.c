@@ -195,6 +195,18 @@ int api_error(struct lws *wsi, int status, const char *code, const char *msg)
 	return lws_http_transaction_completed(wsi) ? -1 : 0;
 }
 
+/* Query fragment i ("name=value") into frag: its length, -1 when it does
+ * not fit (skip it), -2 after the last one.  lws says -1 for both of the
+ * latter; the fragment's length tells them apart. */
+static int api_query_frag(struct lws *wsi, int i, char *frag, size_t cap)
+{
+	int n = lws_hdr_copy_fragment(wsi, frag, (int)cap, WSI_TOKEN_HTTP_URI_ARGS, i);
+
+	if (n >= 0)
+		return n;
+	return lws_hdr_fragment_length(wsi, WSI_TOKEN_HTTP_URI_ARGS, i) <= 0 ? -2 : -1;
+}
+
 int api_query_arg(struct lws *wsi, const char *name, char *out, size_t cap)
 {
 	char frag[1024];
@@ -203,13 +215,10 @@ int api_query_arg(struct lws *wsi, const char *name, char *out, size_t cap)
 	int i, n;
 
 	for (i = 0; i < 64; i++) {
-		n = lws_hdr_copy_fragment(wsi, frag, sizeof frag, WSI_TOKEN_HTTP_URI_ARGS, i);
-		if (n < 0) {
-			/* -1 is also "too long for frag": tell the two apart. */
-			if (lws_hdr_fragment_length(wsi, WSI_TOKEN_HTTP_URI_ARGS, i) <= 0)
-				break;
+		if ((n = api_query_frag(wsi, i, frag, sizeof frag)) == -2)
+			break;
+		if (n < 0)
 			continue;
-		}
 		if (!route_arg(frag, (size_t)n, name, &v, &vn))
 			continue;
 		if (vn >= cap)
@@ -232,12 +241,10 @@ int api_query_dup(struct lws *wsi, char *msg, size_t cap)
 	int i, j, n, nn = 0;
 
 	for (i = 0; i < 64; i++) {
-		n = lws_hdr_copy_fragment(wsi, frag, sizeof frag, WSI_TOKEN_HTTP_URI_ARGS, i);
-		if (n < 0) {
-			if (lws_hdr_fragment_length(wsi, WSI_TOKEN_HTTP_URI_ARGS, i) <= 0)
-				break;
+		if ((n = api_query_frag(wsi, i, frag, sizeof frag)) == -2)
+			break;
+		if (n < 0)
 			continue;
-		}
 		size_t k = 0;
 		while (k < (size_t)n && frag[k] != '=')
 			k++;

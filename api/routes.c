@@ -116,29 +116,14 @@ static void api_body_track(Api *a, ApiReq *r)
 {
 	api_body_untrack(a, r);
 	r->body_due_ns = jg_mono_ns() + (int64_t)API_BODY_TIMEOUT_S * 1000000000;
-	r->bnext = NULL;
-	r->bprev = a->body_tail;
-	if (a->body_tail)
-		a->body_tail->bnext = r;
-	else
-		a->body_head = r;
-	a->body_tail = r;
+	lws_dll2_add_tail(&r->body_link, &a->body_fifo);
 	lws_set_timeout(r->wsi, PENDING_TIMEOUT_HTTP_CONTENT, API_BODY_TIMEOUT_S + 2);
 }
 
 void api_body_untrack(Api *a, ApiReq *r)
 {
-	if (!r->body_due_ns)
-		return;
-	if (r->bprev)
-		r->bprev->bnext = r->bnext;
-	else
-		a->body_head = r->bnext;
-	if (r->bnext)
-		r->bnext->bprev = r->bprev;
-	else
-		a->body_tail = r->bprev;
-	r->bprev = r->bnext = NULL;
+	(void)a;
+	lws_dll2_remove(&r->body_link);		/* no-op when not listed */
 	r->body_due_ns = 0;
 }
 
@@ -147,13 +132,15 @@ void api_body_untrack(Api *a, ApiReq *r)
  * the state moved on). */
 void api_body_expire(Api *a)
 {
+	lws_dll2_t *d;
 	int64_t now;
 	ApiReq *r;
 
-	if (!a->body_head)
+	if (!a->body_fifo.count)
 		return;
 	now = jg_mono_ns();
-	while ((r = a->body_head) && r->body_due_ns <= now) {
+	while ((d = lws_dll2_get_head(&a->body_fifo)) &&
+	       (r = lws_container_of(d, ApiReq, body_link))->body_due_ns <= now) {
 		api_body_untrack(a, r);
 		if (r->state != RQ_BODY || !r->wsi)
 			continue;
