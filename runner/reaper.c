@@ -64,6 +64,10 @@ static void reaper_main(int fd)
 		if (got != (ssize_t)sizeof m)
 			break;		/* EOF (or a torn read: the writer died) */
 		if (m.op == '+') {
+			size_t i;
+			for (i = 0; i < n && set[i] != m.pgid; i++) {}
+			if (i < n)
+				continue;	/* said twice (fork builds): once is enough */
 			if (n == cap) {
 				size_t nc = cap ? cap * 2 : 64;
 				pid_t *ns = realloc(set, nc * sizeof *ns);

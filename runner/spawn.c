@@ -109,11 +109,7 @@ static void child_exec(const RunnerSpawn *s, char *const envp[], const int fds[3
 	}
 	/* Tell the reaper about our group before anything in it can fork:
 	 * the gateway may die from here on (reaper.c). */
-#ifndef RUNNER_USE_FORK
-	*note_later = runner_reaper_child_note(getpid());
-#else
-	(void)note_later;	/* not shared under fork: the parent notes it */
-#endif
+	*note_later = runner_reaper_child_note(getpid());	/* (lost under fork) */
 	memset(&sa, 0, sizeof sa);
 	sa.sa_handler = SIG_DFL;
 	for (sig = 1; sig < NSIG; sig++)
@@ -262,7 +258,7 @@ int runner_proc_spawn(RunnerProc *p, const RunnerSpawn *s)
 	}
 	p->pid = pid;
 #ifdef RUNNER_USE_FORK
-	note_later = 1;
+	note_later = 1;		/* the child's flag is its own copy: say it again */
 #endif
 	if (note_later)		/* the child did not tell the reaper itself */
 		runner_reaper_note(1, pid);
