@@ -521,17 +521,29 @@ void runner_attempt_start(Runner *r, RJob *j, const char *p, size_t n)
 	runner_ent_submit(r, j, st, event_started(&st->e, j->name, j->id, j->attempt));
 }
 
-/* Runner thread: j's job.started is durable: spawn its process (the run
- * slot is already held), or record why it cannot run. */
+/* Runner thread: a spawn did not happen (rc): free the slot, record why. */
+static void spawn_failed(Runner *r, RJob *j, int rc)
+{
+	Spec *s = &r->specs[j->spec];
+	char msg[160];
+
+	runner_resolve(r->cfg->jobs[j->spec].argv[0], s->path, sizeof s->path);	/* PATH may have changed */
+	snprintf(msg, sizeof msg, "spawn failed: %s", strerror(rc));
+	s->running--;
+	runner_stats_finished(r->stats, j->spec, JG_ST_FAILED, 0);
+	runner_job_fail(r, j, -1, 0, msg, 0, 1);
+}
+
+/* Runner thread: j's job.started is durable: hand its process to a
+ * spawner (the run slot is already held), or record why it cannot run. */
 void runner_attempt_spawn(Runner *r, RJob *j)
 {
 	const JgJob *spec = &r->cfg->jobs[j->spec];
 	Spec *s = &r->specs[j->spec];
 	const char *p = "null";
-	size_t n = 4;
+	size_t n = 4, plen;
 	LogEvent ev;
 	RProc *rp;
-	int rc;
 
 	if (!j->starting)
 		return;
@@ -545,31 +557,51 @@ void runner_attempt_spawn(Runner *r, RJob *j)
 	}
 	if (runner_snap_begin(r) == 0 && log_reader_get(r->rd, j->id, &ev) == 0)
 		runner_payload(&ev, &p, &n);
-	if (!(rp = calloc(1, sizeof *rp))) {
-		rc = ENOMEM;
-		goto fail;
-	}
-	RunnerSpawn sp = { .path = s->path, .argv = spec->argv, .job_id = j->id,
-			   .job = j->name, .attempt = j->attempt, .in = p, .in_len = n,
-			   .out_cap = (size_t)r->cfg->max_result_bytes };
-	if ((rc = runner_proc_spawn(&rp->p, &sp)) != 0) {
+	/* The spawner gets its own copies: the snapshot ends with this turn
+	 * and s->path is rewritten after a failed spawn. */
+	plen = strlen(s->path) + 1;
+	if (!(rp = calloc(1, sizeof *rp)) || !(rp->sp_buf = malloc(plen + n))) {
 		free(rp);
-		runner_resolve(spec->argv[0], s->path, sizeof s->path);	/* PATH may have changed */
-		goto fail;
+		spawn_failed(r, j, ENOMEM);
+		return;
 	}
+	memcpy(rp->sp_buf, s->path, plen);
+	memcpy(rp->sp_buf + plen, p, n);
+	rp->sp = (RunnerSpawn){ .path = rp->sp_buf, .argv = spec->argv, .job_id = j->id,
+				.job = j->name, .attempt = j->attempt,
+				.in = rp->sp_buf + plen, .in_len = n,
+				.out_cap = (size_t)r->cfg->max_result_bytes };
 	rp->job = j;
+	j->proc = rp;
+	runner_spawn_push(r, rp);
+}
+
+/* Runner thread: rp is back from its spawner (spawnq.c). */
+void runner_attempt_spawned(Runner *r, RProc *rp)
+{
+	const JgJob *spec = &r->cfg->jobs[rp->job->spec];
+	RJob *j = rp->job;
+
+	rp->spawning = 0;
+	r->nspawning--;
+	free(rp->sp_buf);
+	rp->sp_buf = NULL;
+	if (rp->sp_rc != 0) {
+		int rc = rp->sp_rc;
+		j->proc = NULL;
+		free(rp);
+		spawn_failed(r, j, rc);
+		return;
+	}
 	rp->start_ns = now_ns();
 	rp->deadline_ns = rp->start_ns + (int64_t)spec->timeout_s * 1000000000;
-	j->proc = rp;
 	r->procs[r->nprocs++] = rp;
 	runner_stats_running(r->stats, 1);
-	return;
-fail:;
-	char msg[160];
-	snprintf(msg, sizeof msg, "spawn failed: %s", strerror(rc));
-	s->running--;
-	runner_stats_finished(r->stats, j->spec, JG_ST_FAILED, 0);
-	runner_job_fail(r, j, -1, 0, msg, 0, 1);
+	if (rp->why != WHY_NONE) {
+		/* Stopped (cancel, shutdown) while it was being spawned. */
+		runner_proc_signal(&rp->p, SIGTERM);
+		rp->kill_ns = rp->start_ns + rp->stop_grace_ns;
+	}
 }
 
 /* Start what the caps allow, one job per spec per pass. */
@@ -592,7 +624,7 @@ void runner_dispatch(Runner *r)
 				continue;
 			if (!c->jobs[i].builtin_echo &&
 			    (s->running >= c->jobs[i].concurrency ||
-			     r->nprocs + r->nstarting >= c->max_running))
+			     r->nprocs + r->nspawning + r->nstarting >= c->max_running))
 				continue;
 			p = "null", n = 4;
 			if (c->jobs[i].builtin_echo) {	/* a process reads it at spawn */
@@ -692,6 +724,10 @@ void runner_attempt_stop(RProc *rp, int why, int64_t grace_ns)
 		rp->why = why;
 	if (rp->kill_ns)
 		return;		/* already stopping: keep the earlier SIGKILL */
+	if (rp->spawning) {
+		rp->stop_grace_ns = grace_ns;	/* sent once the pid is known */
+		return;
+	}
 	runner_proc_signal(&rp->p, SIGTERM);
 	rp->kill_ns = now_ns() + grace_ns;
 }

@@ -24,6 +24,8 @@
  * gateway runs on without it.
  */
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdint.h>
@@ -44,10 +46,13 @@ typedef struct ReaperMsg { int32_t op, pgid; } ReaperMsg;
 
 static int reaper_fd = -1;		/* write end (O_NONBLOCK); set before threads exist */
 static pid_t reaper_pid;		/* to reap it if it dies before us */
-static int reaper_broken;		/* runner thread: EPIPE seen */
-static ReaperMsg pend[PEND_MAX];	/* runner thread: notes the pipe had no room for */
-static size_t pend_off, pend_n;
-static int pend_full_said, pend_wait_said;
+/* The runner thread and the spawners (spawnq.c) both send notes. */
+static pthread_mutex_t pend_mu = PTHREAD_MUTEX_INITIALIZER;
+static atomic_int reaper_broken;	/* EPIPE seen {pend_mu to set} */
+static ReaperMsg pend[PEND_MAX];	/* {pend_mu} notes the pipe had no room for */
+static size_t pend_off;			/* {pend_mu} */
+static atomic_size_t pend_n;		/* {pend_mu to change}; read by job children */
+static int pend_full_said, pend_wait_said;	/* {pend_mu} */
 
 /* The reaper process: collect live groups until EOF, then kill them. */
 static void reaper_main(int fd)
@@ -142,9 +147,10 @@ int runner_reaper_start(void)
 	return 0;
 }
 
-/* The job's child, between vfork and exec, all signals blocked (the
- * runner thread is suspended, so pend_n is stable): one non-blocking
- * write, unless notes are already waiting, which must go first.  1: the
+/* The job's child, between vfork and exec, all signals blocked: one
+ * non-blocking write, unless notes are already waiting, which must go
+ * first (a "-" for an old group with our pid, queued before that group
+ * was reaped, so before our pid could exist).  1: the
  * parent queues it.  If the reaper is gone, the write raises SIGPIPE,
  * which stays pending while blocked and would kill the child the moment
  * it unblocks signals before exec: discard it. */
@@ -170,7 +176,7 @@ int runner_reaper_child_note(pid_t pgid)
 	return 1;		/* EAGAIN: the reaper is not reading */
 }
 
-/* Runner thread: write the pending notes; 0 when all are out. */
+/* {pend_mu}: write the pending notes; 0 when all are out. */
 static int reaper_flush(void)
 {
 	ssize_t w;
@@ -204,13 +210,18 @@ static int reaper_flush(void)
  * is not held while its pgid could be reused.  1 while some wait. */
 int runner_reaper_retry(void)
 {
+	int rc;
+
 	if (reaper_fd < 0 || reaper_broken || pend_n == 0)
 		return 0;
-	return reaper_flush();
+	pthread_mutex_lock(&pend_mu);
+	rc = reaper_broken ? 0 : reaper_flush();
+	pthread_mutex_unlock(&pend_mu);
+	return rc;
 }
 
-/* Runner thread: tell the reaper that group pgid is about to be reaped
- * (!add), or started (add; spawn.c has the child do that itself).  The
+/* Runner or spawner thread: tell the reaper that group pgid is about to
+ * be reaped (!add), or started (add; spawn.c has the child do that itself).  The
  * pipe is non-blocking: a note that does not fit (the reaper is stopped)
  * waits in pend[] and goes out with the next one, so the runner never
  * blocks on the reaper. */
@@ -220,6 +231,9 @@ void runner_reaper_note(int add, pid_t pgid)
 
 	if (reaper_fd < 0 || reaper_broken)
 		return;
+	pthread_mutex_lock(&pend_mu);
+	if (reaper_broken)
+		goto out;
 	if (pend_off + pend_n == PEND_MAX) {
 		memmove(pend, pend + pend_off, pend_n * sizeof pend[0]);
 		pend_off = 0;
@@ -228,10 +242,13 @@ void runner_reaper_note(int add, pid_t pgid)
 		if (!pend_full_said++)
 			jg_log(JG_WARN, "runner: the reaper process is not reading; "
 			       "dropping its notes", NULL);
-		return;
+		goto out;
 	}
-	pend[pend_off + pend_n++] = m;
+	pend[pend_off + pend_n] = m;
+	pend_n++;
 	if (reaper_flush() && !pend_wait_said++)
 		jg_log(JG_WARN, "runner: the reaper process is not reading; job groups "
 		       "started now are covered once it reads again", NULL);
+out:
+	pthread_mutex_unlock(&pend_mu);
 }

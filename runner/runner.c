@@ -71,11 +71,14 @@ static int drain_over(const Runner *r, int64_t t)
 }
 
 /* Take queued done entries and requests; note a close request. */
-static void take_inputs(Runner *r, RunEnt **done, RunnerReq **reqs, int *closing)
+static void take_inputs(Runner *r, RunEnt **done, RProc **spawned, RunnerReq **reqs,
+			int *closing)
 {
 	pthread_mutex_lock(&r->mu);
 	*done = r->done_head;
 	r->done_head = r->done_tail = NULL;
+	*spawned = r->spawned_head;
+	r->spawned_head = r->spawned_tail = NULL;
 	*reqs = r->req_head;
 	r->req_head = r->req_tail = NULL;
 	r->nreq = 0;
@@ -192,6 +195,7 @@ static void procs_step(Runner *r)
 static int loop_once(Runner *r)
 {
 	RunEnt *done, *dn;
+	RProc *sp, *spn;
 	RunnerReq *reqs, *qn;
 	uint64_t v;
 	int closing, n;
@@ -208,10 +212,14 @@ static int loop_once(Runner *r)
 		if (read(r->efd, &v, sizeof v) < 0) { /* EAGAIN: raced, fine */ }
 		atomic_store(&r->wake_pending, 0);
 	}
-	take_inputs(r, &done, &reqs, &closing);
+	take_inputs(r, &done, &sp, &reqs, &closing);
 	for (; done; done = dn) {
 		dn = done->next;
 		runner_ent_finish(r, done);
+	}
+	for (; sp; sp = spn) {
+		spn = sp->snext;
+		runner_attempt_spawned(r, sp);
 	}
 	if (n > 0)
 		procs_step(r);
@@ -227,7 +235,7 @@ static int loop_once(Runner *r)
 	if (!closing)
 		runner_dispatch(r);
 	runner_snap_end(r);
-	if (!closing || r->nprocs || r->norph)
+	if (!closing || r->nprocs || r->nspawning || r->norph)
 		return 1;
 	if (!r->drain_until_ns)
 		r->drain_until_ns = now_ns() + DRAIN_MAX_NS;
@@ -277,6 +285,8 @@ int runner_open(Runner **out, const Config *cfg, Log *log)
 	r->log = log;
 	r->efd = -1;
 	pthread_mutex_init(&r->mu, NULL);
+	pthread_mutex_init(&r->sq_mu, NULL);
+	pthread_cond_init(&r->sq_cv, NULL);
 	r->rng = (uint64_t)jg_now_ms() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)r;
 	if (!(r->specs = calloc((size_t)cfg->njobs + 1, sizeof *r->specs)) ||
 	    !(r->procs = calloc((size_t)(cfg->max_running > 0 ? cfg->max_running : 1),
@@ -312,6 +322,7 @@ int runner_start(Runner *r)
 
 	if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
 		jg_log(JG_WARN, "runner: cannot become child subreaper", "error", strerror(errno), NULL);
+	runner_spawners_start(r);
 	rc = pthread_create(&r->th, NULL, runner_main, r);
 
 	if (rc == 0)
@@ -365,6 +376,7 @@ void runner_close(Runner *r, int grace_s)
 		runner_wake(r);
 		pthread_join(r->th, NULL);
 	}
+	runner_spawners_stop(r);	/* after the last process: see spawnq.c */
 	/* After this the writer can no longer call on_head(r): safe to free. */
 	log_unwatch(r->log, on_head, r);
 	for (i = 0; i < r->map.cap; i++)
@@ -381,6 +393,8 @@ void runner_close(Runner *r, int grace_s)
 	if (r->efd >= 0)
 		close(r->efd);
 	pthread_mutex_destroy(&r->mu);
+	pthread_mutex_destroy(&r->sq_mu);
+	pthread_cond_destroy(&r->sq_cv);
 	free(r->heap);
 	free(r->orph);
 	free(r->pf);

@@ -51,10 +51,10 @@ void runner_close(Runner *r, int grace_s);
 /*
  * ---- Below: additions for the runner files and tests (not used by other modules).
  *
- * One attempt's process (runner/spawn.c).  Runner-thread only: the thread
- * that calls runner_proc_spawn() is the child's "parent" for
- * PR_SET_PDEATHSIG, so it must outlive the child (the runner thread does).
- * The caller polls the fds runner_proc_fds() fills and hands the results
+ * One attempt's process (runner/spawn.c).  The thread that calls
+ * runner_proc_spawn() is the child's "parent" for PR_SET_PDEATHSIG, so it
+ * must outlive the child (the spawner threads of spawnq.c do); the rest
+ * is runner-thread only.  The caller polls the fds runner_proc_fds() fills and hands the results
  * to runner_proc_step() until it returns 1 (leader reaped, pipes drained,
  * rest of the group SIGKILLed).  Signals go to the whole process group and
  * only while the leader is unreaped, so the pgid can't have been reused.

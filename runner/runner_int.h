@@ -24,6 +24,7 @@
 #define TAIL_BATCH	4096			/* events read per snapshot */
 #define EV_RETRY_MIN_MS	100			/* first resubmit of a refused event */
 #define EV_RETRY_MAX_MS	5000			/* backoff doubles up to this */
+#define RUNNER_SPAWNERS	2			/* spawner threads (spawnq.c) */
 
 enum { WHY_NONE, WHY_TIMEOUT, WHY_CANCEL, WHY_CLOSE };
 
@@ -35,6 +36,15 @@ typedef struct RProc {
 	int64_t  start_ns, deadline_ns, kill_ns;	/* kill_ns 0: none pending */
 	int      why;					/* WHY_*: why it was signaled */
 	int      pf_at, pf_n;				/* its slice of the pollfds */
+	/* The spawn request (spawnq.c).  While spawning, p, sp and sp_rc
+	 * belong to a spawner; the runner may set only why and
+	 * stop_grace_ns (a stop to send once the pid is known). */
+	int      spawning;
+	int64_t  stop_grace_ns;
+	RunnerSpawn sp;
+	char    *sp_buf;				/* path and payload copies */
+	int      sp_rc;					/* runner_proc_spawn's result */
+	struct RProc *snext;				/* spawn queue / spawned list */
 } RProc;
 
 struct RJob {
@@ -102,6 +112,15 @@ struct Runner {
 	RunnerReq    *req_head, *req_tail;	/* {mu} */
 	int           nreq;			/* {mu} */
 	int           closing, grace_s;		/* {mu} */
+	RProc        *spawned_head, *spawned_tail;	/* {mu}: back from spawners */
+
+	/* The spawn queue (spawnq.c). */
+	pthread_mutex_t sq_mu;
+	pthread_cond_t  sq_cv;
+	RProc        *sq_head, *sq_tail;	/* {sq_mu} */
+	int           sq_stop;			/* {sq_mu} */
+	pthread_t     spawners[RUNNER_SPAWNERS];
+	int           nspawners;		/* started (0: spawn inline) */
 
 	/* Runner thread only. */
 	LogReader    *rd;
@@ -118,6 +137,7 @@ struct Runner {
 	int           inflight;		/* events not yet durable */
 	int           nsub;			/* of those, in the log's hands */
 	int           nstarting;		/* slots held by jobs waiting to spawn */
+	int           nspawning;		/* RProcs in the spawners' hands */
 	RunEnt       *retry_head;		/* refused events waiting to resubmit */
 	RunEnt       *free_ents;
 	uint64_t      rng;
@@ -145,6 +165,10 @@ void runner_ent_retry_due(Runner *r, int64_t t);
 int64_t runner_ent_retry_next(Runner *r);
 void runner_ent_drop_all(Runner *r);
 void runner_attempt_spawn(Runner *r, RJob *j);
+void runner_attempt_spawned(Runner *r, RProc *rp);
+void runner_spawners_start(Runner *r);
+void runner_spawners_stop(Runner *r);
+void runner_spawn_push(Runner *r, RProc *rp);
 void runner_job_fail(Runner *r, RJob *j, int exit_code, int sig, const char *err,
 		     int64_t dur_ms, int allow_retry);
 void runner_job_ready(Runner *r, RJob *j);

@@ -7,8 +7,8 @@
  * PR_SET_PDEATHSIG(SIGKILL) before exec, which posix_spawn has no
  * attribute for.  The child also calls setpgid(0,0) so that timeouts and
  * cancels can signal the whole group (a shell and what it started).
- * PDEATHSIG fires when the *thread* that forked exits, so only the runner
- * thread, which lives as long as the process, spawns.  vfork (CLONE_VM)
+ * PDEATHSIG fires when the *thread* that forked exits, so only threads
+ * that outlive every job spawn: the spawners of spawnq.c.  vfork (CLONE_VM)
  * copies no page tables, which matters at thousands of spawns a second.
  *
  * Between vfork and exec the child shares the parent's memory and runs
@@ -155,7 +155,7 @@ static int set_nonblock(int fd)
 
 /* Write what the pipe takes now; keep a copy of the rest.  EPIPE (the
  * child does not read stdin) is not an error: the rest is dropped.  The
- * runner thread blocks SIGPIPE, so EPIPE is all it gets. */
+ * threads that call this block SIGPIPE, so EPIPE is all they get. */
 static void write_stdin(RunnerProc *p, const char *src, size_t n)
 {
 	while (n > 0) {
@@ -188,7 +188,7 @@ static void write_stdin(RunnerProc *p, const char *src, size_t n)
 	}
 }
 
-/* Runner thread.  See runner.h. */
+/* A spawner thread (or the runner's, without spawners).  See runner.h. */
 int runner_proc_spawn(RunnerProc *p, const RunnerSpawn *s)
 {
 	char env_path[] = "PATH=" RUNNER_PATH;
@@ -401,12 +401,22 @@ void runner_proc_signal(RunnerProc *p, int sig)
 }
 
 /* Runner thread (needs PR_SET_CHILD_SUBREAPER to see orphans).  See
- * runner.h. */
+ * runner.h.  Never reaps a process whose pid is pgid: the old leader is
+ * reaped already, so that is a new job's leader that reused the number
+ * (a spawner may have started it; its exit belongs to its own pidfd). */
 int runner_proc_reap_group(pid_t pgid)
 {
-	int st;
+	siginfo_t si;
 
-	while (waitpid(-pgid, &st, WNOHANG) > 0) {}
+	for (;;) {
+		memset(&si, 0, sizeof si);
+		if (waitid(P_PGID, (id_t)pgid, &si, WEXITED | WNOHANG | WNOWAIT) < 0 ||
+		    si.si_pid == 0)
+			break;
+		if (si.si_pid == pgid)
+			return 0;
+		while (waitpid(si.si_pid, NULL, 0) < 0 && errno == EINTR) {}
+	}
 	return kill(-pgid, 0) < 0 && errno == ESRCH;
 }
 

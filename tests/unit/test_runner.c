@@ -148,6 +148,45 @@ TEST(proc_signal_kills_whole_group)
 	runner_proc_release(&p);
 }
 
+/* The orphan sweep of a group must leave its leader alone: when pid ==
+ * pgid is waitable, the old leader was reaped long ago and this is a new
+ * job that reused the number, whose exit belongs to its own pidfd (with
+ * spawner threads the runner cannot know that pid yet).  A zombie leader
+ * with an exited member: the member is reaped, the leader is not. */
+TEST(reap_group_leaves_the_leader)
+{
+	siginfo_t si;
+	pid_t leader, member;
+	int i, st;
+
+	CHECK(prctl(PR_SET_CHILD_SUBREAPER, 1) == 0);	/* before the member is orphaned */
+	if ((leader = fork()) == 0) {
+		setpgid(0, 0);
+		if ((member = fork()) == 0)
+			_exit(0);
+		while (waitpid(member, NULL, WNOHANG | WNOWAIT) == 0)	/* exited, not reaped */
+			usleep(1000);
+		_exit(3);	/* the member becomes ours (subreaper) */
+	}
+	CHECK(leader > 0);
+	for (i = 0; i < 500; i++) {	/* the leader is a zombie */
+		memset(&si, 0, sizeof si);
+		CHECK(waitid(P_PID, (id_t)leader, &si, WEXITED | WNOHANG | WNOWAIT) == 0);
+		if (si.si_pid == leader)
+			break;
+		usleep(10 * 1000);
+	}
+	CHECK(si.si_pid == leader);
+	for (i = 0; i < 100; i++) {
+		CHECK(runner_proc_reap_group(leader) == 0);	/* the leader is still there */
+		usleep(5 * 1000);
+	}
+	CHECK(waitpid(leader, &st, 0) == leader && WIFEXITED(st) && WEXITSTATUS(st) == 3);
+	for (i = 0; i < 200 && !runner_proc_reap_group(leader); i++)
+		usleep(10 * 1000);
+	CHECK(kill(-leader, 0) < 0 && errno == ESRCH);
+}
+
 TEST(result_json_or_string)
 {
 	Buf b = {0};
@@ -780,6 +819,7 @@ int main(void)
 	RUN(proc_stderr_tail_keeps_last_lines);
 	RUN(proc_exec_failure_reports_errno);
 	RUN(proc_signal_kills_whole_group);
+	RUN(reap_group_leaves_the_leader);
 	RUN(result_json_or_string);
 	RUN(result_cut_at_utf8_boundary);
 	RUN(backoff_exponential_capped_jittered);
