@@ -51,10 +51,10 @@ const JgToken *api_auth(Api *a, struct lws *wsi, int allow_query);
 int api_error(struct lws *wsi, int status, const char *code, const char *msg);
 /* URL query arg name into out[cap]; 0, JG_ENOTFOUND, or JG_EINVAL. */
 int api_query_arg(struct lws *wsi, const char *name, char *out, size_t cap);
-/* 1 if a query parameter name occurs twice (which one would win is a
- * guess, so such requests are refused), with a message naming it in
- * msg[cap]; else 0. */
-int api_query_dup(struct lws *wsi, char *msg, size_t cap);
+/* 1 if a query parameter is not one of allowed (space-separated names)
+ * or occurs twice (which one would win is a guess), with a message naming
+ * it in msg[cap]; else 0. */
+int api_query_check(struct lws *wsi, const char *allowed, char *msg, size_t cap);
 
 /* ---- provided by stream.c ---- */
 int  streams_open(Streams **out, const Config *cfg, Log *log);
@@ -132,7 +132,8 @@ struct ApiReq {
 	const ApiRoute *route;
 	const JgToken  *tok;	/* NULL: no bearer (hmac or public route) */
 	const JgJob    *job;
-	int         job_idx, mode, wait_s, hmac;
+	int         job_idx, mode, hmac;
+	int64_t     wait_ms;	/* /wait: how long to hold the answer */
 	uint64_t    id;
 	int         err_status;	/* pending error, sent once the body is in */
 	const char *err_code, *err_msg;
@@ -167,6 +168,7 @@ struct ApiRoute {
 	unsigned    methods;	/* API_M_* */
 	const char *allow;	/* Allow header for 405 */
 	int         auth;	/* API_AUTH_* */
+	const char *args;	/* query parameters it takes, space-separated */
 	/* After auth, at header time, with the captures: parse them into r
 	 * and refuse early with api_pend_error() (never replies itself; the
 	 * error goes out once the body is drained).  NULL: nothing to do. */

@@ -230,47 +230,71 @@ int api_query_arg(struct lws *wsi, const char *name, char *out, size_t cap)
 	return JG_ENOTFOUND;
 }
 
-/* Names of query fragments are compared up to this many bytes; longer
- * names are no parameter of ours and are left to the handlers. */
+/* Query parameter names longer than this are no parameter of ours. */
 #define API_QNAME_MAX 64
 
-int api_query_dup(struct lws *wsi, char *msg, size_t cap)
+/* Is name[0..n) a word of the space-separated list? */
+static int api_qname_in(const char *list, const char *name, size_t n)
+{
+	const char *w = list, *e;
+
+	for (; *w; w = *e ? e + 1 : e) {
+		e = strchr(w, ' ');
+		if (!e)
+			e = w + strlen(w);
+		if ((size_t)(e - w) == n && memcmp(w, name, n) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+/* "what: NAME" into msg when the name is plain (all of ours are); never
+ * echo arbitrary bytes into the JSON message. */
+static void api_qname_msg(char *msg, size_t cap, const char *what, const char *name, size_t n)
+{
+	size_t j;
+
+	for (j = 0; j < n && j < API_QNAME_MAX; j++) {
+		char c = name[j];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		      (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.'))
+			break;
+	}
+	if (j > 0 && j == n)
+		snprintf(msg, cap, "%s: %.*s", what, (int)n, name);
+	else
+		snprintf(msg, cap, "%s", what);
+}
+
+int api_query_check(struct lws *wsi, const char *allowed, char *msg, size_t cap)
 {
 	char names[64][API_QNAME_MAX], frag[1024];
-	size_t lens[64];
+	size_t lens[64], k;
 	int i, j, n, nn = 0;
 
 	for (i = 0; i < 64; i++) {
 		if ((n = api_query_frag(wsi, i, frag, sizeof frag)) == -2)
 			break;
-		if (n < 0)
-			continue;
-		size_t k = 0;
-		while (k < (size_t)n && frag[k] != '=')
-			k++;
-		if (k >= API_QNAME_MAX)
-			continue;
+		if (n < 0) {
+			snprintf(msg, cap, "query parameter too long");
+			return 1;
+		}
+		for (k = 0; k < (size_t)n && frag[k] != '='; k++) {}
+		if (k == 0 && n == 0)
+			continue;	/* "?" or "a=1&&b=2": an empty piece */
+		if (k >= API_QNAME_MAX || !api_qname_in(allowed, frag, k)) {
+			api_qname_msg(msg, cap, "unknown query parameter", frag, k);
+			return 1;
+		}
 		for (j = 0; j < nn; j++)
-			if (lens[j] == k && memcmp(names[j], frag, k) == 0)
-				goto dup;
+			if (lens[j] == k && memcmp(names[j], frag, k) == 0) {
+				api_qname_msg(msg, cap, "duplicate query parameter", frag, k);
+				return 1;
+			}
 		memcpy(names[nn], frag, k);
 		lens[nn++] = k;
 	}
 	return 0;
-dup:
-	/* Name it when it is a plain name (all of ours are); never echo
-	 * arbitrary bytes into the JSON message. */
-	for (j = 0; j < (int)API_QNAME_MAX && frag[j] != '=' && j < n; j++) {
-		char c = frag[j];
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-		      (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.'))
-			break;
-	}
-	if (j > 0 && (j == n || frag[j] == '='))
-		snprintf(msg, cap, "duplicate query parameter: %.*s", j, frag);
-	else
-		snprintf(msg, cap, "duplicate query parameter");
-	return 1;
 }
 
 /* "Bearer TOKEN" (scheme case-insensitive) into the token span. */

@@ -12,17 +12,25 @@
 #include "api_int.h"
 #include "../common/jg.h"
 
+/* 200 "ok"; 503 "degraded" while the projector cannot apply the log (the
+ * read model then stops moving: a damaged record needs an operator). */
 int api_healthz(Api *a, ApiReq *r)
 {
 	Buf *b = &a->job;
+	uint64_t seq;
+	int rc = proj_failing(a->proj, &seq);
 
 	buf_reset(b);
-	buf_puts(b, "{\"status\":\"ok\",\"log_seq\":");
+	buf_puts(b, rc ? "{\"status\":\"degraded\",\"log_seq\":" : "{\"status\":\"ok\",\"log_seq\":");
 	buf_u64(b, log_head(a->log));
 	buf_puts(b, ",\"projected_seq\":");
 	buf_u64(b, proj_applied(a->proj));
+	if (rc) {
+		buf_printf(b, ",\"error\":\"projector: %s at seq %llu\"", jg_strerror(rc),
+			   (unsigned long long)seq);
+	}
 	buf_puts(b, "}");
-	return api_reply(a, r, 200, "cache-control: no-store\r\n", b->p, b->len);
+	return api_reply(a, r, rc ? 503 : 200, "cache-control: no-store\r\n", b->p, b->len);
 }
 
 /* A histogram from fixed bucket counts (non-cumulative in, cumulative out). */

@@ -25,18 +25,20 @@
 static int api_sse_run(Api *a, ApiReq *r);
 static int api_ws_plain(Api *a, ApiReq *r);
 
+#define STREAM_ARGS "job_id job from_seq access_token"
+
 static const ApiRoute api_routes[] = {
-	{ "/trigger/{job}",        API_M_POST, "POST", API_AUTH_TRIGGER, api_trigger_head, api_trigger_run },
-	{ "/trigger/{job}/{mode}", API_M_POST, "POST", API_AUTH_TRIGGER, api_trigger_head, api_trigger_run },
-	{ "/jobs",                 API_M_GET | API_M_HEAD, "GET, HEAD",  API_AUTH_BEARER,  NULL,             api_jobs_list },
-	{ "/jobs/{id}",            API_M_GET | API_M_HEAD, "GET, HEAD",  API_AUTH_BEARER,  api_jobs_id_head, api_jobs_get },
-	{ "/jobs/{id}/events",     API_M_GET | API_M_HEAD, "GET, HEAD",  API_AUTH_BEARER,  api_jobs_id_head, api_jobs_events },
-	{ "/jobs/{id}/cancel",     API_M_POST, "POST", API_AUTH_BEARER,  api_jobs_id_head, api_jobs_cancel },
-	{ "/jobs/{id}/retry",      API_M_POST, "POST", API_AUTH_BEARER,  api_jobs_id_head, api_jobs_retry },
-	{ "/events",               API_M_GET,  "GET",  API_AUTH_BEARER,  NULL,             api_sse_run },
-	{ "/ws",                   API_M_GET,  "GET",  API_AUTH_BEARER,  NULL,             api_ws_plain },
-	{ "/healthz",              API_M_GET | API_M_HEAD, "GET, HEAD",  API_AUTH_NONE,    NULL,             api_healthz },
-	{ "/metrics",              API_M_GET | API_M_HEAD, "GET, HEAD",  API_AUTH_BEARER,  NULL,             api_metrics },
+	{ "/trigger/{job}",        API_M_POST, "POST", API_AUTH_TRIGGER, "",      api_trigger_head, api_trigger_run },
+	{ "/trigger/{job}/{mode}", API_M_POST, "POST", API_AUTH_TRIGGER, "timeout", api_trigger_head, api_trigger_run },
+	{ "/jobs",                 API_M_GET | API_M_HEAD, "GET, HEAD",  API_AUTH_BEARER, "job status limit cursor", NULL, api_jobs_list },
+	{ "/jobs/{id}",            API_M_GET | API_M_HEAD, "GET, HEAD",  API_AUTH_BEARER, "", api_jobs_id_head, api_jobs_get },
+	{ "/jobs/{id}/events",     API_M_GET | API_M_HEAD, "GET, HEAD",  API_AUTH_BEARER, "", api_jobs_id_head, api_jobs_events },
+	{ "/jobs/{id}/cancel",     API_M_POST, "POST", API_AUTH_BEARER, "",      api_jobs_id_head, api_jobs_cancel },
+	{ "/jobs/{id}/retry",      API_M_POST, "POST", API_AUTH_BEARER, "",      api_jobs_id_head, api_jobs_retry },
+	{ "/events",               API_M_GET,  "GET",  API_AUTH_BEARER, STREAM_ARGS, NULL,       api_sse_run },
+	{ "/ws",                   API_M_GET,  "GET",  API_AUTH_BEARER, STREAM_ARGS, NULL,       api_ws_plain },
+	{ "/healthz",              API_M_GET | API_M_HEAD, "GET, HEAD",  API_AUTH_NONE,   "", NULL,             api_healthz },
+	{ "/metrics",              API_M_GET | API_M_HEAD, "GET, HEAD",  API_AUTH_BEARER, "", NULL,             api_metrics },
 };
 #define API_NROUTES (int)(sizeof api_routes / sizeof api_routes[0])
 
@@ -271,7 +273,7 @@ int api_route_begin(Api *a, struct lws *wsi, ApiSession *sess, const char *path,
 		r->tok = api_auth(a, wsi, 0);
 	if (rt->auth == API_AUTH_BEARER && !r->tok)
 		return api_head_fail(a, r, has_body, 401, "unauthorized", "missing or invalid bearer token");
-	if (api_query_dup(wsi, r->err_buf, sizeof r->err_buf))
+	if (api_query_check(wsi, rt->args, r->err_buf, sizeof r->err_buf))
 		return api_head_fail(a, r, has_body, 400, "bad_request", r->err_buf);
 	if (rt->head)
 		rt->head(a, r, caps);	/* may leave a pending error */
@@ -361,7 +363,7 @@ int api_route_upgrade(Api *a, struct lws *wsi, const char *proto)
 		api_write_error(a, wsi, 401, "unauthorized", "missing or invalid token", 0);
 		goto refused;
 	}
-	if (api_query_dup(wsi, msg, sizeof msg)) {
+	if (api_query_check(wsi, STREAM_ARGS, msg, sizeof msg)) {
 		api_write_error(a, wsi, 400, "bad_request", msg, 0);
 		goto refused;
 	}

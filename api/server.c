@@ -77,7 +77,7 @@ ApiReq *api_req_get(Api *a)
 	r->job = NULL;
 	r->job_idx = -1;
 	r->mode = API_MODE_POLL;
-	r->wait_s = 0;
+	r->wait_ms = 0;
 	r->id = 0;
 	r->err_status = 0;
 	r->chunked = r->expect = r->head_only = 0;
@@ -197,7 +197,7 @@ static void api_wait_timer(lws_sorted_usec_list_t *sul)
 	log_reader_end(r->a->rd);
 }
 
-/* Park r until its job's final event or r->wait_s seconds. */
+/* Park r until its job's final event or r->wait_ms. */
 void api_wait_park(Api *a, ApiReq *r)
 {
 	ApiReq **slot = api_wait_slot(a, r->id);
@@ -207,7 +207,7 @@ void api_wait_park(Api *a, ApiReq *r)
 	*slot = r;
 	a->nwait++;
 	api_sul_schedule(a->ctx, &r->sul, api_wait_timer,
-			 (lws_usec_t)r->wait_s * LWS_US_PER_SEC);
+			 (lws_usec_t)r->wait_ms * LWS_US_PER_MS);
 }
 
 /* Answer every parked request of a job whose final event was seen. */

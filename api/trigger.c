@@ -67,13 +67,36 @@ static const char *api_trigger_hdrs(char *h, uint64_t id, uint64_t seq, int repl
 
 static void api_trigger_idem(ApiReq *r, int n);
 
+/* /wait's timeout: "S" or "S.F" seconds (milliseconds kept), in ms; a
+ * value over cap_ms is the cap (the spec's "default and cap"), not an
+ * error.  -1 for anything else (signs, exponents, empty). */
+static int64_t api_timeout_ms(const char *s, size_t n, int64_t cap_ms)
+{
+	int64_t ms = 0, f = 100;
+	size_t i;
+
+	if (n == 0 || s[0] < '0' || s[0] > '9')
+		return -1;
+	for (i = 0; i < n && s[i] >= '0' && s[i] <= '9'; i++)
+		if (ms <= cap_ms)	/* beyond the cap the rest only has to parse */
+			ms = ms * 10 + (s[i] - '0') * 1000;
+	if (i < n && s[i] == '.') {
+		if (++i == n)
+			return -1;
+		for (; i < n && s[i] >= '0' && s[i] <= '9'; i++, f /= 10)
+			ms += (s[i] - '0') * f;
+	}
+	if (i != n)
+		return -1;
+	return ms < cap_ms ? ms : cap_ms;
+}
+
 /* Api thread, header time.  Refusals are pending errors (routes.c). */
 void api_trigger_head(Api *a, ApiReq *r, const RouteSeg *caps)
 {
 	const RouteSeg *name = &caps[0];
 	struct lws *wsi = r->wsi;
-	char v[32];
-	uint64_t t;
+	char v[64];
 	int n;
 
 	r->job = config_name_ok(name->p, name->n) ? config_job(a->cfg, name->p, name->n) : NULL;
@@ -105,14 +128,14 @@ void api_trigger_head(Api *a, ApiReq *r, const RouteSeg *caps)
 		}
 	}
 	if (r->mode == API_MODE_WAIT) {
-		r->wait_s = a->cfg->max_wait_s;
+		r->wait_ms = (int64_t)a->cfg->max_wait_s * 1000;
 		n = api_query_arg(wsi, "timeout", v, sizeof v);
-		if (n == JG_EINVAL || (n == 0 && jg_parse_u64(v, strlen(v), &t) != 0)) {
-			api_pend_error(r, 400, "bad_request", "timeout must be a number of seconds");
+		if (n == JG_EINVAL ||
+		    (n == 0 && (r->wait_ms = api_timeout_ms(v, strlen(v), r->wait_ms)) < 0)) {
+			api_pend_error(r, 400, "bad_request",
+				       "timeout must be a number of seconds, like 30 or 2.5");
 			return;
 		}
-		if (n == 0 && t < (uint64_t)r->wait_s)
-			r->wait_s = (int)t;
 	}
 	n = lws_hdr_custom_length(wsi, "idempotency-key:", 16);
 	if (n >= 0)
@@ -266,21 +289,23 @@ void api_trigger_done(Api *a, ApiReq *r)
 		return;
 	}
 	r->id = r->le.seq;
-	if (r->le.replayed) {
-		enq[API_OUT_REPLAYED]++;
+	enq[r->le.replayed ? API_OUT_REPLAYED : API_OUT_ACCEPTED]++;
+	if (r->le.replayed && r->mode != API_MODE_WAIT) {
 		if ((rc = api_job_fold(a, r->id, &st)) != 0)
 			goto read_failed;
 		api_defer(a, r, 200, api_trigger_hdrs(h, r->id, r->le.seq, 1),
 			  a->job.p, a->job.len);
 		return;
 	}
-	enq[API_OUT_ACCEPTED]++;
 	if (r->mode == API_MODE_WAIT) {
+		/* A repeat of a /wait (a client retrying after a lost answer)
+		 * waits like the first one did: 200 always means finished. */
 		if ((rc = api_job_fold(a, r->id, &st)) != 0)
 			goto read_failed;
-		if (log_status_final(st) || r->wait_s == 0) {
+		if (log_status_final(st) || r->wait_ms == 0) {
 			api_defer(a, r, log_status_final(st) ? 200 : 202,
-				  api_trigger_hdrs(h, r->id, r->le.seq, 0), a->job.p, a->job.len);
+				  api_trigger_hdrs(h, r->id, r->le.seq, r->le.replayed),
+				  a->job.p, a->job.len);
 			return;
 		}
 		api_wait_park(a, r);
@@ -310,5 +335,5 @@ void api_wait_done(Api *a, ApiReq *r)
 		return;
 	}
 	api_defer(a, r, log_status_final(st) ? 200 : 202,
-		  api_trigger_hdrs(h, r->id, r->le.seq, 0), a->job.p, a->job.len);
+		  api_trigger_hdrs(h, r->id, r->le.seq, r->le.replayed), a->job.p, a->job.len);
 }

@@ -65,17 +65,25 @@ static int parse_args(int argc, char **argv, const char *cmd, int seqs, LogArgs 
 	return 0;
 }
 
+/* Every record in range as a JSON line; one that does not decode is
+ * named on stderr instead (it would not be JSON), and the exit is 1. */
 static int dump(Log *l, const LogArgs *a)
 {
 	LogReader *r;
 	LogEvent ev;
 	Buf b = {0};
-	int rc;
+	char msg[256];
+	int rc, bad = 0;
 
 	if ((rc = log_reader_open(l, &r)) != 0)
 		return rc;
 	for (rc = log_reader_seek(r, a->from, &ev); rc == 0 && ev.seq <= a->to;
 	     rc = log_reader_next(r, &ev)) {
+		if (log_event_verify(&ev, msg, sizeof msg) != 0) {
+			fprintf(stderr, "jobgate log dump: damaged: %s\n", msg);
+			bad = 1;
+			continue;
+		}
 		buf_reset(&b);
 		log_event_json(&ev, &b, 1);
 		buf_puts(&b, "\n");
@@ -86,7 +94,14 @@ static int dump(Log *l, const LogArgs *a)
 	}
 	log_reader_close(r);
 	buf_free(&b);
-	return rc == JG_ENOTFOUND || (rc == 0) ? 0 : rc;
+	if (rc == JG_ECORRUPT) {
+		fprintf(stderr, "jobgate log dump: damaged: a record after the last one printed "
+			"does not decode\n");
+		return rc;
+	}
+	if (rc != 0 && rc != JG_ENOTFOUND)
+		return rc;
+	return bad ? JG_ECORRUPT : 0;
 }
 
 static int stat_log(Log *l)

@@ -214,6 +214,16 @@ int cmd_replay(int argc, char **argv)
 	if ((rc = parse_args(argc, argv, &a)) != 0)
 		return rc;
 	if (!a.out && !a.check) {
+		char path[4200];
+		struct stat st;
+
+		/* Locking creates the dir and its lock file: not for nothing. */
+		snprintf(path, sizeof path, "%s/log/data.mdb", a.dir);
+		if (stat(path, &st) != 0) {
+			fprintf(stderr, "jobgate replay: no event log in %s (expected %s)\n",
+				a.dir, path);
+			return 1;
+		}
 		/* Held until exit: no server may start on a half-swapped dir. */
 		rc = jg_datadir_lock(a.dir, &lockfd);
 		if (rc == JG_ELOCKED) {

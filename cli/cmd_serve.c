@@ -117,7 +117,7 @@ static int data_token(const char *dir, char *tok, size_t cap, int *created)
 		close(fd);
 		while (n > 0 && (tok[n - 1] == '\n' || tok[n - 1] == '\r' || tok[n - 1] == ' '))
 			n--;
-		if (n <= 0)
+		if (n <= 0 || !config_token_ok(tok, (size_t)n))
 			return JG_EINVAL;
 		tok[n] = 0;
 		return 0;
@@ -165,22 +165,50 @@ static void print_welcome(const Config *c, int port, const char *tok, int create
 	fflush(stdout);
 }
 
-static int setup_tokens(Config *c, char *tok, size_t cap, int *created, int *have_data_token)
+/* The tokens beyond the config's: JOBGATE_TOKEN, else DATA/token.  On
+ * failure a one-line reason is in msg and the exit code is returned. */
+static int setup_tokens(Config *c, char *tok, size_t cap, int *created, int *have_data_token,
+			char *msg, size_t mcap)
 {
 	const char *env = getenv("JOBGATE_TOKEN");
 	int rc;
 
 	*have_data_token = 0;
-	/* Named "env" unless the config already uses that name. */
-	if (env && *env && config_add_token(c, "env", env) != 0 &&
-	    (rc = config_add_token(c, "JOBGATE_TOKEN", env)) != 0)
-		return rc;
+	if (env && *env) {
+		if (!config_token_ok(env, strlen(env))) {
+			snprintf(msg, mcap, "JOBGATE_TOKEN: must be printable ASCII without spaces");
+			return 2;
+		}
+		/* Named "env" unless the config already uses that name. */
+		rc = config_add_token(c, "env", env);
+		if (rc == JG_EINVAL)
+			rc = config_add_token(c, "JOBGATE_TOKEN", env);
+		if (rc == JG_ECONFLICT) {
+			snprintf(msg, mcap, "JOBGATE_TOKEN: a token in the config has the same "
+				 "secret (the actor would be ambiguous)");
+			return 2;
+		}
+		if (rc != 0) {
+			snprintf(msg, mcap, "JOBGATE_TOKEN: %s", jg_strerror(rc));
+			return 1;
+		}
+	}
 	if (c->ntokens > 0)
 		return 0;
-	if ((rc = data_token(c->data_dir, tok, cap, created)) != 0)
-		return rc;
+	if ((rc = data_token(c->data_dir, tok, cap, created)) != 0) {
+		if (rc == JG_EINVAL)
+			snprintf(msg, mcap, "%s/token: empty or not a token (printable ASCII "
+				 "without spaces); delete it to have a new one generated", c->data_dir);
+		else
+			snprintf(msg, mcap, "%s/token: %s", c->data_dir, jg_strerror(rc));
+		return 1;
+	}
 	*have_data_token = 1;
-	return config_add_token(c, "default", tok);
+	if ((rc = config_add_token(c, "default", tok)) != 0) {
+		snprintf(msg, mcap, "token: %s", jg_strerror(rc));
+		return 1;
+	}
+	return 0;
 }
 
 static void raise_fd_limit(void)
@@ -288,7 +316,7 @@ int cmd_serve(int argc, char **argv)
 {
 	ServeArgs a;
 	Config *c = NULL;
-	char tok[128] = "";
+	char tok[128] = "", msg[4608];
 	sigset_t set;
 	int rc, lockfd, created = 0, have_data_token = 0, code;
 
@@ -312,10 +340,11 @@ int cmd_serve(int argc, char **argv)
 		config_free(c);
 		return 1;
 	}
-	if ((rc = setup_tokens(c, tok, sizeof tok, &created, &have_data_token)) != 0) {
-		fprintf(stderr, "jobgate serve: token: %s\n", jg_strerror(rc));
+	if ((rc = setup_tokens(c, tok, sizeof tok, &created, &have_data_token, msg,
+			       sizeof msg)) != 0) {
+		fprintf(stderr, "jobgate serve: %s\n", msg);
 		config_free(c);
-		return 1;
+		return rc;
 	}
 	raise_fd_limit();
 	/* Block the stop signals in every thread created from here on; the

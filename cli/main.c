@@ -56,6 +56,10 @@ int cli_open_log(const char *cmd, const char *dir, Log **l)
 		fprintf(stderr, "jobgate %s: no event log in %s (expected %s)\n", cmd, dir, path);
 		return 1;
 	}
+	if (st.st_size == 0) {
+		fprintf(stderr, "jobgate %s: the event log file %s is empty (damaged)\n", cmd, path);
+		return 1;
+	}
 	if ((rc = log_open(l, dir, &o)) != 0) {
 		fprintf(stderr, "jobgate %s: cannot open the event log in %s: %s\n",
 			cmd, dir, jg_strerror(rc));

@@ -291,7 +291,12 @@ int config_parse(const char *js, size_t n, Config **out, char *err, size_t errle
 	if (err && errlen)
 		err[0] = '\0';
 	if (json_parse(js, n, &toks) < 0) {
-		rc = cfg_fail(&p, "config", "invalid JSON");
+		size_t at, k, line = 1, col = 1;
+		json_error_at(js, n, &at);
+		for (k = 0; k < at && k < n; k++, col++)
+			if (js[k] == '\n')
+				line++, col = 0;
+		rc = cfg_fail(&p, "config", "invalid JSON at line %zu, column %zu", line, col);
 		goto out;
 	}
 	p.t = toks;
@@ -377,17 +382,34 @@ out:
 	return rc;
 }
 
+int config_token_ok(const char *s, size_t n)
+{
+	size_t k;
+
+	if (!s || n == 0)
+		return 0;
+	for (k = 0; k < n; k++)
+		if ((unsigned char)s[k] <= ' ' || (unsigned char)s[k] >= 0x7f)
+			return 0;
+	return 1;
+}
+
 int config_add_token(Config *c, const char *name, const char *token)
 {
+	unsigned char sha[32];
 	JgToken *t;
 	size_t n = strlen(name);
 	int k;
 
-	if (!config_name_ok(name, n) || !token || !token[0])
+	if (!config_name_ok(name, n) || !token || !config_token_ok(token, strlen(token)))
 		return JG_EINVAL;
-	for (k = 0; k < c->ntokens; k++)
+	SHA256((const unsigned char *)token, strlen(token), sha);
+	for (k = 0; k < c->ntokens; k++) {
 		if (strcmp(c->tokens[k].name, name) == 0)
 			return JG_EINVAL;
+		if (memcmp(c->tokens[k].sha256, sha, 32) == 0)
+			return JG_ECONFLICT;	/* two names for one secret */
+	}
 	t = realloc(c->tokens, ((size_t)c->ntokens + 1) * sizeof *t);
 	if (!t)
 		return ENOMEM;
@@ -395,7 +417,7 @@ int config_add_token(Config *c, const char *name, const char *token)
 	t = &c->tokens[c->ntokens++];
 	memset(t, 0, sizeof *t);
 	memcpy(t->name, name, n + 1);
-	SHA256((const unsigned char *)token, strlen(token), t->sha256);
+	memcpy(t->sha256, sha, 32);
 	return 0;
 }
 

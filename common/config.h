@@ -61,8 +61,13 @@ int  config_default(Config **out);
 int  config_load(const char *path, Config **out, char *err, size_t errlen);
 /* Parse an in-memory document (fuzz target and tests use this). */
 int  config_parse(const char *js, size_t n, Config **out, char *err, size_t errlen);
-/* Add a plaintext token (env JOBGATE_TOKEN or a generated one) named name. */
+/* Add a plaintext token (env JOBGATE_TOKEN or a generated one) named
+ * name: JG_EINVAL for a bad or taken name or a token config_token_ok
+ * refuses, JG_ECONFLICT when another token has the same secret. */
 int  config_add_token(Config *c, const char *name, const char *token);
+/* A bearer token is printable ASCII without spaces (RFC 6750 allows
+ * less; nothing that cannot travel in "Authorization: Bearer X"). */
+int  config_token_ok(const char *s, size_t n);
 /* "HOST:PORT" into c; JG_EINVAL on a bad form. */
 int  config_set_listen(Config *c, const char *hostport);
 void config_free(Config *c);

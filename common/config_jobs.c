@@ -261,6 +261,11 @@ static int cfg_tok_plain(CfgParse *p, int i, const char *path, void *obj,
 	if ((rc = cfg_strdup(p, i, path, &plain)) != 0)
 		return rc;
 	n = strlen(plain);
+	if (!config_token_ok(plain, n)) {
+		OPENSSL_cleanse(plain, n);
+		free(plain);
+		return cfg_fail(p, path, "must be printable ASCII without spaces");
+	}
 	SHA256((const unsigned char *)plain, n, ct->t->sha256);
 	OPENSSL_cleanse(plain, n);
 	free(plain);

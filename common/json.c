@@ -245,7 +245,7 @@ static int json_scan_after(JsonScan *sc, int *state)
 
 /* Validate js[0..n) as one JSON value; 0 and the token count, or JG_EINVAL
  * (JG_ETOODEEP: valid so far, but nested deeper than JSON_MAX_DEPTH). */
-static int json_scan(const char *js, size_t n, int *ntok)
+static int json_scan_at(const char *js, size_t n, int *ntok, size_t *at)
 {
 	JsonScan sc;
 	int rc = 0, state = JS_VALUE;
@@ -265,7 +265,22 @@ static int json_scan(const char *js, size_t n, int *ntok)
 			rc = json_scan_after(&sc, &state);
 	}
 	*ntok = sc.ntok;
+	if (at)
+		*at = sc.i;
 	return rc;
+}
+
+static int json_scan(const char *js, size_t n, int *ntok)
+{
+	return json_scan_at(js, n, ntok, NULL);
+}
+
+int json_error_at(const char *js, size_t n, size_t *at)
+{
+	int ntok;
+
+	*at = 0;
+	return json_scan_at(js, n, &ntok, at);
 }
 
 int json_valid(const char *js, size_t n)

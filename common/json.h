@@ -38,6 +38,9 @@ int json_parse_own(const char *js, size_t n, jsmntok_t *stack, int nstack,
  * JG_ETOODEEP if it opens more than JSON_MAX_DEPTH arrays/objects before
  * any other fault, else JG_EINVAL. */
 int json_valid(const char *js, size_t n);
+/* json_valid, and where the scan stopped: for a refused document, the
+ * byte offset of (or just after) the first thing wrong. */
+int json_error_at(const char *js, size_t n, size_t *at);
 
 /* Index of the token after the subtree rooted at toks[i]. */
 int json_skip(const jsmntok_t *toks, int i);

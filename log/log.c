@@ -122,6 +122,25 @@ uint64_t log_last_seq(MDB_txn *txn, MDB_dbi dbi)
 	return seq;
 }
 
+/* A data file cut short (a partial copy, a full disk during a copy) ends
+ * before the last page its meta page names; LMDB maps the file and would
+ * die of SIGBUS on the first read past its end.  Refuse it here. */
+static int check_size(Log *l, const char *dir)
+{
+	char path[4300];
+	MDB_envinfo info;
+	MDB_stat st;
+	struct stat fs;
+
+	snprintf(path, sizeof path, "%s/data.mdb", dir);
+	if (mdb_env_info(l->env, &info) != 0 || mdb_env_stat(l->env, &st) != 0 ||
+	    stat(path, &fs) != 0)
+		return 0;	/* nothing to compare: LMDB reports what it finds */
+	if ((uint64_t)fs.st_size < ((uint64_t)info.me_last_pgno + 1) * st.ms_psize)
+		return JG_ETRUNCATED;
+	return 0;
+}
+
 /* Open the three databases (creating them unless readonly) and read the head. */
 static int open_dbs(Log *l)
 {
@@ -175,6 +194,10 @@ int log_open(Log **out, const char *dir, const LogOptions *o)
 	rc = mdb_env_open(l->env, path, MDB_NOTLS | (l->readonly ? MDB_RDONLY : 0), 0600);
 	if (rc != 0)
 		goto out;
+	if ((rc = check_size(l, path)) != 0) {
+		log_close(l);
+		return rc;
+	}
 	if ((rc = open_dbs(l)) != 0)
 		goto out;
 	*out = l;

@@ -132,6 +132,9 @@ int  log_info(Log *l, LogInfo *out);
 /* Check seqs contiguous and every record decodes; the first problem is
  * written to msg[cap].  0 ok, JG_ECORRUPT damaged. */
 int  log_verify(Log *l, char *msg, size_t cap);
+/* One record: its JSON decodes and its job_id is possible.  0, or
+ * JG_ECORRUPT with the reason (naming the seq) in msg[cap]. */
+int  log_event_verify(const LogEvent *ev, char *msg, size_t cap);
 
 /* Fault seam for tests: replaces mdb_txn_commit (e.g. to return ENOSPC). */
 extern int (*log_commit_fn)(void *mdb_txn);

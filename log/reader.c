@@ -251,8 +251,8 @@ int log_info(Log *l, LogInfo *out)
 	return 0;
 }
 
-/* One record's semantic checks beyond decoding. */
-static int verify_event(const LogEvent *ev, char *msg, size_t cap)
+/* One record decodes and makes sense (log.h). */
+int log_event_verify(const LogEvent *ev, char *msg, size_t cap)
 {
 	EventView v;
 
@@ -286,7 +286,7 @@ int log_verify(Log *l, char *msg, size_t cap)
 			rc = JG_ECORRUPT;
 			goto out;
 		}
-		if ((rc = verify_event(&ev, msg, cap)) != 0)
+		if ((rc = log_event_verify(&ev, msg, cap)) != 0)
 			goto out;
 		want++;
 	}

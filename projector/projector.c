@@ -59,6 +59,8 @@ struct Projector {
 	int        stop;	/* {mu} proj_close() wants us to finish */
 	uint64_t   applied;	/* atomic: published after each commit */
 	uint64_t   batches, events, apply_ns, errors;	/* atomic counters */
+	int        fail_rc;	/* atomic: the last catch-up failed (0: it did not) */
+	uint64_t   fail_seq;	/* atomic: the seq it could not apply */
 	int        nwatch;
 	struct { void (*fn)(void *, uint64_t); void *ctx; } watch[PROJ_WATCHERS];
 	int64_t    pending_ckpt;	/* jg-proj: batches since the last checkpoint */
@@ -165,6 +167,12 @@ out:
 	return rc;
 }
 
+int proj_failing(Projector *p, uint64_t *seq)
+{
+	*seq = __atomic_load_n(&p->fail_seq, __ATOMIC_RELAXED);
+	return __atomic_load_n(&p->fail_rc, __ATOMIC_RELAXED);
+}
+
 uint64_t proj_applied(Projector *p)
 {
 	return __atomic_load_n(&p->applied, __ATOMIC_ACQUIRE);
@@ -245,8 +253,11 @@ static int proj_catch_up(Projector *p)
 			goto fail;
 		}
 	}
+	__atomic_store_n(&p->fail_rc, 0, __ATOMIC_RELAXED);
 	return 0;
 fail:
+	__atomic_store_n(&p->fail_seq, p->d.applied + 1, __ATOMIC_RELAXED);
+	__atomic_store_n(&p->fail_rc, rc, __ATOMIC_RELAXED);
 	__atomic_add_fetch(&p->errors, 1, __ATOMIC_RELAXED);
 	snprintf(seq, sizeof seq, "%llu", (unsigned long long)(p->d.applied + 1));
 	jg_log(JG_ERROR, "projector batch failed", "error", jg_strerror(rc),

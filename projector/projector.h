@@ -27,6 +27,10 @@ typedef struct Projector Projector;
 int  proj_open(Projector **out, const char *db_path, Log *log);
 int  proj_start(Projector *p);		/* start the thread */
 uint64_t proj_applied(Projector *p);	/* last applied seq, any thread */
+/* Any thread: 0 while the projector keeps up; else the error of its last
+ * attempt (it retries with backoff) and in *seq the event it could not
+ * apply.  A damaged record keeps it failing until an operator acts. */
+int  proj_failing(Projector *p, uint64_t *seq);
 /* Called on the projector thread after each applied batch; must not block.
  * Register before proj_start(); at most 4. */
 int  proj_watch(Projector *p, void (*fn)(void *ctx, uint64_t applied), void *ctx);

@@ -1,0 +1,151 @@
+"""What an operator meets when the data dir is damaged or the start-up
+input is wrong: a cut-short or corrupted log, bad tokens, config syntax
+errors, replay against nothing.  Each gets a clear message and an exit
+code, never a crash, and nothing is left half-written."""
+import json
+import os
+import signal
+import subprocess
+
+from conftest import BIN, TOKEN, Server
+
+
+def run(*args, env=None):
+    return subprocess.run([BIN] + list(args), capture_output=True, text=True,
+                          timeout=60, env=env)
+
+
+def filled_data_dir(make_server, n=20, marker=None):
+    s = make_server(config={"jobs": {"echo": {"builtin": "echo"}}})
+    for i in range(n):
+        body = {"i": i, "m": marker} if (marker and i == n // 2) else {"i": i}
+        assert s.post("/trigger/echo", body).status == 202
+    assert s.stop() == 0
+    return s
+
+
+def test_truncated_log_file_is_refused_not_a_crash(make_server):
+    s = filled_data_dir(make_server, n=300)
+    mdb = os.path.join(s.data_dir, "log", "data.mdb")
+    used = json.loads(run("log", "stat", "--data-dir", s.data_dir).stdout)["bytes"]
+    assert used > 3 * 4096
+    os.truncate(mdb, 2 * 4096)  # the meta pages survive; the data does not
+    for args in (["log", "verify"], ["log", "stat"], ["log", "dump"],
+                 ["replay", "--check"]):
+        r = run(*args, "--data-dir", s.data_dir)
+        assert r.returncode == 1, (args, r.returncode, r.stderr)  # not -SIGBUS
+        assert "truncated" in r.stderr, (args, r.stderr)
+    p = subprocess.run([BIN, "serve", "--listen", "127.0.0.1:0", "--data-dir", s.data_dir],
+                       capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, JOBGATE_TOKEN=TOKEN))
+    assert p.returncode == 1 and "truncated" in p.stderr, (p.returncode, p.stderr[-300:])
+
+
+def test_empty_log_file_is_named_as_damage(make_server):
+    s = filled_data_dir(make_server, n=3)
+    open(os.path.join(s.data_dir, "log", "data.mdb"), "w").close()
+    r = run("log", "verify", "--data-dir", s.data_dir)
+    assert r.returncode == 1 and "is empty" in r.stderr, r.stderr
+
+
+def corrupt_marker(s, marker):
+    mdb = os.path.join(s.data_dir, "log", "data.mdb")
+    with open(mdb, "r+b") as f:
+        data = f.read()
+        # Every copy: LMDB leaves old copies of pages it rewrote.
+        hits, at = [], data.find(marker.encode() + b'"')
+        while at >= 0:
+            hits.append(at)
+            at = data.find(marker.encode() + b'"', at + 1)
+        assert hits
+        for at in hits:
+            f.seek(at + len(marker))
+            f.write(b"\x00")  # a raw NUL inside a JSON string: no longer decodes
+
+
+def test_corrupt_record_degrades_healthz_and_fails_dump(make_server):
+    s = filled_data_dir(make_server, n=20, marker="MARKER-5e1f")
+    corrupt_marker(s, "MARKER-5e1f")
+    r = run("log", "verify", "--data-dir", s.data_dir)
+    assert r.returncode == 1 and "damaged" in r.stdout
+    r = run("log", "dump", "--data-dir", s.data_dir)
+    assert r.returncode == 1
+    assert "damaged" in r.stderr and "does not decode" in r.stderr
+    lines = r.stdout.splitlines()
+    for l in lines:
+        json.loads(l)  # every line printed is JSON
+    assert len(lines) >= 19  # the rest of the log is still dumped
+
+    # The read model is rebuilt from the log on start: the projector stops
+    # at the damaged record, and /healthz says so instead of "ok".
+    for f in ("jobs.db", "jobs.db-wal", "jobs.db-shm"):
+        p = os.path.join(s.data_dir, f)
+        if os.path.exists(p):
+            os.unlink(p)
+    s.start()
+    import time
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        h = s.get("/healthz", token=False)
+        if h.status == 503:
+            break
+        time.sleep(0.1)
+    assert h.status == 503, h.body
+    b = h.json()
+    assert b["status"] == "degraded"
+    assert "corrupt" in b["error"] and "seq" in b["error"]
+    assert b["projected_seq"] < b["log_seq"]
+    # Triggers are still taken and durable: the log is fine past the damage.
+    assert s.post("/trigger/echo", {"after": 1}).status == 202
+
+
+def test_bad_env_token_is_refused_at_start(tmp_path):
+    for tok in ("abc\n", " abc ", "a b", "caf\u00e9"):
+        r = subprocess.run([BIN, "serve", "--listen", "127.0.0.1:0", "--data-dir",
+                            str(tmp_path / "d")], capture_output=True, text=True, timeout=30,
+                           env=dict(os.environ, JOBGATE_TOKEN=tok))
+        assert r.returncode == 2, (tok, r.returncode, r.stderr)
+        assert "JOBGATE_TOKEN" in r.stderr and "printable" in r.stderr
+
+
+def test_config_token_with_space_is_refused(tmp_path):
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"tokens": [{"name": "a", "token": "has space"}]}))
+    r = run("serve", "--config", str(cfg), "--data-dir", str(tmp_path / "d"))
+    assert r.returncode == 2 and "tokens[0].token" in r.stderr, r.stderr
+
+
+def test_env_token_equal_to_a_config_token_is_refused(tmp_path):
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"tokens": [{"name": "a", "token": "same-secret-1"}]}))
+    r = subprocess.run([BIN, "serve", "--config", str(cfg), "--listen", "127.0.0.1:0",
+                        "--data-dir", str(tmp_path / "d")], capture_output=True, text=True,
+                       timeout=30, env=dict(os.environ, JOBGATE_TOKEN="same-secret-1"))
+    assert r.returncode == 2 and "same secret" in r.stderr, r.stderr
+
+
+def test_empty_token_file_is_named(tmp_path):
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "token").write_text("")
+    env = dict(os.environ)
+    env.pop("JOBGATE_TOKEN", None)
+    r = subprocess.run([BIN, "serve", "--listen", "127.0.0.1:0", "--data-dir", str(d)],
+                       capture_output=True, text=True, timeout=30, env=env)
+    assert r.returncode == 1
+    assert str(d / "token") in r.stderr and "delete it" in r.stderr, r.stderr
+
+
+def test_config_syntax_error_says_line_and_column(tmp_path):
+    cfg = tmp_path / "c.json"
+    cfg.write_text('{\n  "jobs": {\n    "a": {"command": ["/bin/true"]},\n  }\n}\n')
+    r = run("serve", "--config", str(cfg), "--data-dir", str(tmp_path / "d"))
+    assert r.returncode == 2
+    assert "line 4, column 3" in r.stderr, r.stderr
+
+
+def test_replay_without_a_log_creates_nothing(tmp_path):
+    d = tmp_path / "nothing" / "here"
+    r = run("replay", "--data-dir", str(d))
+    assert r.returncode == 1 and "no event log" in r.stderr
+    assert not (tmp_path / "nothing").exists()

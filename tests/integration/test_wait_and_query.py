@@ -1,0 +1,76 @@
+"""/wait as a client that retries it meets it, its timeout forms, and the
+query parameters each route takes (SPEC §4)."""
+import asyncio
+import time
+
+import websockets
+
+CFG = {"jobs": {"echo": {"builtin": "echo"},
+                "slow": {"command": ["sleep", "1.5"]},
+                "long": {"command": ["sleep", "30"]}}}
+
+
+def test_repeated_wait_with_a_key_waits_for_the_job(make_server):
+    s = make_server(config=CFG)
+    key = {"Idempotency-Key": "w1"}
+    r = s.post("/trigger/slow", {"a": 1}, headers=key)
+    assert r.status == 202
+    t0 = time.time()
+    r = s.post("/trigger/slow/wait?timeout=20", {"a": 1}, headers=key)
+    took = time.time() - t0
+    assert r.status == 200, r.body
+    assert r.headers.get("idempotent-replayed") == "true"
+    assert r.json()["status"] == "succeeded"
+    assert took > 0.5  # it waited for the job, it did not answer "running" at once
+
+
+def test_repeated_wait_that_times_out_is_202_not_200(make_server):
+    s = make_server(config=CFG)
+    key = {"Idempotency-Key": "w2"}
+    assert s.post("/trigger/long", None, headers=key).status == 202
+    r = s.post("/trigger/long/wait?timeout=0.3", None, headers=key)
+    assert r.status == 202, r.body
+    assert r.headers.get("idempotent-replayed") == "true"
+    assert r.json()["status"] in ("queued", "running")
+    # A replay of a poll trigger stays 200 with the current object (SPEC).
+    r = s.post("/trigger/long", None, headers=key)
+    assert r.status == 200 and r.headers.get("idempotent-replayed") == "true"
+
+
+def test_wait_timeout_takes_fractions_and_caps_huge_values(make_server):
+    s = make_server(config=CFG)
+    t0 = time.time()
+    r = s.post("/trigger/long/wait?timeout=0.4", None)
+    took = time.time() - t0
+    assert r.status == 202 and 0.3 < took < 5, (r.status, took)
+    r = s.post("/trigger/echo/wait?timeout=99999999999999999999999", {"x": 1})
+    assert r.status == 200 and r.json()["result"] == {"x": 1}
+    for bad in ("-1", "1e3", "", "abc", "2.", ".5", "0x10", "1 "):
+        r = s.post("/trigger/echo/wait?timeout=" + bad.replace(" ", "%20"), None)
+        assert r.status == 400 and r.json()["error"] == "bad_request", bad
+
+
+def test_unknown_query_parameters_are_400(server):
+    for path, method in (("/jobs?foo=bar", "GET"), ("/jobs?limit=5&x=1", "GET"),
+                         ("/trigger/echo?foo=1", "POST"), ("/jobs/1?x", "GET"),
+                         ("/events?foo=1", "GET"), ("/healthz?x=1", "GET")):
+        r = server.request(method, path, token=path != "/healthz?x=1")
+        assert r.status == 400, (path, r.status, r.body)
+        b = r.json()
+        assert b["error"] == "bad_request" and "unknown query parameter" in b["message"], path
+    # The ones each route takes are fine.
+    assert server.get("/jobs?job=echo&status=queued&limit=5").status == 200
+    r = server.post("/trigger/echo/wait?timeout=5", {"k": 1})
+    assert r.status == 200
+
+
+def test_unknown_query_parameter_refuses_the_ws_upgrade(server):
+    url = "ws://127.0.0.1:%d/ws?access_token=%s&bogus=1" % (server.port, server.token)
+
+    async def go():
+        try:
+            async with websockets.connect(url, open_timeout=10):
+                return None
+        except websockets.exceptions.InvalidStatusCode as e:
+            return e.status_code
+    assert asyncio.run(go()) == 400
