@@ -112,6 +112,7 @@ enum {
 	RQ_LOG,		/* log: le is queued at the writer */
 	RQ_RUNNER,	/* runner: rr is queued at the runner */
 	RQ_WAIT,	/* api: parked until the job's final event or timeout */
+	RQ_PROJ,	/* api: GET /jobs parked until the projector catches up */
 	RQ_READY,	/* api: response in out, waiting for writable */
 	RQ_CLOSING	/* api: response sent, hang up when flushed */
 };
@@ -149,7 +150,10 @@ struct ApiReq {
 	char        idem[API_IDEM_MAX + 1];
 	size_t      idem_len;
 	int         has_idem;
-	lws_sorted_usec_list_t sul;	/* /wait deadline */
+	lws_sorted_usec_list_t sul;	/* /wait or RQ_PROJ deadline */
+	struct ApiListArgs *la;		/* RQ_PROJ: the parsed GET /jobs query */
+	uint64_t    proj_target;	/* RQ_PROJ: answer once applied >= this */
+	lws_dll2_t  proj_link;		/* RQ_PROJ: a->proj_wait, oldest first */
 	int64_t     body_due_ns;	/* body deadline (mono) while in a->body_fifo */
 	lws_dll2_t  body_link;		/* a->body_fifo, oldest first */
 	ApiReq     *qnext;	/* {a->cq_mu} completion queue */
@@ -197,6 +201,9 @@ struct Api {
 	pthread_cond_t  cq_cv;		/* {cq_mu} a push after closed (api_close waits) */
 	ApiReq       *cq_head, *cq_tail;	/* {cq_mu} */
 	int           watching;		/* api_log_watch is registered with the log */
+	int           proj_watching;	/* api_proj_watch is registered with the projector */
+	lws_dll2_owner_t proj_wait;	/* RQ_PROJ requests, oldest first (api thread) */
+	atomic_int    nproj_wait;	/* its count, for the projector's watcher */
 	atomic_uint_least64_t head;	/* log head, stored by the log watcher */
 	uint64_t      head_seen;	/* last head scanned for /wait (api thread) */
 	uint64_t      head_streams;	/* last head given to the streams */
@@ -283,6 +290,8 @@ int  api_job_fold(Api *a, uint64_t id, int *status);
 void api_jobs_id_head(Api *a, ApiReq *r, const RouteSeg *caps);
 int  api_jobs_get(Api *a, ApiReq *r);
 int  api_jobs_list(Api *a, ApiReq *r);
+void api_list_wake(Api *a);		/* drain: answer lists the projector caught up for */
+void api_list_unhook(Api *a, ApiReq *r);	/* no-op unless RQ_PROJ */
 int  api_jobs_events(Api *a, ApiReq *r);
 int  api_jobs_cancel(Api *a, ApiReq *r);
 int  api_jobs_retry(Api *a, ApiReq *r);

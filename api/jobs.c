@@ -12,6 +12,7 @@
  * the request's RunnerReq goes to runner_submit() and comes back through
  * the completion queue once the event is durable (api_runner_done).
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "api_int.h"
@@ -19,6 +20,7 @@
 
 #define API_LIST_DEFAULT 100
 #define API_LIST_MAX     1000
+#define API_LIST_WAIT_MS 2000	/* longest a list waits for the projector */
 
 /* Api thread, header time: the {id} capture, strictly decimal. */
 void api_jobs_id_head(Api *a, ApiReq *r, const RouteSeg *caps)
@@ -66,33 +68,131 @@ static int api_arg(ApiReq *r, const char *name, char *out, size_t cap)
 	return rc == 0 ? 1 : rc == JG_ENOTFOUND ? 0 : -1;
 }
 
+/* GET /jobs's query, parsed; kept while the request is parked. */
+typedef struct ApiListArgs {
+	char     job[JG_NAME_MAX + 2], cursor[256];
+	int      has_job, has_cur, st;
+	uint64_t lim;
+} ApiListArgs;
+
+/* The list from the read model, answered now (reply) or from the drain
+ * or a timer (defer). */
+static int api_list_answer(Api *a, ApiReq *r, const ApiListArgs *la, int defer)
+{
+	int rc;
+
+	buf_reset(&a->job);
+	rc = query_list(a->q, la->has_job ? la->job : NULL, la->st, (int)la->lim,
+			la->has_cur ? la->cursor : NULL, &a->job);
+	if (rc == JG_EINVAL || rc != 0 || a->job.oom) {
+		int bad = rc == JG_EINVAL;
+		const char *code = bad ? "bad_request" : "internal";
+		const char *msg = bad ? "bad cursor" : "the read model cannot be queried";
+		if (defer) {
+			api_defer_error(a, r, bad ? 400 : 500, code, msg);
+			return 0;
+		}
+		return api_reply_error(a, r, bad ? 400 : 500, code, msg);
+	}
+	if (defer) {
+		api_defer(a, r, 200, NULL, a->job.p, a->job.len);
+		return 0;
+	}
+	return api_reply_job(a, r);
+}
+
+/* Api thread: take r off a->proj_wait (no-op if it is not there). */
+void api_list_unhook(Api *a, ApiReq *r)
+{
+	if (r->state != RQ_PROJ)
+		return;
+	lws_dll2_remove(&r->proj_link);
+	atomic_fetch_sub(&a->nproj_wait, 1);
+	lws_sul_cancel(&r->sul);
+	free(r->la);
+	r->la = NULL;
+	r->state = RQ_BODY;
+}
+
+static void api_list_done(Api *a, ApiReq *r)
+{
+	ApiListArgs *la = r->la;
+
+	r->la = NULL;		/* keep it past the unhook */
+	api_list_unhook(a, r);
+	api_list_answer(a, r, la, 1);
+	free(la);
+}
+
+/* The projector did not catch up in time (it is failing: /healthz says
+ * so): answer from the read model as it is. */
+static void api_list_timer(lws_sorted_usec_list_t *sul)
+{
+	ApiReq *r = lws_container_of(sul, ApiReq, sul);
+
+	api_list_done(r->a, r);
+}
+
+/* Api thread (drain): answer the parked lists the projector has caught
+ * up for.  Targets grow with arrival, so the oldest go first. */
+void api_list_wake(Api *a)
+{
+	uint64_t applied = proj_applied(a->proj);
+	lws_dll2_t *d;
+
+	while ((d = lws_dll2_get_head(&a->proj_wait)) != NULL) {
+		ApiReq *r = lws_container_of(d, ApiReq, proj_link);
+		if (r->proj_target > applied)
+			break;
+		api_list_done(a, r);
+	}
+}
+
 int api_jobs_list(Api *a, ApiReq *r)
 {
-	char job[JG_NAME_MAX + 2], status[32], limit[16], cursor[256];
-	int has_job, has_st, has_lim, has_cur, st = 0, rc;
-	uint64_t lim = API_LIST_DEFAULT;
+	char limit[16];
+	int has_st, has_lim;
+	ApiListArgs la;
+	uint64_t head;
+	char status[32];
 
-	has_job = api_arg(r, "job", job, sizeof job);
+	memset(&la, 0, sizeof la);
+	la.lim = API_LIST_DEFAULT;
+	la.has_job = api_arg(r, "job", la.job, sizeof la.job);
 	has_st = api_arg(r, "status", status, sizeof status);
 	has_lim = api_arg(r, "limit", limit, sizeof limit);
-	has_cur = api_arg(r, "cursor", cursor, sizeof cursor);
-	if (has_job < 0 || (has_job && !config_name_ok(job, strlen(job))))
+	la.has_cur = api_arg(r, "cursor", la.cursor, sizeof la.cursor);
+	if (la.has_job < 0 || (la.has_job && !config_name_ok(la.job, strlen(la.job))))
 		return api_reply_error(a, r, 400, "bad_request", "job must be a job name");
-	if (has_st < 0 || (has_st && !(st = log_status_parse(status, strlen(status)))))
+	if (has_st < 0 || (has_st && !(la.st = log_status_parse(status, strlen(status)))))
 		return api_reply_error(a, r, 400, "bad_request",
 				       "status must be queued, running, succeeded, failed or canceled");
-	if (has_lim < 0 || (has_lim && (route_id(limit, strlen(limit), &lim) != 0 ||
-					lim > API_LIST_MAX)))
+	if (has_lim < 0 || (has_lim && (route_id(limit, strlen(limit), &la.lim) != 0 ||
+					la.lim > API_LIST_MAX)))
 		return api_reply_error(a, r, 400, "bad_request", "limit must be 1..1000");
-	if (has_cur < 0 || (has_cur && !cursor[0]))
+	if (la.has_cur < 0 || (la.has_cur && !la.cursor[0]))
 		return api_reply_error(a, r, 400, "bad_request", "bad cursor");
-	buf_reset(&a->job);
-	rc = query_list(a->q, has_job ? job : NULL, st, (int)lim, has_cur ? cursor : NULL, &a->job);
-	if (rc == JG_EINVAL)
-		return api_reply_error(a, r, 400, "bad_request", "bad cursor");
-	if (rc != 0 || a->job.oom)
-		return api_reply_error(a, r, 500, "internal", "the read model cannot be queried");
-	return api_reply_job(a, r);
+	/* Read-your-writes for lists too: every job acknowledged before this
+	 * request is at or below the log head now.  If the read model is
+	 * behind it, wait for the projector (woken by api_proj_watch), at
+	 * most API_LIST_WAIT_MS. */
+	head = log_head(a->log);	/* stored before any ack of that commit */
+	if (proj_applied(a->proj) >= head)
+		return api_list_answer(a, r, &la, 0);
+	if (!(r->la = malloc(sizeof la)))
+		return api_list_answer(a, r, &la, 0);
+	*r->la = la;
+	r->proj_target = head;
+	r->state = RQ_PROJ;
+	lws_dll2_clear(&r->proj_link);
+	lws_dll2_add_tail(&r->proj_link, &a->proj_wait);
+	atomic_fetch_add(&a->nproj_wait, 1);
+	api_sul_schedule(a->ctx, &r->sul, api_list_timer,
+			 (lws_usec_t)API_LIST_WAIT_MS * LWS_US_PER_MS);
+	/* The projector may have passed head since we looked; its watcher
+	 * saw no waiter then.  Check once more now that we are parked. */
+	api_list_wake(a);
+	return 0;
 }
 
 /* {"events":[...]}: an object, like GET /jobs, so fields can be added. */

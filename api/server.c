@@ -94,6 +94,7 @@ ApiReq *api_req_get(Api *a)
  * the pool's footprint stays near API_REQ_MAX small requests. */
 void api_req_put(Api *a, ApiReq *r)
 {
+	api_list_unhook(a, r);
 	lws_sul_cancel(&r->sul);	/* a /wait timer must not outlive it */
 	api_body_untrack(a, r);
 	a->body_bytes -= r->budget;
@@ -148,6 +149,21 @@ void api_cq_push(Api *a, ApiReq *r)
 	if (atomic_load(&a->closed))
 		pthread_cond_signal(&a->cq_cv);
 	pthread_mutex_unlock(&a->cq_mu);
+}
+
+/* Projector thread, after each batch: wake the loop only when a GET /jobs
+ * waits for the projector.  api_close() unregisters it (proj_unwatch)
+ * before a is freed. */
+static void api_proj_watch(void *ctx, uint64_t applied)
+{
+	Api *a = ctx;
+
+	(void)applied;
+	if (atomic_load(&a->nproj_wait) > 0) {
+		pthread_mutex_lock(&a->cq_mu);
+		api_wake_locked(a);
+		pthread_mutex_unlock(&a->cq_mu);
+	}
 }
 
 /* Log writer thread, after each commit.  api_close() unregisters it
@@ -278,6 +294,8 @@ static void api_drain(Api *a)
 	int began = 0;
 
 	api_body_expire(a);
+	if (a->proj_wait.count)
+		api_list_wake(a);
 	pthread_mutex_lock(&a->cq_mu);
 	list = a->cq_head;
 	a->cq_head = a->cq_tail = NULL;
@@ -344,6 +362,7 @@ void api_sess_drop(Api *a, ApiSession *sess)
 		api_wait_unhook(a, r);
 		api_req_put(a, r);
 		break;
+	case RQ_PROJ:	/* api_req_put unhooks it */
 	default:
 		api_req_put(a, r);
 	}
@@ -543,6 +562,9 @@ int api_open(Api **out, const Config *cfg, Log *log, Projector *proj,
 	    (rc = log_watch(log, api_log_watch, a)) != 0)
 		goto fail;
 	a->watching = 1;
+	if ((rc = proj_watch(proj, api_proj_watch, a)) != 0)
+		goto fail;
+	a->proj_watching = 1;
 	lws_set_log_level(LLL_ERR | LLL_WARN, api_lws_log);
 	if ((rc = api_listen(a)) != 0)
 		goto fail_logged;	/* api_listen_fail() said why */
@@ -634,6 +656,9 @@ void api_close(Api *a)
 	if (a->watching)
 		log_unwatch(a->log, api_log_watch, a);	/* returns once it cannot run */
 	a->watching = 0;
+	if (a->proj_watching)
+		proj_unwatch(a->proj, api_proj_watch, a);	/* the same */
+	a->proj_watching = 0;
 	if (a->ctx)
 		lws_context_destroy(a->ctx);	/* closes sessions: orphans requests */
 	a->ctx = NULL;

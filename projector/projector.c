@@ -61,8 +61,9 @@ struct Projector {
 	uint64_t   batches, events, apply_ns, errors;	/* atomic counters */
 	int        fail_rc;	/* atomic: the last catch-up failed (0: it did not) */
 	uint64_t   fail_seq;	/* atomic: the seq it could not apply */
-	int        nwatch;
-	struct { void (*fn)(void *, uint64_t); void *ctx; } watch[PROJ_WATCHERS];
+	pthread_mutex_t wmu;	/* the watcher list: proj_unwatch waits out a call */
+	int        nwatch;	/* {wmu} */
+	struct { void (*fn)(void *, uint64_t); void *ctx; } watch[PROJ_WATCHERS];	/* {wmu} */
 	int64_t    pending_ckpt;	/* jg-proj: batches since the last checkpoint */
 };
 
@@ -137,6 +138,7 @@ int proj_open(Projector **out, const char *db_path, Log *log)
 	p->log = log;
 	p->slot = -1;
 	pthread_mutex_init(&p->mu, NULL);
+	pthread_mutex_init(&p->wmu, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&p->cv, &ca);
@@ -163,6 +165,7 @@ out:
 	pdb_close(&p->d);
 	pthread_cond_destroy(&p->cv);
 	pthread_mutex_destroy(&p->mu);
+	pthread_mutex_destroy(&p->wmu);
 	free(p);
 	return rc;
 }
@@ -180,12 +183,31 @@ uint64_t proj_applied(Projector *p)
 
 int proj_watch(Projector *p, void (*fn)(void *ctx, uint64_t applied), void *ctx)
 {
-	if (p->started || p->nwatch == PROJ_WATCHERS)
-		return JG_EINVAL;
-	p->watch[p->nwatch].fn = fn;
-	p->watch[p->nwatch].ctx = ctx;
-	p->nwatch++;
-	return 0;
+	int rc = 0;
+
+	pthread_mutex_lock(&p->wmu);
+	if (p->nwatch == PROJ_WATCHERS) {
+		rc = JG_EINVAL;
+	} else {
+		p->watch[p->nwatch].fn = fn;
+		p->watch[p->nwatch].ctx = ctx;
+		p->nwatch++;
+	}
+	pthread_mutex_unlock(&p->wmu);
+	return rc;
+}
+
+void proj_unwatch(Projector *p, void (*fn)(void *ctx, uint64_t applied), void *ctx)
+{
+	int i;
+
+	pthread_mutex_lock(&p->wmu);
+	for (i = 0; i < p->nwatch; i++)
+		if (p->watch[i].fn == fn && p->watch[i].ctx == ctx) {
+			p->watch[i] = p->watch[--p->nwatch];
+			break;
+		}
+	pthread_mutex_unlock(&p->wmu);
 }
 
 /*
@@ -231,8 +253,10 @@ static int proj_batch(Projector *p, uint64_t upto, int *n)
 	__atomic_add_fetch(&p->events, (uint64_t)*n, __ATOMIC_RELAXED);
 	__atomic_add_fetch(&p->apply_ns, (uint64_t)(jg_mono_ns() - t0), __ATOMIC_RELAXED);
 	p->pending_ckpt++;
+	pthread_mutex_lock(&p->wmu);
 	for (i = 0; i < p->nwatch; i++)
 		p->watch[i].fn(p->watch[i].ctx, p->d.applied);
+	pthread_mutex_unlock(&p->wmu);
 	return 0;
 }
 
@@ -398,5 +422,6 @@ void proj_close(Projector *p)
 	pdb_close(&p->d);
 	pthread_cond_destroy(&p->cv);
 	pthread_mutex_destroy(&p->mu);
+	pthread_mutex_destroy(&p->wmu);
 	free(p);
 }

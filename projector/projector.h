@@ -32,8 +32,9 @@ uint64_t proj_applied(Projector *p);	/* last applied seq, any thread */
  * apply.  A damaged record keeps it failing until an operator acts. */
 int  proj_failing(Projector *p, uint64_t *seq);
 /* Called on the projector thread after each applied batch; must not block.
- * Register before proj_start(); at most 4. */
+ * At most 4.  proj_unwatch returns once fn can no longer run for ctx. */
 int  proj_watch(Projector *p, void (*fn)(void *ctx, uint64_t applied), void *ctx);
+void proj_unwatch(Projector *p, void (*fn)(void *ctx, uint64_t applied), void *ctx);
 /* Prometheus lines (projector lag, batches, apply seconds). Any thread. */
 void proj_metrics(Projector *p, Buf *out);
 /* Catch up to the log head, stop the thread, close the db.  NULL no-op. */

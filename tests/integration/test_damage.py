@@ -97,6 +97,10 @@ def test_corrupt_record_degrades_healthz_and_fails_dump(make_server):
     assert b["projected_seq"] < b["log_seq"]
     # Triggers are still taken and durable: the log is fine past the damage.
     assert s.post("/trigger/echo", {"after": 1}).status == 202
+    # A list waits for the projector at most ~2 s, then answers what it has.
+    t0 = time.time()
+    assert s.get("/jobs").status == 200
+    assert time.time() - t0 < 10
 
 
 def test_bad_env_token_is_refused_at_start(tmp_path):

@@ -34,3 +34,31 @@ def test_800_post_then_get_pairs_from_8_connections_never_miss(server):
     assert not misses, misses[:3]
     enq = [e for e in server.dump() if e["type"] == "job.enqueued"]
     assert len(enq) == 800
+
+
+def test_lists_show_every_acknowledged_job(server):
+    """SPEC §1 read-your-writes holds for GET /jobs too: a list requested
+    after a 202 contains that job (the list waits for the projector)."""
+    import threading
+    misses, errors = [], []
+
+    def worker(k):
+        try:
+            for i in range(30):
+                r = server.post("/trigger/echo", {"k": k, "i": i})
+                assert r.status == 202
+                jid = r.json()["id"]
+                lst = server.get("/jobs?limit=5")
+                assert lst.status == 200
+                ids = [j["id"] for j in lst.json()["jobs"]]
+                if jid not in ids and (not ids or max(ids) < jid):
+                    misses.append((jid, ids))
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(repr(e))
+    ts = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(120)
+    assert not errors, errors[:3]
+    assert not misses, misses[:3]
