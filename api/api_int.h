@@ -38,6 +38,7 @@ void  api_sul_schedule(struct lws_context *ctx, lws_sorted_usec_list_t *sul,
  * Free with api_loop_unwatch(), also after it fired; NULL: no memory. */
 typedef struct ApiFdWatch ApiFdWatch;
 ApiFdWatch *api_loop_watch_read(Api *a, int fd, void (*cb)(void *ctx), void *ctx);
+void  api_loop_rearm(ApiFdWatch *fw);		/* once more, after it fired */
 void  api_loop_unwatch(ApiFdWatch *fw);
 
 /* ---- provided by server.c ---- */
@@ -152,6 +153,7 @@ struct ApiReq {
 	int         has_idem;
 	lws_sorted_usec_list_t sul;	/* /wait or RQ_PROJ deadline */
 	struct ApiListArgs *la;		/* RQ_PROJ: the parsed GET /jobs query */
+	ApiFdWatch *hupw;		/* RQ_WAIT/RQ_PROJ: notices the client leaving */
 	uint64_t    proj_target;	/* RQ_PROJ: answer once applied >= this */
 	lws_dll2_t  proj_link;		/* RQ_PROJ: a->proj_wait, oldest first */
 	int64_t     body_due_ns;	/* body deadline (mono) while in a->body_fifo */
@@ -290,6 +292,8 @@ int  api_job_fold(Api *a, uint64_t id, int *status);
 void api_jobs_id_head(Api *a, ApiReq *r, const RouteSeg *caps);
 int  api_jobs_get(Api *a, ApiReq *r);
 int  api_jobs_list(Api *a, ApiReq *r);
+void api_park_watch(Api *a, ApiReq *r);	/* parked: hang up if the client leaves */
+void api_park_unwatch(ApiReq *r);
 void api_list_wake(Api *a);		/* drain: answer lists the projector caught up for */
 void api_list_unhook(Api *a, ApiReq *r);	/* no-op unless RQ_PROJ */
 int  api_jobs_events(Api *a, ApiReq *r);

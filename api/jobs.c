@@ -109,6 +109,7 @@ void api_list_unhook(Api *a, ApiReq *r)
 	lws_dll2_remove(&r->proj_link);
 	atomic_fetch_sub(&a->nproj_wait, 1);
 	lws_sul_cancel(&r->sul);
+	api_park_unwatch(r);
 	free(r->la);
 	r->la = NULL;
 	r->state = RQ_BODY;
@@ -189,6 +190,7 @@ int api_jobs_list(Api *a, ApiReq *r)
 	atomic_fetch_add(&a->nproj_wait, 1);
 	api_sul_schedule(a->ctx, &r->sul, api_list_timer,
 			 (lws_usec_t)API_LIST_WAIT_MS * LWS_US_PER_MS);
+	api_park_watch(a, r);
 	/* The projector may have passed head since we looked; its watcher
 	 * saw no waiter then.  Check once more now that we are parked. */
 	api_list_wake(a);

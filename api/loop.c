@@ -194,6 +194,12 @@ ApiFdWatch *api_loop_watch_read(Api *a, int fd, void (*cb)(void *ctx), void *ctx
 	return fw;
 }
 
+void api_loop_rearm(ApiFdWatch *fw)
+{
+	if (fw && fw->a->evl)
+		ev_io_start(fw->a->evl->ev, &fw->io);
+}
+
 void api_loop_unwatch(ApiFdWatch *fw)
 {
 	if (!fw)

@@ -90,9 +90,11 @@ static void api_own_metrics(Api *a, Buf *b)
 		if (a->http[c] || c == 200)
 			buf_printf(b, "jobgate_http_responses_total{code=\"%d\"} %llu\n", c,
 				   (unsigned long long)(a->http[c] + (c == 200)));
-	buf_printf(b, "# HELP jobgate_http_requests_in_flight Requests waiting on the log, runner or a /wait.\n"
+	buf_printf(b, "# HELP jobgate_http_requests_in_flight Requests waiting on the log, runner, "
+		   "a /wait or the projector.\n"
 		   "# TYPE jobgate_http_requests_in_flight gauge\n"
-		   "jobgate_http_requests_in_flight %d\n", a->inflight + a->nwait);
+		   "jobgate_http_requests_in_flight %d\n",
+		   a->inflight + a->nwait + atomic_load(&a->nproj_wait));
 }
 
 int api_metrics(Api *a, ApiReq *r)

@@ -45,6 +45,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include "api_int.h"
@@ -95,6 +96,7 @@ ApiReq *api_req_get(Api *a)
 void api_req_put(Api *a, ApiReq *r)
 {
 	api_list_unhook(a, r);
+	api_park_unwatch(r);
 	lws_sul_cancel(&r->sul);	/* a /wait timer must not outlive it */
 	api_body_untrack(a, r);
 	a->body_bytes -= r->budget;
@@ -185,6 +187,38 @@ uint64_t api_head(Api *a)
 
 /* ---- /wait parking ---- */
 
+/* A parked request's client may leave: lws 4.1 does not read a connection
+ * while its request is being handled, so nothing would tell us until the
+ * answer is written (a /wait holds up to max_wait_s).  A readable socket
+ * that peeks EOF is killed; its close releases the request.  Readable with
+ * data (a pipelined request) is left for lws to read after the answer. */
+static void api_park_hup(void *ctx)
+{
+	ApiReq *r = ctx;
+	char c;
+	ssize_t n;
+
+	if (!r->wsi)
+		return;
+	n = recv(lws_get_socket_fd(r->wsi), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+		lws_set_timeout(r->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
+	else if (n < 0)
+		api_loop_rearm(r->hupw);	/* woken for nothing */
+}
+
+void api_park_watch(Api *a, ApiReq *r)
+{
+	if (r->wsi && !r->hupw)
+		r->hupw = api_loop_watch_read(a, (int)lws_get_socket_fd(r->wsi), api_park_hup, r);
+}
+
+void api_park_unwatch(ApiReq *r)
+{
+	api_loop_unwatch(r->hupw);
+	r->hupw = NULL;
+}
+
 static ApiReq **api_wait_slot(Api *a, uint64_t id)
 {
 	return &a->wait[id % API_WAIT_BUCKETS];
@@ -202,6 +236,7 @@ static void api_wait_unhook(Api *a, ApiReq *r)
 		}
 	r->next = NULL;
 	lws_sul_cancel(&r->sul);
+	api_park_unwatch(r);
 }
 
 static void api_wait_timer(lws_sorted_usec_list_t *sul)
@@ -224,6 +259,7 @@ void api_wait_park(Api *a, ApiReq *r)
 	a->nwait++;
 	api_sul_schedule(a->ctx, &r->sul, api_wait_timer,
 			 (lws_usec_t)r->wait_ms * LWS_US_PER_MS);
+	api_park_watch(a, r);
 }
 
 /* Answer every parked request of a job whose final event was seen. */

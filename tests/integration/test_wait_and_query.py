@@ -74,3 +74,32 @@ def test_unknown_query_parameter_refuses_the_ws_upgrade(server):
         except websockets.exceptions.InvalidStatusCode as e:
             return e.status_code
     assert asyncio.run(go()) == 400
+
+
+def in_flight(s):
+    for line in s.get("/metrics").body.decode().splitlines():
+        if line.startswith("jobgate_http_requests_in_flight "):
+            return int(line.split()[1])
+    raise AssertionError("no in_flight gauge")
+
+
+def test_wait_of_a_client_that_left_is_released(make_server):
+    import socket
+    s = make_server(config=CFG)
+    socks = []
+    for _ in range(3):
+        c = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+        c.sendall(("POST /trigger/long/wait?timeout=30 HTTP/1.1\r\nHost: x\r\n"
+                   "Authorization: Bearer %s\r\nContent-Length: 0\r\n\r\n" % s.token).encode())
+        socks.append(c)
+    deadline = time.time() + 10
+    while in_flight(s) < 3 and time.time() < deadline:
+        time.sleep(0.05)
+    assert in_flight(s) == 3
+    for c in socks:
+        c.close()
+    deadline = time.time() + 10
+    while in_flight(s) > 0 and time.time() < deadline:
+        time.sleep(0.05)
+    assert in_flight(s) == 0  # released at once, not after the 30 s timeout
+    assert "jobgate_http_responses_total{code=\"202\"}" not in s.get("/metrics").body.decode()
