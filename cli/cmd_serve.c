@@ -211,6 +211,35 @@ static int setup_tokens(Config *c, char *tok, size_t cap, int *created, int *hav
 	return 0;
 }
 
+/* A job whose command cannot be executed would fail every attempt with
+ * "spawn failed": refuse it at start-up with the key's path, like any
+ * other bad value.  (A command removed later still fails per attempt.) */
+static int check_commands(const Config *c)
+{
+	char path[4096];
+	struct stat st;
+	const char *why;
+	int i;
+
+	for (i = 0; i < c->njobs; i++) {
+		const JgJob *j = &c->jobs[i];
+		if (j->builtin_echo || !j->argv)
+			continue;
+		runner_resolve(j->argv[0], path, sizeof path);
+		if (stat(path, &st) != 0)
+			why = strchr(j->argv[0], '/') ? "no such file" :
+			      "not found in " RUNNER_PATH;
+		else if (!S_ISREG(st.st_mode) || access(path, X_OK) != 0)
+			why = "not an executable file";
+		else
+			continue;
+		fprintf(stderr, "jobgate serve: jobs.%s.command[0]: %s: %s\n", j->name,
+			j->argv[0], why);
+		return 2;
+	}
+	return 0;
+}
+
 static void raise_fd_limit(void)
 {
 	struct rlimit rl;
@@ -325,7 +354,8 @@ int cmd_serve(int argc, char **argv)
 			fputs(usage, stdout);
 			return 0;
 		}
-	if ((rc = parse_args(argc, argv, &a)) != 0 || (rc = load_config(&a, &c)) != 0) {
+	if ((rc = parse_args(argc, argv, &a)) != 0 || (rc = load_config(&a, &c)) != 0 ||
+	    (rc = check_commands(c)) != 0) {
 		config_free(c);
 		return rc;
 	}

@@ -153,3 +153,16 @@ def test_replay_without_a_log_creates_nothing(tmp_path):
     r = run("replay", "--data-dir", str(d))
     assert r.returncode == 1 and "no event log" in r.stderr
     assert not (tmp_path / "nothing").exists()
+
+
+def test_job_command_that_cannot_run_is_refused_at_start(tmp_path):
+    for argv0, why in (("/nonexistent/prog", "no such file"),
+                       ("no-such-prog-5e1f", "not found in"),
+                       ("/etc/passwd", "not an executable file"),
+                       ("/tmp", "not an executable file")):
+        cfg = tmp_path / "c.json"
+        cfg.write_text(json.dumps({"jobs": {"nx": {"command": [argv0]}}}))
+        r = run("serve", "--config", str(cfg), "--data-dir", str(tmp_path / "d"))
+        assert r.returncode == 2, (argv0, r.returncode, r.stderr)
+        assert "jobs.nx.command[0]" in r.stderr and why in r.stderr, r.stderr
+        assert not (tmp_path / "d").exists()  # refused before touching the data dir
