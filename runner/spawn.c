@@ -24,8 +24,9 @@
  * lack the flag.  exec's errno comes back through a variable the child
  * writes in shared memory; the parent resumes only after exec or _exit.
  *
- * Under AddressSanitizer vfork is replaced by fork (ASan's vfork support
- * varies by version); then the errno travels through a CLOEXEC pipe.
+ * Under AddressSanitizer and ThreadSanitizer vfork is replaced by fork
+ * (ASan's vfork support varies by version; TSan makes vfork a fork itself);
+ * then the errno travels through a CLOEXEC pipe.
  *
  * Exits are learnt through a pidfd (pidfd_open) that polls readable when
  * the leader exits; the runner's poll loop never blocks in waitpid.  When
@@ -49,10 +50,10 @@
 #include "../common/json.h"
 #include "runner.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define RUNNER_USE_FORK 1
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define RUNNER_USE_FORK 1	/* TSan turns vfork into fork: shared memory is not shared */
 #elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
 #define RUNNER_USE_FORK 1
 #endif
 #endif
