@@ -272,16 +272,22 @@ int api_query_check(struct lws *wsi, const char *allowed, char *msg, size_t cap)
 	size_t lens[64], k;
 	int i, j, n, nn = 0;
 
-	for (i = 0; i < 64; i++) {
+	for (i = 0;; i++) {
 		if ((n = api_query_frag(wsi, i, frag, sizeof frag)) == -2)
 			break;
+		if (i == 64) {		/* api_query_arg looks no further */
+			snprintf(msg, cap, "too many query parameters");
+			return 1;
+		}
 		if (n < 0) {
 			snprintf(msg, cap, "query parameter too long");
 			return 1;
 		}
+		/* "a=1&&b=2" has an empty piece; lws 4.1 stores the empty one
+		 * after a trailing '?' or '&' as "/". */
+		if (n == 0 || (n == 1 && frag[0] == '/'))
+			continue;
 		for (k = 0; k < (size_t)n && frag[k] != '='; k++) {}
-		if (k == 0 && n == 0)
-			continue;	/* "?" or "a=1&&b=2": an empty piece */
 		if (k >= API_QNAME_MAX || !api_qname_in(allowed, frag, k)) {
 			api_qname_msg(msg, cap, "unknown query parameter", frag, k);
 			return 1;

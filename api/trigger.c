@@ -96,7 +96,7 @@ void api_trigger_head(Api *a, ApiReq *r, const RouteSeg *caps)
 {
 	const RouteSeg *name = &caps[0];
 	struct lws *wsi = r->wsi;
-	char v[64];
+	char v[256];
 	int n;
 
 	r->job = config_name_ok(name->p, name->n) ? config_job(a->cfg, name->p, name->n) : NULL;

@@ -104,7 +104,8 @@ int log_mdb_rc(int rc)
 	case MDB_MAP_FULL:
 	case ENOSPC:
 	case EDQUOT:        return JG_ESTORAGE;
-	default:            return rc > 0 ? rc : JG_ELMDB;
+	default:	/* errnos and our own JG_* codes pass through */
+		return rc > 0 || (rc <= JG_EINVAL && rc >= JG_ETRUNCATED) ? rc : JG_ELMDB;
 	}
 }
 
@@ -122,20 +123,27 @@ uint64_t log_last_seq(MDB_txn *txn, MDB_dbi dbi)
 	return seq;
 }
 
-/* A data file cut short (a partial copy, a full disk during a copy) ends
- * before the last page its meta page names; LMDB maps the file and would
- * die of SIGBUS on the first read past its end.  Refuse it here. */
-static int check_size(Log *l, const char *dir)
+/* A data file cut short (a partial copy, a disk that filled during one)
+ * ends before the last page its meta page names; LMDB maps the file and
+ * would die of SIGBUS on the first read past its end.  An existing file
+ * shorter than its two meta pages (empty, say) LMDB would silently
+ * initialise as a new, empty log.  Refuse both.  before: ahead of
+ * mdb_env_open (file size only); else after it (against the meta). */
+static int check_size(Log *l, const char *dir, int before)
 {
 	char path[4300];
 	MDB_envinfo info;
 	MDB_stat st;
 	struct stat fs;
+	long pg = sysconf(_SC_PAGESIZE);
 
 	snprintf(path, sizeof path, "%s/data.mdb", dir);
-	if (mdb_env_info(l->env, &info) != 0 || mdb_env_stat(l->env, &st) != 0 ||
-	    stat(path, &fs) != 0)
-		return 0;	/* nothing to compare: LMDB reports what it finds */
+	if (stat(path, &fs) != 0)
+		return 0;	/* a new log, or LMDB reports what it finds */
+	if (before)
+		return (uint64_t)fs.st_size < 2 * (uint64_t)(pg > 0 ? pg : 4096) ? JG_ETRUNCATED : 0;
+	if (mdb_env_info(l->env, &info) != 0 || mdb_env_stat(l->env, &st) != 0)
+		return 0;
 	if ((uint64_t)fs.st_size < ((uint64_t)info.me_last_pgno + 1) * st.ms_psize)
 		return JG_ETRUNCATED;
 	return 0;
@@ -191,14 +199,12 @@ int log_open(Log **out, const char *dir, const LogOptions *o)
 	mdb_env_set_mapsize(l->env, (size_t)(o->map_size_mb > 0 ? o->map_size_mb : 8192) << 20);
 	/* MDB_NOTLS: read txns are tied to LogReader handles, not threads, so
 	 * one thread may hold several (the api thread serves many streams). */
+	if ((rc = check_size(l, path, 1)) != 0)
+		goto out;
 	rc = mdb_env_open(l->env, path, MDB_NOTLS | (l->readonly ? MDB_RDONLY : 0), 0600);
 	if (rc != 0)
 		goto out;
-	if ((rc = check_size(l, path)) != 0) {
-		log_close(l);
-		return rc;
-	}
-	if ((rc = open_dbs(l)) != 0)
+	if ((rc = check_size(l, path, 0)) != 0 || (rc = open_dbs(l)) != 0)
 		goto out;
 	*out = l;
 	return 0;

@@ -587,9 +587,21 @@ void runner_attempt_spawned(Runner *r, RProc *rp)
 	free(rp->sp_buf);
 	rp->sp_buf = NULL;
 	if (rp->sp_rc != 0) {
-		int rc = rp->sp_rc;
+		int rc = rp->sp_rc, why = rp->why;
 		j->proc = NULL;
 		free(rp);
+		if (why == WHY_CANCEL) {
+			/* Canceled while it was being spawned: a cancel it is,
+			 * and its requests wait for that event, not a retry. */
+			RunnerReq *q = j->waiters;
+			j->waiters = NULL;
+			r->specs[j->spec].running--;
+			j->status = JG_ST_CANCELED;
+			runner_stats_finished(r->stats, j->spec, JG_ST_CANCELED, 0);
+			EMIT(r, j, x, event_canceled(&x->e, j->name, j->id, j->attempt,
+						     q ? q->actor : ""), q);
+			return;
+		}
 		spawn_failed(r, j, rc);
 		return;
 	}

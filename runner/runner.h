@@ -95,6 +95,9 @@ typedef struct RunnerProc {
  * JOBGATE_JOB_ID, JOBGATE_JOB, JOBGATE_ATTEMPT.  0, or an errno (exec or
  * pipe failure; nothing is left running and p holds nothing). */
 int  runner_proc_spawn(RunnerProc *p, const RunnerSpawn *s);
+/* What the spawner threads call: runner_proc_spawn, or a test's stand-in
+ * (set before runner_start). */
+extern int (*runner_spawn_fn)(RunnerProc *p, const RunnerSpawn *s);
 /* Fill pf (RUNNER_PROC_FDS entries at most) with what p waits for; count. */
 int  runner_proc_fds(const RunnerProc *p, struct pollfd *pf);
 /* Handle the poll results for pf[0..n) from runner_proc_fds: write stdin,

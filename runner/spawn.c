@@ -402,9 +402,11 @@ void runner_proc_signal(RunnerProc *p, int sig)
 }
 
 /* Runner thread (needs PR_SET_CHILD_SUBREAPER to see orphans).  See
- * runner.h.  Never reaps a process whose pid is pgid: the old leader is
- * reaped already, so that is a new job's leader that reused the number
- * (a spawner may have started it; its exit belongs to its own pidfd). */
+ * runner.h.  Never reaps a process whose pid is pgid: the old leader was
+ * reaped before we were called, and a pid cannot be reused while a group
+ * of that number has members, so such a process leads a new job's group
+ * (a spawner may have started it; its exit belongs to its own pidfd), and
+ * the old group is gone. */
 int runner_proc_reap_group(pid_t pgid)
 {
 	siginfo_t si;
@@ -415,7 +417,7 @@ int runner_proc_reap_group(pid_t pgid)
 		    si.si_pid == 0)
 			break;
 		if (si.si_pid == pgid)
-			return 0;
+			return 1;
 		while (waitpid(si.si_pid, NULL, 0) < 0 && errno == EINTR) {}
 	}
 	return kill(-pgid, 0) < 0 && errno == ESRCH;

@@ -32,6 +32,8 @@
 
 #include "runner_int.h"
 
+int (*runner_spawn_fn)(RunnerProc *p, const RunnerSpawn *s) = runner_proc_spawn;
+
 static void *spawner_main(void *arg)
 {
 	Runner *r = arg;
@@ -55,7 +57,7 @@ static void *spawner_main(void *arg)
 			r->sq_tail = NULL;
 		pthread_mutex_unlock(&r->sq_mu);
 
-		rp->sp_rc = runner_proc_spawn(&rp->p, &rp->sp);
+		rp->sp_rc = runner_spawn_fn(&rp->p, &rp->sp);
 
 		rp->snext = NULL;
 		pthread_mutex_lock(&r->mu);
@@ -107,7 +109,7 @@ void runner_spawn_push(Runner *r, RProc *rp)
 	rp->spawning = 1;
 	r->nspawning++;
 	if (r->nspawners == 0) {
-		rp->sp_rc = runner_proc_spawn(&rp->p, &rp->sp);
+		rp->sp_rc = runner_spawn_fn(&rp->p, &rp->sp);
 		runner_attempt_spawned(r, rp);
 		return;
 	}

@@ -46,6 +46,16 @@ def test_empty_log_file_is_named_as_damage(make_server):
     open(os.path.join(s.data_dir, "log", "data.mdb"), "w").close()
     r = run("log", "verify", "--data-dir", s.data_dir)
     assert r.returncode == 1 and "is empty" in r.stderr, r.stderr
+    # serve must not quietly start a new, empty log in its place.
+    for f in ("jobs.db", "jobs.db-wal", "jobs.db-shm"):
+        p = os.path.join(s.data_dir, f)
+        if os.path.exists(p):
+            os.unlink(p)
+    p = subprocess.run([BIN, "serve", "--listen", "127.0.0.1:0", "--data-dir", s.data_dir],
+                       capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, JOBGATE_TOKEN=TOKEN))
+    assert p.returncode == 1 and "truncated or empty" in p.stderr, p.stderr[-300:]
+    assert os.path.getsize(os.path.join(s.data_dir, "log", "data.mdb")) == 0
 
 
 def corrupt_marker(s, marker):
