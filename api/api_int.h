@@ -295,6 +295,7 @@ int  api_jobs_list(Api *a, ApiReq *r);
 void api_park_watch(Api *a, ApiReq *r);	/* parked: hang up if the client leaves */
 void api_park_unwatch(ApiReq *r);
 void api_list_wake(Api *a);		/* drain: answer lists the projector caught up for */
+void api_list_flush(Api *a);		/* shutdown: answer every parked list now */
 void api_list_unhook(Api *a, ApiReq *r);	/* no-op unless RQ_PROJ */
 int  api_jobs_events(Api *a, ApiReq *r);
 int  api_jobs_cancel(Api *a, ApiReq *r);

@@ -149,6 +149,16 @@ void api_list_wake(Api *a)
 	}
 }
 
+/* Api thread, shutdown: answer every parked list now, as the read model
+ * stands. */
+void api_list_flush(Api *a)
+{
+	lws_dll2_t *d;
+
+	while ((d = lws_dll2_get_head(&a->proj_wait)) != NULL)
+		api_list_done(a, lws_container_of(d, ApiReq, proj_link));
+}
+
 int api_jobs_list(Api *a, ApiReq *r)
 {
 	char limit[16];

@@ -625,8 +625,9 @@ int api_run(Api *a)
 		api_loop_once(a, 0);
 	streams_shutdown(a->streams);
 	api_wait_flush(a);
+	api_list_flush(a);
 	until = jg_mono_ns() + (int64_t)API_DRAIN_S * 1000000000;
-	while ((a->inflight > 0 || a->nwait > 0) && jg_mono_ns() < until)
+	while ((a->inflight > 0 || a->nwait > 0 || a->proj_wait.count) && jg_mono_ns() < until)
 		api_loop_once(a, 0);
 	/* A few more turns so answers queued by the drain get written. */
 	for (int i = 0; i < 3; i++)

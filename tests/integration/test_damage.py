@@ -176,3 +176,29 @@ def test_job_command_that_cannot_run_is_refused_at_start(tmp_path):
         assert r.returncode == 2, (argv0, r.returncode, r.stderr)
         assert "jobs.nx.command[0]" in r.stderr and why in r.stderr, r.stderr
         assert not (tmp_path / "d").exists()  # refused before touching the data dir
+
+
+def test_sigterm_answers_a_list_parked_for_a_stuck_projector(make_server):
+    import threading
+    import time
+    s = filled_data_dir(make_server, n=20, marker="MARKER-77aa")
+    corrupt_marker(s, "MARKER-77aa")
+    for f in ("jobs.db", "jobs.db-wal", "jobs.db-shm"):
+        p = os.path.join(s.data_dir, f)
+        if os.path.exists(p):
+            os.unlink(p)
+    s.start()
+    got = {}
+
+    def lister():
+        t0 = time.time()
+        got["r"] = s.get("/jobs")
+        got["t"] = time.time() - t0
+    th = threading.Thread(target=lister)
+    th.start()
+    time.sleep(0.4)  # parked: the projector cannot pass the damaged record
+    t0 = time.time()
+    assert s.stop(signal.SIGTERM) == 0
+    th.join(10)
+    assert got["r"].status == 200
+    assert got["t"] < 1.9 and time.time() - t0 < 10  # answered at the stop, not at 2 s
