@@ -94,23 +94,32 @@ static void proj_on_commit(void *ctx, uint64_t head)
 	pthread_mutex_unlock(&slots_mu);
 }
 
-/* Give p a slot and register it with the log (a fresh slot) or reuse a
- * slot whose earlier log watcher is still registered somewhere. */
+/* Give p a fresh slot and register it with the log.  The slot is
+ * reserved under slots_mu, but log_watch (which takes the log's watcher
+ * lock) is called outside it: the writer calls proj_on_commit holding that
+ * lock and then takes slots_mu, so the two must never nest the other way. */
 static int proj_slot_take(Projector *p)
 {
-	int i, rc = JG_EFULL;
+	int i, rc;
 
 	pthread_mutex_lock(&slots_mu);
-	for (i = 0; i < PROJ_SLOTS && rc == JG_EFULL; i++) {
-		if (slots[i] || slot_used[i])
-			continue;
-		rc = log_watch(p->log, proj_on_commit, (void *)&slot_ids[i]);
-		if (rc == 0) {
-			slots[i] = p, slot_used[i] = 1, p->slot = i;
-		}
-	}
+	for (i = 0; i < PROJ_SLOTS && (slots[i] || slot_used[i]); i++) {}
+	if (i < PROJ_SLOTS)
+		slot_used[i] = 1;	/* ours; slots[i] stays NULL until registered */
 	pthread_mutex_unlock(&slots_mu);
-	return rc;
+	if (i == PROJ_SLOTS)
+		return JG_EFULL;
+	if ((rc = log_watch(p->log, proj_on_commit, (void *)&slot_ids[i])) != 0) {
+		pthread_mutex_lock(&slots_mu);
+		slot_used[i] = 0;	/* never registered: free again */
+		pthread_mutex_unlock(&slots_mu);
+		return rc;
+	}
+	pthread_mutex_lock(&slots_mu);
+	slots[i] = p;
+	p->slot = i;
+	pthread_mutex_unlock(&slots_mu);
+	return 0;
 }
 
 static void proj_slot_release(Projector *p)
