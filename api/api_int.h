@@ -154,6 +154,7 @@ struct ApiReq {
 	lws_sorted_usec_list_t sul;	/* /wait or RQ_PROJ deadline */
 	struct ApiListArgs *la;		/* RQ_PROJ: the parsed GET /jobs query */
 	ApiFdWatch *hupw;		/* RQ_WAIT/RQ_PROJ: notices the client leaving */
+	int         hup;		/* it left: close at the next writable */
 	uint64_t    proj_target;	/* RQ_PROJ: answer once applied >= this */
 	lws_dll2_t  proj_link;		/* RQ_PROJ: a->proj_wait, oldest first */
 	int64_t     body_due_ns;	/* body deadline (mono) while in a->body_fifo */

@@ -71,6 +71,7 @@ ApiReq *api_req_get(Api *a)
 	r->a = a;
 	r->next = r->qnext = NULL;
 	r->state = RQ_BODY;
+	r->hup = 0;
 	r->kind = API_KIND_OTHER;
 	r->orphan = r->close_after = r->discard = r->hmac = r->has_idem = 0;
 	r->route = NULL;
@@ -201,9 +202,14 @@ static void api_park_hup(void *ctx)
 	if (!r->wsi)
 		return;
 	n = recv(lws_get_socket_fd(r->wsi), &c, 1, MSG_PEEK | MSG_DONTWAIT);
-	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
-		lws_set_timeout(r->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
-	else if (n < 0)
+	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+		/* Hang up from the writable callback (returning -1 there is
+		 * how a callback closes; lws 4.1's async kill waits for its
+		 * own timer, which our foreign loop may not run for long). */
+		r->hup = 1;
+		api_conn_resume(r->wsi);
+		lws_callback_on_writable(r->wsi);
+	} else if (n < 0)
 		api_loop_rearm(r->hupw);	/* woken for nothing */
 }
 
@@ -480,7 +486,7 @@ static int api_callback(struct lws *wsi, enum lws_callback_reasons reason,
 		r = sess ? sess->req : NULL;
 		if (!r)
 			return 0;
-		if (r->state == RQ_CLOSING)
+		if (r->state == RQ_CLOSING || r->hup)
 			return -1;
 		return r->state == RQ_READY ? api_flush(a, r) : 0;
 	case LWS_CALLBACK_CLOSED_HTTP:

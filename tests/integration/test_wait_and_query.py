@@ -116,3 +116,40 @@ def test_wait_of_a_client_that_left_is_released(make_server):
         time.sleep(0.05)
     assert in_flight(s) == 0  # released at once, not after the 30 s timeout
     assert "jobgate_http_responses_total{code=\"202\"}" not in s.get("/metrics").body.decode()
+
+
+def test_list_parked_for_a_stuck_projector(make_server):
+    """An operator's write lock on jobs.db stalls the projector: a list
+    then waits at most ~2 s, and one whose client leaves is released at
+    once."""
+    import os
+    import socket
+    import sqlite3
+    s = make_server(config=CFG)
+    db = sqlite3.connect(os.path.join(s.data_dir, "jobs.db"), isolation_level=None, timeout=5)
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        assert s.post("/trigger/echo", {"p": 1}).status == 202
+        socks = []
+        for _ in range(4):
+            c = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+            c.sendall(("GET /jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n"
+                       % s.token).encode())
+            socks.append(c)
+        deadline = time.time() + 5
+        while in_flight(s) < 4 and time.time() < deadline:
+            time.sleep(0.02)
+        assert in_flight(s) == 4
+        for c in socks:
+            c.close()
+        deadline = time.time() + 1.5
+        while in_flight(s) > 0 and time.time() < deadline:
+            time.sleep(0.02)
+        assert in_flight(s) == 0  # released before the 2 s bound
+        t0 = time.time()
+        r = s.get("/jobs")
+        took = time.time() - t0
+        assert r.status == 200 and 1.5 < took < 5, took  # the bound, then the read model as is
+    finally:
+        db.execute("ROLLBACK")
+        db.close()
