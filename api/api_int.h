@@ -219,6 +219,7 @@ struct Api {
 	int           nwait;
 	char        **hmac_hdr;		/* per job: "lower-case-name:" or NULL */
 	Buf           scratch, job;	/* response and job object scratch */
+	char          err[256];	/* a damaged record's description (api thread) */
 
 	uint64_t     *enq;		/* [job * API_NOUTCOMES + outcome] */
 	uint64_t      http[600];	/* responses by status code */

@@ -217,12 +217,19 @@ int api_jobs_events(Api *a, ApiReq *r)
 	buf_puts(&a->job, "{\"events\":[");
 	for (rc = log_reader_job_seek(a->rd, r->id, 0, &ev); rc == 0;
 	     rc = log_reader_job_next(a->rd, &ev)) {
+		/* A damaged record would not be JSON: refuse, never relay it. */
+		if ((rc = log_event_verify(&ev, a->err, sizeof a->err)) != 0)
+			break;
 		if (n++)
 			buf_puts(&a->job, ",");
 		log_event_json(&ev, &a->job, 1);
 	}
 	log_reader_end(a->rd);
 	buf_puts(&a->job, "]}");
+	if (rc == JG_ECORRUPT) {
+		jg_log(JG_ERROR, "damaged log record", "error", a->err, NULL);
+		return api_reply_error(a, r, 500, "internal", "a log record of this job is damaged");
+	}
 	if (rc != JG_ENOTFOUND || a->job.oom)
 		return api_reply_error(a, r, 500, "internal", "the log cannot be read");
 	if (n == 0)

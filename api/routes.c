@@ -28,7 +28,7 @@ static int api_ws_plain(Api *a, ApiReq *r);
 #define STREAM_ARGS "job_id job from_seq access_token"
 
 static const ApiRoute api_routes[] = {
-	{ "/trigger/{job}",        API_M_POST, "POST", API_AUTH_TRIGGER, "",      api_trigger_head, api_trigger_run },
+	{ "/trigger/{job}",        API_M_POST, "POST", API_AUTH_TRIGGER, "timeout", api_trigger_head, api_trigger_run },
 	{ "/trigger/{job}/{mode}", API_M_POST, "POST", API_AUTH_TRIGGER, "timeout", api_trigger_head, api_trigger_run },
 	{ "/jobs",                 API_M_GET | API_M_HEAD, "GET, HEAD",  API_AUTH_BEARER, "job status limit cursor", NULL, api_jobs_list },
 	{ "/jobs/{id}",            API_M_GET | API_M_HEAD, "GET, HEAD",  API_AUTH_BEARER, "", api_jobs_id_head, api_jobs_get },

@@ -284,7 +284,9 @@ static int streams_arg_u64(struct lws *wsi, const char *name, int zero_ok,
 
 	if (rc == JG_ENOTFOUND)
 		return rc;
-	if (rc != 0 || jg_parse_u64(val, strlen(val), v) != 0 || (!*v && !zero_ok)) {
+	/* Strict decimal, like ids in paths: "01" is not job 1. */
+	if (rc != 0 || (val[0] == '0' && val[1]) || jg_parse_u64(val, strlen(val), v) != 0 ||
+	    (!*v && !zero_ok)) {
 		snprintf(msg, cap, "%s: expected a %s integer", name,
 			 zero_ok ? "non-negative" : "positive");
 		return JG_EINVAL;

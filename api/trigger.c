@@ -127,6 +127,10 @@ void api_trigger_head(Api *a, ApiReq *r, const RouteSeg *caps)
 			return;
 		}
 	}
+	if (r->mode != API_MODE_WAIT && api_query_arg(wsi, "timeout", v, sizeof v) != JG_ENOTFOUND) {
+		api_pend_error(r, 400, "bad_request", "timeout applies to /wait only");
+		return;
+	}
 	if (r->mode == API_MODE_WAIT) {
 		r->wait_ms = (int64_t)a->cfg->max_wait_s * 1000;
 		n = api_query_arg(wsi, "timeout", v, sizeof v);

@@ -226,7 +226,7 @@ static int check_commands(const Config *c)
 		if (j->builtin_echo || !j->argv)
 			continue;
 		runner_resolve(j->argv[0], path, sizeof path);
-		if (stat(path, &st) != 0)
+		if (!strchr(path, '/') || stat(path, &st) != 0)
 			why = strchr(j->argv[0], '/') ? "no such file" :
 			      "not found in " RUNNER_PATH;
 		else if (!S_ISREG(st.st_mode) || access(path, X_OK) != 0)

@@ -46,6 +46,7 @@ static const struct {
 	{JG_ELMDB, "LMDB failure"},
 	{JG_ETOODEEP, "JSON nested too deep"},
 	{JG_ETRUNCATED, "the log file is truncated or empty (damaged: restore it from a backup)"},
+	{JG_EDAMAGED, "the event log is damaged (restore it from a backup)"},
 };
 
 const char *jg_strerror(int rc)

@@ -29,7 +29,8 @@ enum {
 	JG_ESQLITE  = -30009,	/* SQLite failure (details logged by caller) */
 	JG_ELMDB    = -30010,	/* unexpected LMDB failure */
 	JG_ETOODEEP = -30011,	/* JSON nested deeper than JSON_MAX_DEPTH */
-	JG_ETRUNCATED = -30012,	/* the log's data file ends before its last page;
+	JG_ETRUNCATED = -30012,	/* the log's data file ends before its last page */
+	JG_EDAMAGED = -30013,	/* LMDB found a bad page (MDB_CORRUPTED, ...);
 				 * keep it the last: log_mdb_rc passes the range */
 };
 

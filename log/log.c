@@ -101,11 +101,14 @@ int log_mdb_rc(int rc)
 	switch (rc) {
 	case 0:             return 0;
 	case MDB_NOTFOUND:  return JG_ENOTFOUND;
+	case MDB_CORRUPTED:
+	case MDB_PAGE_NOTFOUND:
+	case MDB_INVALID:   return JG_EDAMAGED;
 	case MDB_MAP_FULL:
 	case ENOSPC:
 	case EDQUOT:        return JG_ESTORAGE;
 	default:	/* errnos and our own JG_* codes pass through */
-		return rc > 0 || (rc <= JG_EINVAL && rc >= JG_ETRUNCATED) ? rc : JG_ELMDB;
+		return rc > 0 || (rc <= JG_EINVAL && rc >= JG_EDAMAGED) ? rc : JG_ELMDB;
 	}
 }
 
@@ -147,6 +150,16 @@ static int check_size(Log *l, const char *dir, int before)
 	if ((uint64_t)fs.st_size < ((uint64_t)info.me_last_pgno + 1) * st.ms_psize)
 		return JG_ETRUNCATED;
 	return 0;
+}
+
+/* LMDB checks its pages with assert(); a damaged page (zeroed, say) fails
+ * one and LMDB aborts.  It cannot go on, but it can say why: one clear
+ * line and exit 1, not SIGABRT and a core.  Any thread. */
+static void log_mdb_assert(MDB_env *env, const char *msg)
+{
+	(void)env;
+	jg_log(JG_ERROR, "the event log is damaged: restore it from a backup", "lmdb", msg, NULL);
+	_exit(1);
 }
 
 /* Open the three databases (creating them unless readonly) and read the head. */
@@ -194,6 +207,7 @@ int log_open(Log **out, const char *dir, const LogOptions *o)
 	pthread_cond_init(&l->cv, NULL);
 	if ((rc = mdb_env_create(&l->env)) != 0)
 		goto out;
+	mdb_env_set_assert(l->env, log_mdb_assert);	/* EINVAL if built without asserts */
 	mdb_env_set_maxdbs(l->env, 4);
 	mdb_env_set_maxreaders(l->env, 1024);
 	mdb_env_set_mapsize(l->env, (size_t)(o->map_size_mb > 0 ? o->map_size_mb : 8192) << 20);

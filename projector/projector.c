@@ -222,9 +222,11 @@ void proj_unwatch(Projector *p, void (*fn)(void *ctx, uint64_t applied), void *c
 /*
  * Fold up to `max` events after d->applied, read from one snapshot of the
  * log, into the current transaction.  Returns 0 when it stopped at `max`,
- * at `upto` or at the snapshot's head; *n gets the number applied.
+ * at `upto` or at the snapshot's head; *n gets the number applied, and
+ * *bad the seq of an event that failed to apply (else it is left alone).
  */
-static int proj_fold_some(ProjDb *d, LogReader *rd, uint64_t upto, int max, int *n)
+static int proj_fold_some(ProjDb *d, LogReader *rd, uint64_t upto, int max, int *n,
+			  uint64_t *bad)
 {
 	LogEvent ev;
 	int rc;
@@ -234,8 +236,10 @@ static int proj_fold_some(ProjDb *d, LogReader *rd, uint64_t upto, int max, int 
 		return rc;
 	rc = d->applied < upto ? log_reader_seek(rd, d->applied + 1, &ev) : JG_ENOTFOUND;
 	while (rc == 0) {
-		if ((rc = pdb_apply(d, &ev)) != 0)
+		if ((rc = pdb_apply(d, &ev)) != 0) {
+			*bad = ev.seq;
 			break;
+		}
 		if (++*n == max || ev.seq >= upto)
 			break;
 		rc = log_reader_next(rd, &ev);
@@ -244,15 +248,16 @@ static int proj_fold_some(ProjDb *d, LogReader *rd, uint64_t upto, int max, int 
 	return rc == JG_ENOTFOUND ? 0 : rc;
 }
 
-/* jg-proj: one transaction of at most PROJ_BATCH events. *n = events. */
-static int proj_batch(Projector *p, uint64_t upto, int *n)
+/* jg-proj: one transaction of at most PROJ_BATCH events. *n = events;
+ * *bad as proj_fold_some. */
+static int proj_batch(Projector *p, uint64_t upto, int *n, uint64_t *bad)
 {
 	int64_t t0 = jg_mono_ns();
 	int rc, i;
 
 	if ((rc = pdb_begin(&p->d)) != 0)
 		return rc;
-	if ((rc = proj_fold_some(&p->d, p->rd, upto, PROJ_BATCH, n)) != 0 ||
+	if ((rc = proj_fold_some(&p->d, p->rd, upto, PROJ_BATCH, n, bad)) != 0 ||
 	    (rc = pdb_commit(&p->d)) != 0) {
 		pdb_rollback(&p->d);
 		return rc;
@@ -274,12 +279,13 @@ static int proj_batch(Projector *p, uint64_t upto, int *n)
 /* jg-proj: apply everything the log had committed when we looked. */
 static int proj_catch_up(Projector *p)
 {
-	uint64_t head = log_head(p->log);
+	uint64_t head = log_head(p->log), bad;
 	char seq[24];
 	int n, rc;
 
 	while (p->d.applied < head) {
-		if ((rc = proj_batch(p, head, &n)) != 0)
+		bad = p->d.applied + 1;	/* the batch, unless one event is named */
+		if ((rc = proj_batch(p, head, &n, &bad)) != 0)
 			goto fail;
 		if (n == 0) {		/* head moved but the snapshot lacks it */
 			rc = JG_ECORRUPT;
@@ -289,10 +295,10 @@ static int proj_catch_up(Projector *p)
 	__atomic_store_n(&p->fail_rc, 0, __ATOMIC_RELAXED);
 	return 0;
 fail:
-	__atomic_store_n(&p->fail_seq, p->d.applied + 1, __ATOMIC_RELAXED);
+	__atomic_store_n(&p->fail_seq, bad, __ATOMIC_RELAXED);
 	__atomic_store_n(&p->fail_rc, rc, __ATOMIC_RELAXED);
 	__atomic_add_fetch(&p->errors, 1, __ATOMIC_RELAXED);
-	snprintf(seq, sizeof seq, "%llu", (unsigned long long)(p->d.applied + 1));
+	snprintf(seq, sizeof seq, "%llu", (unsigned long long)bad);
 	jg_log(JG_ERROR, "projector batch failed", "error", jg_strerror(rc),
 	       "seq", seq, NULL);
 	return rc;

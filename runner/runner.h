@@ -121,7 +121,9 @@ void runner_reaper_note(int add, pid_t pgid);
 int  runner_reaper_child_note(pid_t pgid);
 
 /* Executable for argv0: itself if it holds a '/', else the first match in
- * RUNNER_PATH, else argv0 (exec then fails with ENOENT).  Writes out[cap]. */
+ * RUNNER_PATH, else argv0 unchanged (runner_proc_spawn then fails with
+ * ENOENT: a bare name is never looked up in the working directory).
+ * Writes out[cap]. */
 void runner_resolve(const char *argv0, char *out, size_t cap);
 /* The result member: stdout as JSON when it is valid JSON and complete
  * (surrounding whitespace dropped), else as a JSON string.  When truncated,

@@ -206,6 +206,10 @@ int runner_proc_spawn(RunnerProc *p, const RunnerSpawn *s)
 	p->pid = -1;
 	p->pidfd = p->fd_in = p->fd_out = p->fd_err = -1;
 	p->out_cap = s->out_cap;
+	/* A bare name not found in RUNNER_PATH: execve would look for it in
+	 * the gateway's working directory, which PATH lookup never does. */
+	if (!strchr(s->path, '/'))
+		return ENOENT;
 	snprintf(env_id, sizeof env_id, "JOBGATE_JOB_ID=%llu", (unsigned long long)s->job_id);
 	snprintf(env_job, sizeof env_job, "JOBGATE_JOB=%s", s->job);
 	snprintf(env_att, sizeof env_att, "JOBGATE_ATTEMPT=%u", s->attempt);

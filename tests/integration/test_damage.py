@@ -202,3 +202,40 @@ def test_sigterm_answers_a_list_parked_for_a_stuck_projector(make_server):
     th.join(10)
     assert got["r"].status == 200
     assert got["t"] < 1.9 and time.time() - t0 < 10  # answered at the stop, not at 2 s
+
+
+def test_zeroed_pages_are_reported_not_a_crash(make_server):
+    """LMDB asserts on a damaged page and would abort (SIGABRT, core), or
+    reports MDB_CORRUPTED: either way the log says "damaged" in one line
+    and exits 1."""
+    s = filled_data_dir(make_server, n=600)
+    used = json.loads(run("log", "stat", "--data-dir", s.data_dir).stdout)["bytes"]
+    mdb = os.path.join(s.data_dir, "log", "data.mdb")
+    saved = open(mdb, "rb").read()
+    for pages in ([5, 20, 40], list(range(2, used // 4096))):
+        with open(mdb, "r+b") as f:
+            f.write(saved)
+            for pg in pages:
+                f.seek(pg * 4096)
+                f.write(b"\0" * 4096)
+        for args in (["log", "verify"], ["log", "dump"]):
+            r = run(*args, "--data-dir", s.data_dir)
+            assert r.returncode == 1, (pages[:3], args, r.returncode, r.stderr[-300:])
+            assert "damaged" in (r.stderr + r.stdout), (pages[:3], args, r.stderr[-300:])
+        p = subprocess.run([BIN, "serve", "--listen", "127.0.0.1:0", "--data-dir", s.data_dir],
+                           capture_output=True, text=True, timeout=60,
+                           env=dict(os.environ, JOBGATE_TOKEN=TOKEN))
+        assert p.returncode == 1, (pages[:3], p.returncode, p.stderr[-300:])  # not -6
+        assert "damaged" in p.stderr, p.stderr[-300:]
+
+
+def test_bare_command_name_is_not_looked_up_in_the_working_directory(tmp_path):
+    prog = tmp_path / "myexe-5e1f"
+    prog.write_text("#!/bin/sh\necho hi\n")
+    prog.chmod(0o755)
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"jobs": {"j": {"command": ["myexe-5e1f"]}}}))
+    r = subprocess.run([BIN, "serve", "--config", str(cfg), "--listen", "127.0.0.1:0",
+                        "--data-dir", str(tmp_path / "d")], capture_output=True, text=True,
+                       timeout=30, cwd=str(tmp_path), env=dict(os.environ, JOBGATE_TOKEN=TOKEN))
+    assert r.returncode == 2 and "not found in" in r.stderr, r.stderr

@@ -60,12 +60,16 @@ def test_unknown_query_parameters_are_400(server):
     for path, method in (("/jobs?foo=bar", "GET"), ("/jobs?limit=5&x=1", "GET"),
                          ("/jobs?" + "&" * 64 + "foo=1", "GET"),
                          ("/trigger/echo?foo=1", "POST"), ("/jobs/1?x", "GET"),
+                         ("/trigger/echo?timeout=1", "POST"),
+                         ("/trigger/echo/poll?timeout=1", "POST"),
+                         ("/events?job_id=01", "GET"),
                          ("/events?foo=1", "GET"), ("/healthz?x=1", "GET")):
         r = server.request(method, path, token=path != "/healthz?x=1")
         assert r.status == 400, (path, r.status, r.body)
         b = r.json()
         assert b["error"] == "bad_request", path
-        assert ("unknown query parameter" in b["message"] or
+        assert ("unknown query parameter" in b["message"] or "timeout" in b["message"] or
+                "job_id" in b["message"] or
                 "too many query parameters" in b["message"]), (path, b)
     r = server.get("/jobs?limit=1" + "&" * 64 + "limit=2000")
     assert r.status == 400
