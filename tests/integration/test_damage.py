@@ -78,6 +78,7 @@ def test_corrupt_record_degrades_healthz_and_fails_dump(make_server):
     corrupt_marker(s, "MARKER-5e1f")
     r = run("log", "verify", "--data-dir", s.data_dir)
     assert r.returncode == 1 and "damaged" in r.stdout
+    bad = int(r.stdout.split("seq ")[1].split(":")[0])  # the job's enqueued event: its id
     r = run("log", "dump", "--data-dir", s.data_dir)
     assert r.returncode == 1
     assert "damaged" in r.stderr and "does not decode" in r.stderr
@@ -103,7 +104,10 @@ def test_corrupt_record_degrades_healthz_and_fails_dump(make_server):
     assert h.status == 503, h.body
     b = h.json()
     assert b["status"] == "degraded"
-    assert "corrupt" in b["error"] and "seq" in b["error"]
+    assert "corrupt" in b["error"] and b["error"].endswith("at seq %d" % bad), (b, bad)
+    # Its events are refused, not relayed as broken JSON.
+    r = s.get("/jobs/%d/events" % bad)
+    assert r.status == 500 and r.json()["error"] == "internal"
     assert b["projected_seq"] < b["log_seq"]
     # Triggers are still taken and durable: the log is fine past the damage.
     assert s.post("/trigger/echo", {"after": 1}).status == 202
