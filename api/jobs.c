@@ -84,7 +84,7 @@ static int api_list_answer(Api *a, ApiReq *r, const ApiListArgs *la, int defer)
 	buf_reset(&a->job);
 	rc = query_list(a->q, la->has_job ? la->job : NULL, la->st, (int)la->lim,
 			la->has_cur ? la->cursor : NULL, &a->job);
-	if (rc == JG_EINVAL || rc != 0 || a->job.oom) {
+	if (rc != 0 || a->job.oom) {
 		int bad = rc == JG_EINVAL;
 		const char *code = bad ? "bad_request" : "internal";
 		const char *msg = bad ? "bad cursor" : "the read model cannot be queried";
