@@ -100,25 +100,33 @@ def in_flight(s):
     raise AssertionError("no in_flight gauge")
 
 
-def test_wait_of_a_client_that_left_is_released(make_server):
+def park_and_leave(s, n, request, release_s):
+    """Send request on n raw connections, wait until all n are parked
+    (in-flight gauge), close them, and return whether the gauge fell back
+    to 0 within release_s."""
     import socket
-    s = make_server(config=CFG)
     socks = []
-    for _ in range(3):
+    for _ in range(n):
         c = socket.create_connection(("127.0.0.1", s.port), timeout=10)
-        c.sendall(("POST /trigger/long/wait?timeout=30 HTTP/1.1\r\nHost: x\r\n"
-                   "Authorization: Bearer %s\r\nContent-Length: 0\r\n\r\n" % s.token).encode())
+        c.sendall(request.encode())
         socks.append(c)
     deadline = time.time() + 10
-    while in_flight(s) < 3 and time.time() < deadline:
-        time.sleep(0.05)
-    assert in_flight(s) == 3
+    while in_flight(s) < n and time.time() < deadline:
+        time.sleep(0.02)
+    assert in_flight(s) == n
     for c in socks:
         c.close()
-    deadline = time.time() + 10
+    deadline = time.time() + release_s
     while in_flight(s) > 0 and time.time() < deadline:
-        time.sleep(0.05)
-    assert in_flight(s) == 0  # released at once, not after the 30 s timeout
+        time.sleep(0.02)
+    return in_flight(s) == 0
+
+
+def test_wait_of_a_client_that_left_is_released(make_server):
+    s = make_server(config=CFG)
+    req = ("POST /trigger/long/wait?timeout=30 HTTP/1.1\r\nHost: x\r\n"
+           "Authorization: Bearer %s\r\nContent-Length: 0\r\n\r\n" % s.token)
+    assert park_and_leave(s, 3, req, 10)  # at once, not after the 30 s timeout
     assert "jobgate_http_responses_total{code=\"202\"}" not in s.get("/metrics").body.decode()
 
 
@@ -127,29 +135,14 @@ def test_list_parked_for_a_stuck_projector(make_server):
     then waits at most ~2 s, and one whose client leaves is released at
     once."""
     import os
-    import socket
     import sqlite3
     s = make_server(config=CFG)
     db = sqlite3.connect(os.path.join(s.data_dir, "jobs.db"), isolation_level=None, timeout=5)
     db.execute("BEGIN IMMEDIATE")
     try:
         assert s.post("/trigger/echo", {"p": 1}).status == 202
-        socks = []
-        for _ in range(4):
-            c = socket.create_connection(("127.0.0.1", s.port), timeout=10)
-            c.sendall(("GET /jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n"
-                       % s.token).encode())
-            socks.append(c)
-        deadline = time.time() + 5
-        while in_flight(s) < 4 and time.time() < deadline:
-            time.sleep(0.02)
-        assert in_flight(s) == 4
-        for c in socks:
-            c.close()
-        deadline = time.time() + 1.5
-        while in_flight(s) > 0 and time.time() < deadline:
-            time.sleep(0.02)
-        assert in_flight(s) == 0  # released before the 2 s bound
+        req = "GET /jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n" % s.token
+        assert park_and_leave(s, 4, req, 1.5)  # released before the 2 s bound
         t0 = time.time()
         r = s.get("/jobs")
         took = time.time() - t0
