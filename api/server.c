@@ -96,7 +96,7 @@ ApiReq *api_req_get(Api *a)
  * the pool's footprint stays near API_REQ_MAX small requests. */
 void api_req_put(Api *a, ApiReq *r)
 {
-	api_list_unhook(a, r);
+	api_list_unhook(a, r);		/* a parked list leaves proj_wait */
 	api_park_unwatch(r);
 	lws_sul_cancel(&r->sul);	/* a /wait timer must not outlive it */
 	api_body_untrack(a, r);

@@ -34,6 +34,17 @@
 
 int (*runner_spawn_fn)(RunnerProc *p, const RunnerSpawn *s) = runner_proc_spawn;
 
+/* Append rp to a FIFO of RProcs linked by snext (the caller holds its lock). */
+static void rproc_append(RProc **head, RProc **tail, RProc *rp)
+{
+	rp->snext = NULL;
+	if (*tail)
+		(*tail)->snext = rp;
+	else
+		*head = rp;
+	*tail = rp;
+}
+
 static void *spawner_main(void *arg)
 {
 	Runner *r = arg;
@@ -59,13 +70,8 @@ static void *spawner_main(void *arg)
 
 		rp->sp_rc = runner_spawn_fn(&rp->p, &rp->sp);
 
-		rp->snext = NULL;
 		pthread_mutex_lock(&r->mu);
-		if (r->spawned_tail)
-			r->spawned_tail->snext = rp;
-		else
-			r->spawned_head = rp;
-		r->spawned_tail = rp;
+		rproc_append(&r->spawned_head, &r->spawned_tail, rp);
 		pthread_mutex_unlock(&r->mu);
 		runner_wake(r);
 	}
@@ -113,13 +119,8 @@ void runner_spawn_push(Runner *r, RProc *rp)
 		runner_attempt_spawned(r, rp);
 		return;
 	}
-	rp->snext = NULL;
 	pthread_mutex_lock(&r->sq_mu);
-	if (r->sq_tail)
-		r->sq_tail->snext = rp;
-	else
-		r->sq_head = rp;
-	r->sq_tail = rp;
+	rproc_append(&r->sq_head, &r->sq_tail, rp);
 	pthread_cond_signal(&r->sq_cv);
 	pthread_mutex_unlock(&r->sq_mu);
 }
