@@ -50,6 +50,7 @@ const JgToken *api_auth(Api *a, struct lws *wsi, int allow_query);
 /* Send a complete JSON error response {"error":code,"message":msg} with
  * status.  Returns the value the lws callback must return. */
 int api_error(struct lws *wsi, int status, const char *code, const char *msg);
+int api_no_content(struct lws *wsi);
 /* URL query arg name into out[cap]; 0, JG_ENOTFOUND, or JG_EINVAL. */
 int api_query_arg(struct lws *wsi, const char *name, char *out, size_t cap);
 /* 1 if a query parameter is not one of allowed (space-separated names)
@@ -169,7 +170,9 @@ void api_body_expire(Api *a);			/* answer bodies past due: 408 */
 
 /* One row of the route table (routes.c), like Redis's command table. */
 enum { API_M_GET = 1, API_M_POST = 2, API_M_HEAD = 4 };
-enum { API_AUTH_NONE, API_AUTH_BEARER, API_AUTH_TRIGGER };
+/* STREAM: a bearer header or access_token (browsers: EventSource and
+ * WebSocket cannot set headers). */
+enum { API_AUTH_NONE, API_AUTH_BEARER, API_AUTH_TRIGGER, API_AUTH_STREAM };
 struct ApiRoute {
 	const char *pattern;	/* "/jobs/{id}/events" */
 	unsigned    methods;	/* API_M_* */

@@ -195,6 +195,22 @@ int api_error(struct lws *wsi, int status, const char *code, const char *msg)
 	return lws_http_transaction_completed(wsi) ? -1 : 0;
 }
 
+/* stream.c's answer to an SSE request with nothing to send, ever: 204,
+ * which also tells an EventSource to stop reconnecting. */
+int api_no_content(struct lws *wsi)
+{
+	static const char resp[] = "HTTP/1.1 204 No Content\r\ncache-control: no-cache\r\n\r\n";
+	unsigned char b[LWS_PRE + sizeof resp];
+	Api *a = api_from_wsi(wsi);
+
+	memcpy(b + LWS_PRE, resp, sizeof resp - 1);
+	api_count(a, 204);
+	if (lws_write(wsi, b + LWS_PRE, sizeof resp - 1, LWS_WRITE_HTTP_HEADERS) < (int)sizeof resp - 1)
+		return -1;
+	api_conn_mark(wsi);
+	return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
 /* Query fragment i ("name=value") into frag: its length, -1 when it does
  * not fit (skip it), -2 after the last one.  lws says -1 for both of the
  * latter; the fragment's length tells them apart. */
@@ -321,19 +337,29 @@ static int api_bearer(const char *h, size_t n, const char **tok, size_t *tn)
 	return n > 0;
 }
 
+/* Every credential the request carries must be good: a bearer header, and
+ * on the stream routes an access_token; when both are there they must name
+ * the same token (a stale one beside a good one is refused, not ignored). */
 const JgToken *api_auth(Api *a, struct lws *wsi, int allow_query)
 {
+	const JgToken *bt = NULL, *qt = NULL;
 	char h[512];
 	const char *tok;
 	size_t tn;
-	int n;
+	int n, hq = 0;
 
 	n = lws_hdr_copy(wsi, h, sizeof h, WSI_TOKEN_HTTP_AUTHORIZATION);
-	if (n > 0 && api_bearer(h, (size_t)n, &tok, &tn))
-		return config_auth(a->cfg, tok, tn);
-	if (allow_query && api_query_arg(wsi, "access_token", h, sizeof h) == 0 && h[0])
-		return config_auth(a->cfg, h, strlen(h));
-	return NULL;
+	if (n > 0 && (!api_bearer(h, (size_t)n, &tok, &tn) ||
+		      !(bt = config_auth(a->cfg, tok, tn))))
+		return NULL;
+	if (allow_query && api_query_arg(wsi, "access_token", h, sizeof h) == 0) {
+		hq = 1;
+		if (!h[0] || !(qt = config_auth(a->cfg, h, strlen(h))))
+			return NULL;
+	}
+	if (bt && hq && qt != bt)
+		return NULL;
+	return bt ? bt : qt;
 }
 
 /* "sha256=<64 hex>" in the job's signature header over the raw body,

@@ -35,8 +35,8 @@ static const ApiRoute api_routes[] = {
 	{ "/jobs/{id}/events",     API_M_GET | API_M_HEAD, "GET, HEAD",  API_AUTH_BEARER, "", api_jobs_id_head, api_jobs_events },
 	{ "/jobs/{id}/cancel",     API_M_POST, "POST", API_AUTH_BEARER, "",      api_jobs_id_head, api_jobs_cancel },
 	{ "/jobs/{id}/retry",      API_M_POST, "POST", API_AUTH_BEARER, "",      api_jobs_id_head, api_jobs_retry },
-	{ "/events",               API_M_GET,  "GET",  API_AUTH_BEARER, STREAM_ARGS, NULL,       api_sse_run },
-	{ "/ws",                   API_M_GET,  "GET",  API_AUTH_BEARER, STREAM_ARGS, NULL,       api_ws_plain },
+	{ "/events",               API_M_GET,  "GET",  API_AUTH_STREAM, STREAM_ARGS, NULL,       api_sse_run },
+	{ "/ws",                   API_M_GET,  "GET",  API_AUTH_STREAM, STREAM_ARGS, NULL,       api_ws_plain },
 	{ "/healthz",              API_M_GET | API_M_HEAD, "GET, HEAD",  API_AUTH_NONE,   "", NULL,             api_healthz },
 	{ "/metrics",              API_M_GET | API_M_HEAD, "GET, HEAD",  API_AUTH_BEARER, "", NULL,             api_metrics },
 };
@@ -270,8 +270,8 @@ int api_route_begin(Api *a, struct lws *wsi, ApiSession *sess, const char *path,
 	}
 	r->route = rt;
 	if (rt->auth != API_AUTH_NONE)
-		r->tok = api_auth(a, wsi, 0);
-	if (rt->auth == API_AUTH_BEARER && !r->tok)
+		r->tok = api_auth(a, wsi, rt->auth == API_AUTH_STREAM);
+	if ((rt->auth == API_AUTH_BEARER || rt->auth == API_AUTH_STREAM) && !r->tok)
 		return api_head_fail(a, r, has_body, 401, "unauthorized", "missing or invalid bearer token");
 	if (api_query_check(wsi, rt->args, r->err_buf, sizeof r->err_buf))
 		return api_head_fail(a, r, has_body, 400, "bad_request", r->err_buf);

@@ -34,9 +34,13 @@
  *   Filters.  job_id=ID walks the by-job index (log_reader_job_seek), so a
  *   job stream costs one index seek per wake.  job=NAME compares the name in
  *   the decoded record header (no JSON parse).  A job_id stream ends after
- *   the first event whose status is final (log_status_final): WS close 1000,
- *   or the end of the SSE response.  The close happens on the next writable
- *   callback, i.e. after lws has flushed everything written before it.
+ *   an event whose status is final (log_status_final) and that is the job's
+ *   last event when it is read: a replay goes on past a failure that a
+ *   retry followed.  WS close 1000, or the end of the SSE response; the
+ *   close happens on the next writable callback, i.e. after lws has flushed
+ *   everything written before it.  An SSE job stream with nothing left to
+ *   send when it is asked for is answered 204 (an EventSource stops
+ *   reconnecting on 204).
  *
  *   Pings.  Each subscriber has an lws_sul timer.  When it fires and nothing
  *   was written for a while, the subscriber sends a WS ping frame or the SSE
@@ -535,7 +539,7 @@ static void streams_render(Streams *s, StreamSub *sub, const LogEvent *ev)
 static int streams_fill(Streams *s, StreamSub *sub, int *np, uint64_t *scan_end,
 			int *final)
 {
-	uint64_t head, end = sub->next_seq;
+	uint64_t head, end = sub->next_seq, last_final = 0;
 	int rc, n = 0, scanned = 0;
 	LogEvent ev;
 
@@ -563,10 +567,7 @@ static int streams_fill(Streams *s, StreamSub *sub, int *np, uint64_t *scan_end,
 				      memcmp(ev.job, sub->job, ev.job_len) == 0)) {
 			streams_render(s, sub, &ev);
 			n++;
-			if (sub->job_id && log_status_final(ev.status)) {
-				*final = 1;
-				break;
-			}
+			last_final = sub->job_id && log_status_final(ev.status) ? ev.seq : 0;
 			if (n >= STREAMS_BATCH_EVENTS || s->out.len >= STREAMS_BATCH_BYTES)
 				break;
 		}
@@ -581,6 +582,10 @@ out:
 		if (end < head + 1)
 			end = head + 1;
 	}
+	/* A final event ends a job stream only if it is the job's last one
+	 * in this snapshot: a job that was retried after it lives on. */
+	if (rc == 0 && last_final && log_reader_job_last(s->rd, sub->job_id) == last_final)
+		*final = 1;
 	log_reader_end(s->rd);
 	if (rc != 0)
 		return rc;
@@ -770,6 +775,8 @@ int streams_sse_open(Streams *s, struct lws *wsi, ApiSession *sess)
 	if ((st = streams_parse(s, wsi, SESS_SSE, &a, &finished, msg, sizeof msg)) != 0)
 		return api_error(wsi, st, st == 400 ? "bad_request" :
 				 st == 404 ? "not_found" : "overloaded", msg);
+	if (finished)	/* the job ended before the resume point */
+		return api_no_content(wsi);
 	if (lws_add_http_common_headers(wsi, HTTP_STATUS_OK, "text/event-stream",
 					LWS_ILLEGAL_HTTP_CONTENT_LEN, &p, end) ||
 	    lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL,

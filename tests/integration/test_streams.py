@@ -408,6 +408,91 @@ def test_sse_stream_ids_and_last_event_id(make_server):
     assert r.status == 400
 
 
+RETRY_CONFIG = {
+    "jobs": {
+        # Attempt 1 fails at once; a retried attempt runs for 2 s, then succeeds.
+        "flaky": {"command": ["/bin/sh", "-c",
+                              '[ "$JOBGATE_ATTEMPT" = 1 ] && exit 1; sleep 2'],
+                  "max_attempts": 1},
+    }
+}
+
+
+def test_job_stream_goes_on_past_a_failure_that_was_retried(make_server):
+    s = make_server(config=RETRY_CONFIG)
+    r = s.post("/trigger/flaky/wait?timeout=20")
+    assert r.status == 200 and r.json()["status"] == "failed", r.body
+    jid = r.json()["id"]
+    r = s.post("/jobs/%d/retry" % jid)
+    assert r.status == 200, r.body
+    # Replayed from the start while attempt 2 runs: the first failure is not
+    # the end; the stream ends after the last attempt's final event.
+    first = [e["type"] for e in s.dump() if e["job_id"] == jid]
+    assert "job.succeeded" not in first
+    c, resp = sse_open(s, "job_id=%d&from_seq=%d" % (jid, jid))
+    msgs, code = run(ws_read(ws_url(s, "job_id=%d&from_seq=%d" % (jid, jid)),
+                             until_close=True, timeout=30))
+    recs = sse_records(resp, deadline=time.time() + 30)
+    c.close()
+    want = ["job.enqueued", "job.started", "job.failed", "job.retried",
+            "job.started", "job.succeeded"]
+    assert [m["type"] for m in msgs] == want and code == 1000
+    assert [x["data"]["type"] for x in recs] == want
+    dump = [without_payload(e) for e in s.dump() if e["job_id"] == jid]
+    assert msgs == dump and [x["data"] for x in recs] == dump
+    # Replayed once more, now that the job is final: the same, then the end.
+    msgs, code = run(ws_read(ws_url(s, "job_id=%d&from_seq=1" % jid),
+                             until_close=True, timeout=10))
+    assert msgs == dump and code == 1000
+
+
+def test_sse_job_stream_with_nothing_left_is_204(make_server):
+    s = make_server(config=SLOW_CONFIG)
+    jid = trigger(s, 1)[0]
+    wait_log(s, 3)
+    last = [e for e in s.dump() if e["job_id"] == jid][-1]
+    assert last["status"] == "succeeded"
+    # An EventSource reconnects after the end with the last id it saw:
+    # 204 tells it to stop.  So does a live-only stream of a finished job.
+    for query, hdrs in (("job_id=%d&from_seq=%d" % (jid, jid), {"Last-Event-ID": str(last["seq"])}),
+                        ("job_id=%d" % jid, {})):
+        c, r = sse_open(s, query, headers=hdrs)
+        assert r.status == 204, (query, r.status)
+        assert r.read() == b""
+        c.close()
+    # One event before the end: 200 and that event.
+    c, r = sse_open(s, "job_id=%d" % jid, headers={"Last-Event-ID": str(last["seq"] - 1)})
+    assert r.status == 200
+    recs = sse_records(r, deadline=time.time() + 20)
+    c.close()
+    assert [x["id"] for x in recs] == [last["seq"]]
+
+
+def test_stream_access_token_on_both_routes_and_no_stale_credential(server):
+    trigger(server, 1)
+    settle(server, 1)
+    # /events takes access_token like /ws (an EventSource cannot set headers).
+    c = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    c.request("GET", "/events?from_seq=1&access_token=" + TOKEN)
+    r = c.getresponse()
+    assert r.status == 200
+    assert [x["id"] for x in sse_records(r, count=3, deadline=time.time() + 20)] == [1, 2, 3]
+    c.close()
+    # A wrong credential beside a good one is refused on both routes.
+    for path in ("/events?from_seq=1&access_token=garbage",
+                 "/events?from_seq=1&access_token="):
+        r = server.get(path)
+        assert r.status == 401, (path, r.status)
+        assert r.json()["error"] == "unauthorized"
+    r = server.get("/events?from_seq=1&access_token=" + TOKEN, token="garbage")
+    assert r.status == 401
+    for path, token in (("/ws?from_seq=1&access_token=garbage", TOKEN),
+                        ("/ws?from_seq=1&access_token=" + TOKEN, "garbage")):
+        w = RawWS(server.port, path, token=token)
+        assert w.status == 401, (path, token, w.status)
+        w.close()
+
+
 def test_pings_on_idle_streams(make_server):
     s = make_server(env={"JOBGATE_STREAM_PING_MS": "300"})
     c, r = sse_open(s)
