@@ -226,7 +226,11 @@ static void recover_fold(Runner *r, const LogEvent *ev)
 	j->last_type = ev->type;
 	if (ev->type == JG_EV_ENQUEUED || ev->type == JG_EV_RETRIED)
 		j->max_attempts = 0;	/* from the event, decoded later */
-	if (ev->type != JG_EV_ENQUEUED)
+	/* job.retried names the attempt that runs next; every other event
+	 * the attempt that ran (runner_attempt_start counts it up). */
+	if (ev->type == JG_EV_RETRIED)
+		j->attempt = ev->attempt ? ev->attempt - 1 : 0;
+	else if (ev->type != JG_EV_ENQUEUED)
 		j->attempt = ev->attempt;
 	if (ev->type == JG_EV_STARTED)
 		j->started_at = ev->at_ms;

@@ -672,6 +672,34 @@ TEST(recovery_keeps_retried_max_attempts)
 		buf_free(&keep[i]);
 }
 
+/* A job whose last event is job.retried (it names the attempt to run
+ * next) resumes with that attempt, not the one after it. */
+TEST(recovery_after_retried_runs_the_named_attempt)
+{
+	Env e;
+	LogEntry le;
+	EventView v[8];
+	Buf keep[8] = {{0}};
+
+	env_open(&e, CFG_HEAD "\"cat\":{\"command\":[\"/bin/cat\"],\"max_attempts\":3}}}", 0);
+	uint64_t id = enqueue(e.log, "cat", "\"hi\"", 3);
+	memset(&le, 0, sizeof le);
+	CHECK_RC(event_canceled(&le, "cat", id, 0, "ops"));
+	append(e.log, &le);
+	memset(&le, 0, sizeof le);
+	CHECK_RC(event_retried(&le, "cat", id, 1, "ops", 3));
+	append(e.log, &le);
+	CHECK_RC(runner_start(e.run));
+	wait_status(e.log, id, JG_ST_SUCCEEDED, 10);
+	int n = job_events(e.log, id, v, keep, 8);
+	CHECK(n == 5);
+	CHECK(v[3].type == JG_EV_STARTED && v[3].attempt == 1);
+	CHECK(v[4].type == JG_EV_SUCCEEDED && v[4].attempt == 1);
+	env_close(&e, 5);
+	for (int i = 0; i < 8; i++)
+		buf_free(&keep[i]);
+}
+
 TEST(close_interrupts_and_records)
 {
 	Env e;
@@ -868,6 +896,7 @@ int main(void)
 	RUN(cancel_queued_at_once);
 	RUN(recovery_interrupted_then_rerun);
 	RUN(recovery_keeps_retried_max_attempts);
+	RUN(recovery_after_retried_runs_the_named_attempt);
 	RUN(close_interrupts_and_records);
 	RUN(metrics_render);
 	RUN(refused_events_are_retried_until_durable);
