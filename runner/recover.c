@@ -133,9 +133,26 @@ void runner_req_run(Runner *r, RunnerReq *q)
 		runner_req_answer(q, JG_EINVAL);
 }
 
+/* The job a request names.  One the tail has not reached yet (a burst of
+ * triggers ahead of it) is read first: without it, "not held" would be
+ * taken for "final" and a queued job's cancel answered 409. */
+static RJob *req_job(Runner *r, uint64_t id)
+{
+	RJob *j;
+	uint64_t t;
+
+	while (!(j = map_get(r, id)) && id > r->tail && log_head(r->log) > r->tail) {
+		t = r->tail;
+		runner_tail(r, r->closing_seen);
+		if (r->tail == t)
+			break;		/* the read failed: logged there */
+	}
+	return j;
+}
+
 void runner_req_cancel(Runner *r, RunnerReq *q)
 {
-	RJob *j = map_get(r, q->job_id);
+	RJob *j = req_job(r, q->job_id);
 	LogEvent ev;
 
 	if (req_defer(j, q))
@@ -162,7 +179,7 @@ void runner_req_cancel(Runner *r, RunnerReq *q)
 
 void runner_req_retry(Runner *r, RunnerReq *q)
 {
-	RJob *j = map_get(r, q->job_id);
+	RJob *j = req_job(r, q->job_id);
 	LogEvent ev;
 	int st;
 

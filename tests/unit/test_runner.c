@@ -515,6 +515,63 @@ static int request(Runner *r, int op, uint64_t id)
 	return q.rc;
 }
 
+typedef struct Burst {
+	pthread_mutex_t mu;
+	pthread_cond_t  cv;
+	int             left;
+} Burst;
+
+static void burst_done(LogEntry *le, void *ctx)
+{
+	Burst *b = ctx;
+
+	CHECK_RC(le->rc);
+	pthread_mutex_lock(&b->mu);
+	if (--b->left == 0)
+		pthread_cond_signal(&b->cv);
+	pthread_mutex_unlock(&b->mu);
+}
+
+/* A cancel for a queued job that the runner's tail has not reached yet (a
+ * burst several tail batches long just committed) cancels it; "not held"
+ * is not "finished". */
+TEST(cancel_of_a_job_beyond_the_tail)
+{
+	enum { N = 20000 };	/* several of the tail's 4,096-event batches */
+	Env e;
+	Burst b = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, N };
+	LogEntry *le = calloc(N, sizeof *le);
+	LogOptions o = { .queue_max = N, .map_size_mb = 256 };
+	char err[256] = "";
+	const char *cfg = CFG_HEAD "\"t\":{\"command\":[\"/bin/true\"],\"concurrency\":1}},"
+			  "\"limits\":{\"max_running\":1}}";
+
+	CHECK(le != NULL);
+	CHECK(config_parse(cfg, strlen(cfg), &e.cfg, err, sizeof err) == 0);
+	CHECK_RC(log_open(&e.log, t_dir(), &o));
+	CHECK_RC(runner_open(&e.run, e.cfg, e.log));
+	CHECK_RC(log_start(e.log));
+	CHECK_RC(runner_start(e.run));
+	for (int i = 0; i < N; i++) {
+		CHECK_RC(event_enqueued(&le[i], "t", "null", 4, NULL, 0, "t", 1));
+		le[i].done = burst_done;
+		le[i].ctx = &b;
+	}
+	for (int i = 0; i < N; i++)
+		CHECK_RC(log_submit(e.log, &le[i]));
+	pthread_mutex_lock(&b.mu);
+	while (b.left > 0)
+		pthread_cond_wait(&b.cv, &b.mu);
+	pthread_mutex_unlock(&b.mu);
+	uint64_t last = le[N - 1].seq;
+	CHECK(request(e.run, RUNNER_CANCEL, last) == 0);
+	CHECK(wait_status(e.log, last, JG_ST_CANCELED, 10) != 0);
+	env_close(&e, 1);
+	for (int i = 0; i < N; i++)
+		event_entry_free(&le[i]);
+	free(le);
+}
+
 TEST(cancel_running_then_conflict_then_retry)
 {
 	Env e;
@@ -897,6 +954,7 @@ int main(void)
 	RUN(recovery_interrupted_then_rerun);
 	RUN(recovery_keeps_retried_max_attempts);
 	RUN(recovery_after_retried_runs_the_named_attempt);
+	RUN(cancel_of_a_job_beyond_the_tail);
 	RUN(close_interrupts_and_records);
 	RUN(metrics_render);
 	RUN(refused_events_are_retried_until_durable);
