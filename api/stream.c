@@ -517,7 +517,10 @@ static void streams_render(Streams *s, StreamSub *sub, const LogEvent *ev)
 	if (sub->kind == SESS_WS) {
 		buf_reset(&s->ev);
 		log_event_json(ev, &s->ev, 0);
-		streams_ws_frame(&s->out, &s->ev);
+		if (s->ev.oom)
+			s->out.oom = 1;	/* the next reset would hide it */
+		else
+			streams_ws_frame(&s->out, &s->ev);
 		return;
 	}
 	/* The §5 JSON has no raw newline (strings are escaped), so one data:
@@ -589,7 +592,7 @@ out:
 	log_reader_end(s->rd);
 	if (rc != 0)
 		return rc;
-	if (s->out.oom || s->ev.oom)
+	if (s->out.oom)
 		return ENOMEM;
 	*scan_end = end;
 	*np = n;

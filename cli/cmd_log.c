@@ -87,6 +87,10 @@ static int dump(Log *l, const LogArgs *a)
 		buf_reset(&b);
 		log_event_json(&ev, &b, 1);
 		buf_puts(&b, "\n");
+		if (b.oom) {
+			rc = ENOMEM;
+			break;
+		}
 		if (fwrite(b.p, 1, b.len, stdout) != b.len) {
 			rc = errno;
 			break;

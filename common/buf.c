@@ -3,7 +3,10 @@
  *
  * Invariant: when p != NULL, cap > len and p[len] == '\0', so b.p is
  * always a C string.  Once oom is set every writer is a no-op; the caller
- * checks the flag once after a chain of writes.
+ * checks the flag once after a chain of writes.  buf_reset starts a new
+ * chain: it clears the flag, so a buffer reused after one failed
+ * allocation works again (a long-lived scratch buffer is not poisoned for
+ * good).
  */
 #include "buf.h"
 #include "jg.h"
@@ -25,6 +28,7 @@ void buf_free(Buf *b)
 void buf_reset(Buf *b)
 {
 	b->len = 0;
+	b->oom = 0;
 	if (b->p)
 		b->p[0] = '\0';
 }

@@ -21,7 +21,7 @@ typedef struct Buf {
 } Buf;
 
 void buf_free(Buf *b);
-void buf_reset(Buf *b);			/* len = 0, keeps the memory */
+void buf_reset(Buf *b);			/* len = 0, oom = 0, keeps the memory */
 int  buf_reserve(Buf *b, size_t extra);	/* 0 or ENOMEM */
 void buf_add(Buf *b, const void *p, size_t n);
 void buf_puts(Buf *b, const char *s);

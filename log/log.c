@@ -374,6 +374,7 @@ static int put_entry(Log *l, MDB_txn *txn, LogEntry *e, int64_t at)
 	uint64_t seq;
 	int rc;
 
+	e->replayed = 0;	/* a retry of a failed batch puts it again */
 	if (e->type == JG_EV_ENQUEUED && e->idem) {
 		k.mv_data = e->idem;
 		k.mv_size = e->idem_len;
@@ -394,9 +395,10 @@ static int put_entry(Log *l, MDB_txn *txn, LogEntry *e, int64_t at)
 	if (l->rec.oom)
 		return ENOMEM;
 	/* New work stops short of a full map: the last sixteenth is kept for
-	 * the status events of jobs already accepted, so they can finish. */
+	 * the status events of jobs already accepted, so they can finish.
+	 * Counted: the map as of the last commit, plus this txn's records. */
 	if (e->type == JG_EV_ENQUEUED && l->map_bytes &&
-	    l->used + l->rec.len * 2 > l->map_bytes - l->map_bytes / 16)
+	    l->used + l->txn_bytes + l->rec.len * 2 > l->map_bytes - l->map_bytes / 16)
 		return MDB_MAP_FULL;
 	k.mv_data = &seq;
 	k.mv_size = 8;
@@ -418,6 +420,7 @@ static int put_entry(Log *l, MDB_txn *txn, LogEntry *e, int64_t at)
 	}
 	e->seq = seq;
 	l->next = seq + 1;
+	l->txn_bytes += l->rec.len * 2;
 	return 0;
 }
 
@@ -446,6 +449,18 @@ static void count_batch(Log *l, uint64_t n, uint64_t events, int64_t ns)
 		__atomic_store_n(&l->st.batch_max, n, __ATOMIC_RELAXED);
 }
 
+/* Writer thread: how much of the map the last commit left in use. */
+static void map_used(Log *l)
+{
+	MDB_envinfo ei;
+	MDB_stat ms;
+
+	mdb_env_info(l->env, &ei);
+	mdb_env_stat(l->env, &ms);
+	l->used = (uint64_t)(ei.me_last_pgno + 1) * ms.ms_psize;
+	l->map_bytes = ei.me_mapsize;
+}
+
 /* Writer thread: write one batch of n entries in one txn.  0 or an error
  * that applies to every entry (nothing of the batch was written). */
 static int write_batch(Log *l, LogEntry *batch, uint64_t n)
@@ -457,6 +472,7 @@ static int write_batch(Log *l, LogEntry *batch, uint64_t n)
 
 	if ((rc = mdb_txn_begin(l->env, NULL, 0, &txn)) != 0)
 		return log_mdb_rc(rc);
+	l->txn_bytes = 0;
 	for (LogEntry *e = batch; e; e = e->next)
 		if ((rc = put_entry(l, txn, e, at)) != 0)
 			goto fail;
@@ -467,6 +483,7 @@ static int write_batch(Log *l, LogEntry *batch, uint64_t n)
 		return log_mdb_rc(rc);
 	}
 	count_batch(l, n, l->next - first, jg_mono_ns() - t0);
+	map_used(l);		/* the one-by-one fallback commits several */
 	return 0;
 fail:
 	mdb_txn_abort(txn);
@@ -486,17 +503,12 @@ fail:
 static void prealloc(Log *l)
 {
 	static const char zero[64 << 10];
-	MDB_envinfo ei;
-	MDB_stat ms;
 	struct stat sb;
 	uint64_t used, end;
 	int fd;
 
-	mdb_env_info(l->env, &ei);
-	mdb_env_stat(l->env, &ms);
-	used = (uint64_t)(ei.me_last_pgno + 1) * ms.ms_psize;
-	l->used = used;
-	l->map_bytes = ei.me_mapsize;
+	map_used(l);
+	used = l->used;
 	if (l->prealloc_off || mdb_env_get_fd(l->env, &fd) != 0)
 		return;
 	if (l->file_end == 0 && fstat(fd, &sb) == 0)
@@ -504,8 +516,8 @@ static void prealloc(Log *l)
 	if (l->file_end >= used + PREALLOC_STEP / 2)
 		return;
 	end = used + PREALLOC_STEP;
-	if (end > ei.me_mapsize)
-		end = ei.me_mapsize;
+	if (end > l->map_bytes)
+		end = l->map_bytes;
 	for (uint64_t off = l->file_end > used ? l->file_end : used; off < end; off += sizeof zero) {
 		size_t n = end - off < sizeof zero ? end - off : sizeof zero;
 		if (pwrite(fd, zero, n, (off_t)off) != (ssize_t)n) {

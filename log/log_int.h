@@ -34,6 +34,7 @@ struct Log {
 	LogStats  st;			/* atomic counters */
 	uint64_t  file_end;		/* {writer} bytes of data.mdb already allocated */
 	uint64_t  used, map_bytes;	/* {writer} as of the last commit */
+	uint64_t  txn_bytes;		/* {writer} records put in the open txn, x2 */
 	int       prealloc_off;		/* {writer} gave up (ENOSPC, no fd) */
 	Buf       rec;			/* {writer} scratch record */
 };

@@ -210,7 +210,7 @@ static void ent_release(Runner *r, RunEnt *x)
 	r->free_ents = x;
 }
 
-static void reqs_answer(RunnerReq **list, int rc, uint64_t seq)
+void runner_reqs_answer(RunnerReq **list, int rc, uint64_t seq)
 {
 	RunnerReq *q, *qn;
 
@@ -275,7 +275,7 @@ void runner_ent_submit(Runner *r, RJob *j, RunEnt *x, int brc)
 static void evq_pop(Runner *r, RJob *j, RunEnt *x, int rc)
 {
 	assert(j->evq == x);
-	reqs_answer(&x->reqs, rc, rc ? 0 : x->e.seq);
+	runner_reqs_answer(&x->reqs, rc, rc ? 0 : x->e.seq);
 	if (!(j->evq = x->jnext))
 		j->evq_tail = NULL;
 	j->inflight--;
@@ -334,8 +334,8 @@ void runner_ent_finish(Runner *r, RunEnt *x)
 		       "error", jg_strerror(rc), "job", x->e.job,
 		       "type", log_type_name(x->e.type), NULL);
 	/* Answer who waits now (503 storage_full), not when the outage ends. */
-	reqs_answer(&x->reqs, rc, 0);
-	reqs_answer(&j->deferred, rc, 0);
+	runner_reqs_answer(&x->reqs, rc, 0);
+	runner_reqs_answer(&j->deferred, rc, 0);
 	if (r->drain_until_ns && now_ns() >= r->drain_until_ns) {
 		x->retry_ns = INT64_MAX;	/* shutting down: left to runner_ent_drop_all */
 		return;
@@ -392,15 +392,15 @@ void runner_ent_drop_all(Runner *r)
 		for (x = j->evq; x; x = xn) {
 			xn = x->jnext;
 			assert(!x->submitted);
-			reqs_answer(&x->reqs, JG_ECLOSED, 0);
+			runner_reqs_answer(&x->reqs, JG_ECLOSED, 0);
 			event_entry_free(&x->e);
 			free(x);
 			dropped++;
 		}
 		j->evq = j->evq_tail = NULL;
 		j->inflight = 0;
-		reqs_answer(&j->deferred, JG_ECLOSED, 0);
-		reqs_answer(&j->waiters, JG_ECLOSED, 0);
+		runner_reqs_answer(&j->deferred, JG_ECLOSED, 0);
+		runner_reqs_answer(&j->waiters, JG_ECLOSED, 0);
 	}
 	r->retry_head = NULL;
 	r->inflight = 0;

@@ -181,6 +181,7 @@ void runner_attempt_end(Runner *r, int idx);
 void runner_attempt_stop(RProc *rp, int why, int64_t grace_ns);
 void runner_tail(Runner *r, int closing);
 void runner_req_answer(RunnerReq *q, int rc);
+void runner_reqs_answer(RunnerReq **list, int rc, uint64_t seq);	/* a ->next chain */
 void runner_req_run(Runner *r, RunnerReq *q);
 void runner_req_cancel(Runner *r, RunnerReq *q);
 void runner_req_retry(Runner *r, RunnerReq *q);
@@ -194,11 +195,14 @@ RJob *runner_job_new(Runner *r, uint64_t id, const char *name, size_t n);
 RunEnt *runner_ent_new(Runner *r);
 
 /* Build an event into a fresh RunEnt x with call, then submit it for job
- * j; reqs_ are answered once it is durable. */
+ * j; reqs_ are answered once it is durable (at once with ENOMEM when there
+ * is no memory for it: never left waiting). */
 #define EMIT(r, j, x, call, reqs_) do {					\
 		RunEnt *x = runner_ent_new(r);					\
 		if (!x) {						\
+			RunnerReq *q_ = (reqs_);				\
 			jg_log(JG_ERROR, "runner: out of memory", "job", (j)->name, NULL); \
+			runner_reqs_answer(&q_, ENOMEM, 0);			\
 			break;						\
 		}							\
 		x->reqs = (reqs_);					\

@@ -74,6 +74,23 @@ TEST(buf_oom_is_sticky)
 	CHECK(!b.oom);
 }
 
+/* Sticky within a chain, not forever: a reset starts a new chain, so a
+ * reused scratch buffer works again after one failed allocation. */
+TEST(buf_reset_ends_oom)
+{
+	Buf b = {0};
+
+	buf_puts(&b, "before");
+	CHECK(buf_reserve(&b, SIZE_MAX - 1) == ENOMEM);
+	buf_puts(&b, "ignored");
+	CHECK(b.oom && strcmp(b.p, "before") == 0);
+	buf_reset(&b);
+	CHECK(!b.oom && b.len == 0);
+	buf_puts(&b, "after");
+	CHECK(!b.oom && strcmp(b.p, "after") == 0);
+	buf_free(&b);
+}
+
 TEST(buf_json_escaping)
 {
 	CHECK(esc_is(S("plain"), "\"plain\""));
@@ -535,6 +552,7 @@ int main(void)
 	RUN(buf_basic_writes);
 	RUN(buf_printf_grows);
 	RUN(buf_oom_is_sticky);
+	RUN(buf_reset_ends_oom);
 	RUN(buf_json_escaping);
 	RUN(buf_json_utf8);
 	RUN(buf_json_output_is_valid_json);

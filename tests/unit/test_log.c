@@ -381,6 +381,57 @@ TEST(status_events_have_room_when_enqueues_are_refused)
 	free(payload);
 }
 
+/* The same when the enqueues come as one burst: the reserve counts what a
+ * txn already holds, and what the one-by-one fallback has committed. */
+TEST(status_events_have_room_after_a_burst_of_enqueues)
+{
+	LogOptions o = { 0, 0, 1 };	/* 1 MiB map */
+	enum { N = 80 };
+	size_t n = 20000;
+	char *payload = malloc(n);
+	LogEntry *es = calloc(N, sizeof *es), st;
+	Waiter w;
+	Log *l;
+	int i, ok = 0, refused = 0;
+
+	memset(payload, 'b', n);
+	payload[0] = payload[n - 1] = '"';
+	CHECK_RC(log_open(&l, t_dir(), &o));
+	CHECK_RC(log_start(l));
+	waiter_init(&w, N);
+	for (i = 0; i < N; i++) {
+		CHECK_RC(event_enqueued(&es[i], "echo", payload, n, NULL, 0, "ci", 1));
+		es[i].done = done_cb;
+		es[i].ctx = &w;
+	}
+	for (i = 0; i < N; i++)
+		CHECK_RC(log_submit(l, &es[i]));
+	waiter_wait(&w);
+	for (i = 0; i < N; i++) {
+		ok += es[i].rc == 0;
+		refused += es[i].rc == JG_ESTORAGE;
+	}
+	CHECK(ok > 0 && refused > 0 && ok + refused == N);
+	/* Status events with results: 4 x 8 KB, well inside the reserve. */
+	payload[8000 - 1] = '"';
+	for (i = 0; i < 4; i++) {
+		waiter_init(&w, 1);
+		memset(&st, 0, sizeof st);
+		CHECK_RC(event_succeeded(&st, "echo", es[i].job_id, 1, 0, payload, 8000, 0, 1));
+		st.done = done_cb;
+		st.ctx = &w;
+		CHECK_RC(log_submit(l, &st));
+		waiter_wait(&w);
+		CHECK(st.rc == 0);
+		event_entry_free(&st);
+	}
+	log_close(l);
+	for (i = 0; i < N; i++)
+		event_entry_free(&es[i]);
+	free(es);
+	free(payload);
+}
+
 TEST(event_decode_reads_members)
 {
 	Log *l = open_log();
@@ -447,6 +498,7 @@ int main(void)
 	RUN(bad_entry_fails_alone_in_its_batch);
 	RUN(pair_commits_together_or_not_at_all);
 	RUN(status_events_have_room_when_enqueues_are_refused);
+	RUN(status_events_have_room_after_a_burst_of_enqueues);
 	RUN(event_decode_reads_members);
 	RUN(readonly_open_reads_committed_log);
 	return t_done();
