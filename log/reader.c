@@ -41,6 +41,7 @@ static int log_decode(uint64_t seq, const MDB_val *v, LogEvent *ev)
 	ev->json_len = n - REC_HDR - ev->job_len;
 	if (ev->json[0] != '{' || ev->json[ev->json_len - 1] != '}' ||
 	    (uint64_t)ev->pay_off + ev->pay_len > ev->json_len - 1 ||
+	    (ev->pay_len && ev->pay_off < 1) ||	/* the member follows the "{" */
 	    ev->type < JG_EV_ENQUEUED || ev->type > JG_EV_RETRIED ||
 	    ev->status < JG_ST_QUEUED || ev->status > JG_ST_CANCELED)
 		return JG_ECORRUPT;

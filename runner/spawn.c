@@ -385,8 +385,15 @@ int runner_proc_step(RunnerProc *p, const struct pollfd *pf, int n)
 	/* The leader is a zombie: its pid still names the group. */
 	kill(-p->pid, SIGKILL);
 	runner_reaper_note(0, p->pid);
-	if (waitpid(p->pid, &p->status, WNOHANG) != p->pid)
-		return 0;	/* spurious: not reaped yet */
+	pid_t w = waitpid(p->pid, &p->status, WNOHANG);
+	if (w != p->pid) {
+		if (w == 0 || errno != ECHILD)
+			return 0;	/* spurious: not reaped yet */
+		/* Reaped by someone else (a leader that moved into another
+		 * job's group was swept with it): finished, status unknown
+		 * (neither an exit nor a signal: the error says "failed"). */
+		p->status = W_STOPCODE(0);
+	}
 	p->reaped = 1;
 	close_fd(&p->pidfd);
 	close_fd(&p->fd_in);

@@ -432,6 +432,52 @@ TEST(status_events_have_room_after_a_burst_of_enqueues)
 	free(payload);
 }
 
+/* A record whose header says it has a payload starting at offset 0 (before
+ * the JSON's "{") is damaged: decoding it must say so, not underflow. */
+TEST(decode_refuses_payload_at_offset_zero)
+{
+	Log *l = open_log();
+	LogEntry es[1];
+	LogReader *r;
+	LogEvent ev;
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	MDB_val k, v;
+	uint64_t seq = 1;
+	uint32_t zero = 0;
+	char rec[4096], path[4200];
+
+	snprintf(path, sizeof path, "%s/log", t_dir());
+	append_n(l, es, 1, NULL);
+	event_entry_free(&es[0]);
+	log_close(l);
+	CHECK_RC(mdb_env_create(&env));
+	CHECK_RC(mdb_env_set_maxdbs(env, 8));
+	CHECK_RC(mdb_env_open(env, path, 0, 0600));
+	CHECK_RC(mdb_txn_begin(env, NULL, 0, &txn));
+	CHECK_RC(mdb_dbi_open(txn, "events", MDB_INTEGERKEY, &dbi));
+	k.mv_data = &seq;
+	k.mv_size = 8;
+	CHECK_RC(mdb_get(txn, dbi, &k, &v));
+	CHECK(v.mv_size <= sizeof rec);
+	memcpy(rec, v.mv_data, v.mv_size);
+	memcpy(rec + 24, &zero, 4);		/* pay_off; pay_len stays > 0 */
+	v.mv_data = rec;
+	CHECK_RC(mdb_put(txn, dbi, &k, &v, 0));
+	CHECK_RC(mdb_txn_commit(txn));
+	mdb_env_close(env);
+
+	LogOptions o = { 0, 0, 64 };
+	CHECK_RC(log_open(&l, t_dir(), &o));
+	CHECK_RC(log_reader_open(l, &r));
+	CHECK_RC(log_reader_begin(r));
+	CHECK(log_reader_get(r, 1, &ev) == JG_ECORRUPT);
+	log_reader_end(r);
+	log_reader_close(r);
+	log_close(l);
+}
+
 TEST(event_decode_reads_members)
 {
 	Log *l = open_log();
@@ -499,6 +545,7 @@ int main(void)
 	RUN(pair_commits_together_or_not_at_all);
 	RUN(status_events_have_room_when_enqueues_are_refused);
 	RUN(status_events_have_room_after_a_burst_of_enqueues);
+	RUN(decode_refuses_payload_at_offset_zero);
 	RUN(event_decode_reads_members);
 	RUN(readonly_open_reads_committed_log);
 	return t_done();

@@ -120,6 +120,30 @@ TEST(proc_exec_failure_reports_errno)
 	CHECK(run_proc(&p, argv, "", 0, 10) == ENOENT);
 }
 
+/* A leader reaped by someone else (e.g. swept with another job's group it
+ * joined) finishes with its status unknown, instead of spinning on a pidfd
+ * that stays readable. */
+TEST(proc_leader_reaped_elsewhere_finishes)
+{
+	char *argv[] = { "/bin/true", NULL };
+	RunnerSpawn s = { .path = argv[0], .argv = argv, .job_id = 1, .job = "g",
+			  .attempt = 1, .in = "", .in_len = 0, .out_cap = 10 };
+	struct pollfd pf[RUNNER_PROC_FDS];
+	RunnerProc p;
+	int i, done = 0, st;
+
+	CHECK_RC(runner_proc_spawn(&p, &s));
+	CHECK(waitpid(p.pid, &st, 0) == p.pid);
+	for (i = 0; i < 50 && !done; i++) {
+		int k = runner_proc_fds(&p, pf);
+		CHECK(poll(pf, (nfds_t)k, 100) >= 0);
+		done = runner_proc_step(&p, pf, k);
+	}
+	CHECK(done && p.reaped);
+	CHECK(!WIFEXITED(p.status) && !WIFSIGNALED(p.status));
+	runner_proc_release(&p);
+}
+
 TEST(proc_signal_kills_whole_group)
 {
 	char *argv[] = { "/bin/sh", "-c", "sleep 100 & sleep 100; wait", NULL };
@@ -939,6 +963,7 @@ int main(void)
 	RUN(proc_stdout_capped_and_flagged);
 	RUN(proc_stderr_tail_keeps_last_lines);
 	RUN(proc_exec_failure_reports_errno);
+	RUN(proc_leader_reaped_elsewhere_finishes);
 	RUN(proc_signal_kills_whole_group);
 	RUN(reap_group_leaves_the_leader);
 	RUN(result_json_or_string);
