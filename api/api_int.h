@@ -50,6 +50,8 @@ const JgToken *api_auth(Api *a, struct lws *wsi, int allow_query);
 /* Send a complete JSON error response {"error":code,"message":msg} with
  * status.  Returns the value the lws callback must return. */
 int api_error(struct lws *wsi, int status, const char *code, const char *msg);
+/* The one answer a trigger without a valid token gets, signed job or not. */
+#define API_UNAUTH_TRIGGER "missing or invalid bearer token or signature"
 int api_no_content(struct lws *wsi);
 /* URL query arg name into out[cap]; 0, JG_ENOTFOUND, or JG_EINVAL. */
 int api_query_arg(struct lws *wsi, const char *name, char *out, size_t cap);
@@ -136,6 +138,7 @@ struct ApiReq {
 	const JgToken  *tok;	/* NULL: no bearer (hmac or public route) */
 	const JgJob    *job;
 	int         job_idx, mode, hmac;
+	int         unauth;	/* a trigger without a valid token: see routes.c */
 	int64_t     wait_ms;	/* /wait: how long to hold the answer */
 	uint64_t    id;
 	int         err_status;	/* pending error, sent once the body is in */

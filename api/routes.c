@@ -277,7 +277,15 @@ int api_route_begin(Api *a, struct lws *wsi, ApiSession *sess, const char *path,
 		return api_head_fail(a, r, has_body, 400, "bad_request", r->err_buf);
 	if (rt->head)
 		rt->head(a, r, caps);	/* may leave a pending error */
-	if (r->err_status && (!has_body || r->expect)) {
+	if (r->hmac)
+		r->discard = 0;	/* a refusal waits for the signature: keep the body */
+	/* A trigger without a valid token is answered alike for every job
+	 * name, signed or not, known or not: the size first, then the body is
+	 * read (or drained) in full, even under Expect: 100-continue, and only
+	 * a good signature gets past 401 (api_route_body_done). */
+	if (r->unauth && r->clen > a->cfg->max_payload_bytes)
+		return api_reply_error(a, r, 413, "payload_too_large", "body exceeds max_payload_bytes");
+	if (r->err_status && (!has_body || r->expect) && !r->unauth) {
 		if (has_body) {		/* the body was never sent: no drain */
 			r->close_after = 1;
 			r->discard = 0;
@@ -313,6 +321,8 @@ int api_route_body_done(Api *a, ApiReq *r)
 	struct lws *wsi = r->wsi;
 	int rc;
 
+	if (r->hmac && !api_hmac_ok(a, r))
+		return api_reply_error(a, r, 401, "unauthorized", API_UNAUTH_TRIGGER);
 	if (r->err_status)
 		return api_reply_error(a, r, r->err_status, r->err_code, r->err_msg);
 	rc = r->route->run(a, r);

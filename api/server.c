@@ -73,7 +73,7 @@ ApiReq *api_req_get(Api *a)
 	r->state = RQ_BODY;
 	r->hup = 0;
 	r->kind = API_KIND_OTHER;
-	r->orphan = r->close_after = r->discard = r->hmac = r->has_idem = 0;
+	r->orphan = r->close_after = r->discard = r->hmac = r->has_idem = r->unauth = 0;
 	r->route = NULL;
 	r->tok = NULL;
 	r->job = NULL;

@@ -100,11 +100,13 @@ void api_trigger_head(Api *a, ApiReq *r, const RouteSeg *caps)
 	int n;
 
 	r->job = config_name_ok(name->p, name->n) ? config_job(a->cfg, name->p, name->n) : NULL;
-	/* Without a valid token only a job that takes signatures may go on;
-	 * anything else is 401 before the job name is even confirmed. */
+	/* Without a valid token only a job that takes signatures may go on,
+	 * and only once its signature is checked (api_route_body_done); until
+	 * then the caller is told nothing that depends on the job (routes.c). */
 	if (!r->tok) {
+		r->unauth = 1;
 		if (!r->job || !r->job->hmac_secret) {
-			api_pend_error(r, 401, "unauthorized", "missing or invalid bearer token");
+			api_pend_error(r, 401, "unauthorized", API_UNAUTH_TRIGGER);
 			return;
 		}
 		r->hmac = 1;
@@ -199,8 +201,6 @@ int api_trigger_run(Api *a, ApiReq *r)
 	const char *actor = r->tok ? r->tok->name : API_HMAC_ACTOR;
 	int rc;
 
-	if (r->hmac && !api_hmac_ok(a, r))
-		return api_reply_error(a, r, 401, "unauthorized", "missing or invalid signature");
 	if (r->body.len && (rc = json_valid(r->body.p, r->body.len)) != 0)
 		return api_reply_error(a, r, 400, "invalid_json", rc == JG_ETOODEEP ?
 				       "body nests arrays/objects deeper than 512 levels" :

@@ -169,6 +169,72 @@ def test_good_hmac_is_accepted(srv):
     assert r.json()["payload"] == {"ref": "main"}
 
 
+def expect_continue(s, path, body, extra=b""):
+    """POST with Expect: 100-continue, no token: (interim status or None,
+    final status, final JSON)."""
+    sk = socket.create_connection(("127.0.0.1", s.port), timeout=5)
+    try:
+        sk.sendall(b"POST " + path.encode() + b" HTTP/1.1\r\nHost: x\r\n" + extra +
+                   b"Content-Length: %d\r\nExpect: 100-continue\r\n\r\n" % len(body))
+        out = sk.recv(65536)
+        interim = None
+        if out.startswith(b"HTTP/1.1 100"):
+            interim = 100
+            out = out.partition(b"\r\n\r\n")[2]
+            sk.sendall(body)
+        while b"\r\n\r\n" not in out:
+            d = sk.recv(65536)
+            assert d, "closed without an answer"
+            out += d
+        head, _, rest = out.partition(b"\r\n\r\n")
+        n = [int(l.split(b":")[1]) for l in head.split(b"\r\n")
+             if l.lower().startswith(b"content-length:")][0]
+        while len(rest) < n:
+            d = sk.recv(65536)
+            assert d
+            rest += d
+        return interim, int(head.split()[1]), json.loads(rest[:n])
+    finally:
+        sk.close()
+
+
+def test_callers_without_a_token_learn_nothing_about_job_names(srv):
+    """A signed job, a plain one and a missing one answer an unauthenticated
+    caller alike, whatever else is wrong with the request."""
+    before = log_seq(srv)
+    probes = [
+        ("POST", "/trigger/{}", b"{}", {}),
+        ("POST", "/trigger/{}/bogus", b"{}", {}),
+        ("POST", "/trigger/{}/wait?timeout=x", b"{}", {}),
+        ("POST", "/trigger/{}/poll?timeout=1", b"{}", {}),
+        ("POST", "/trigger/{}", b"{}", {"Idempotency-Key": "k" * 256}),
+        ("POST", "/trigger/{}", b"{nope", {}),
+        ("POST", "/trigger/{}", b"", {}),
+        ("POST", "/trigger/{}", b'"' + b"a" * 1100 + b'"', {}),
+        ("POST", "/trigger/{}", b"{}", {"Authorization": "Bearer nope"}),
+        ("POST", "/trigger/{}", b"{}", {"X-Hub-Signature-256": "sha256=" + "0" * 64}),
+    ]
+    for method, path, body, headers in probes:
+        seen = {}
+        for name in ("hook", "echo", "nosuch"):
+            r = srv.request(method, path.format(name), body=body, headers=headers, token=False)
+            seen[name] = (r.status, r.body)
+        assert len(set(seen.values())) == 1, (path, headers, seen)
+        status = seen["hook"][0]
+        assert status in (401, 413), (path, seen)
+    for name in ("hook", "echo", "nosuch"):
+        assert expect_continue(srv, "/trigger/%s/bogus" % name, b"{}") == \
+            (100, 401, {"error": "unauthorized",
+                        "message": "missing or invalid bearer token or signature"})
+    assert log_seq(srv) == before
+    # With a good signature the request is judged on its merits.
+    body = b"{}"
+    for path, status in (("/trigger/hook/bogus", 400), ("/trigger/hook/wait?timeout=x", 400),
+                         ("/trigger/hook/poll", 202)):
+        r = srv.post(path, body, token=False, headers={"X-Hub-Signature-256": sign(body)})
+        assert r.status == status, (path, r.status, r.body)
+
+
 def test_oversize_refused_without_reading(srv):
     before = log_seq(srv)
     t0 = time.time()
