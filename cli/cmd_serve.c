@@ -188,6 +188,12 @@ static int setup_tokens(Config *c, char *tok, size_t cap, int *created, int *hav
 				 "secret (the actor would be ambiguous)");
 			return 2;
 		}
+		if (rc == JG_EINVAL) {
+			snprintf(msg, mcap, "JOBGATE_TOKEN: the config already has tokens named "
+				 "\"env\" and \"JOBGATE_TOKEN\", the names it would take; "
+				 "rename one of them");
+			return 2;
+		}
 		if (rc != 0) {
 			snprintf(msg, mcap, "JOBGATE_TOKEN: %s", jg_strerror(rc));
 			return 1;

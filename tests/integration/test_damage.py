@@ -142,6 +142,17 @@ def test_env_token_equal_to_a_config_token_is_refused(tmp_path):
     assert r.returncode == 2 and "same secret" in r.stderr, r.stderr
 
 
+def test_env_token_without_a_free_name_is_refused(tmp_path):
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"tokens": [{"name": "env", "token": "tok-env-1"},
+                                          {"name": "JOBGATE_TOKEN", "token": "tok-jt-1"}]}))
+    r = subprocess.run([BIN, "serve", "--config", str(cfg), "--listen", "127.0.0.1:0",
+                        "--data-dir", str(tmp_path / "d")], capture_output=True, text=True,
+                       timeout=30, env=dict(os.environ, JOBGATE_TOKEN="tok-real-1"))
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert r.stderr.count("\n") == 1 and "rename one" in r.stderr, r.stderr
+
+
 def test_empty_token_file_is_named(tmp_path):
     d = tmp_path / "d"
     d.mkdir()
