@@ -377,6 +377,10 @@ int api_hmac_ok(Api *a, ApiReq *r)
 	if (!key || !j->hmac_secret)
 		return 0;
 	n = lws_hdr_custom_copy(r->wsi, h, sizeof h, key, (int)strlen(key));
+	/* Whitespace around a field value is not part of it (RFC 9110 §5.5):
+	 * lws drops the leading run, we drop the trailing one. */
+	while (n > 0 && (h[n - 1] == ' ' || h[n - 1] == '\t'))
+		h[--n] = '\0';
 	if (n != 7 + 64 || strncmp(h, "sha256=", 7) != 0)
 		return 0;
 	for (int i = 0; i < 32; i++) {

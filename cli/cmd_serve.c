@@ -158,7 +158,7 @@ static void print_welcome(const Config *c, int port, const char *tok, int create
 	}
 	/* An IPv6 literal needs brackets in a URL. */
 	v6 = strchr(c->listen_host, ':') != NULL;
-	printf("try it:\n  curl -X POST -H \"Authorization: Bearer %s\" "
+	printf("try it:\n  curl -s -w '\\n' -X POST -H \"Authorization: Bearer %s\" "
 	       "-H 'Content-Type: application/json' -d '{\"hello\":\"world\"}' "
 	       "'http://%s%s%s:%d/trigger/%s/wait'\n",
 	       auth, v6 ? "[" : "", c->listen_host, v6 ? "]" : "", port, c->jobs[0].name);

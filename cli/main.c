@@ -74,8 +74,8 @@ int main(int argc, char **argv)
 	 * SQLite malloc, and nothing here reads them.  Must precede any
 	 * other SQLite call. */
 	sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
-	if (argc < 2) {
-		fputs(usage, stderr);
+	if (argc < 2) {		/* bad arguments: one line, like every command */
+		fputs("jobgate: missing command: serve, replay or log (see 'jobgate --help')\n", stderr);
 		return 2;
 	}
 	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {

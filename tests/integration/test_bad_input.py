@@ -167,6 +167,10 @@ def test_good_hmac_is_accepted(srv):
                  headers={"X-Hub-Signature-256": sign(body)})
     assert r.status == 202, r.body
     assert r.json()["payload"] == {"ref": "main"}
+    # Whitespace around the header's value is not part of it (RFC 9110 §5.5).
+    resp = raw(srv, b"POST /trigger/hook HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n"
+                    b"X-Hub-Signature-256: \t%s \t\r\n\r\n%s" % (len(body), sign(body).encode(), body))
+    assert parse(resp)[0] == 202, resp
 
 
 def expect_continue(s, path, body, extra=b""):

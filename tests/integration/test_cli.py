@@ -25,7 +25,7 @@ def test_help_for_every_subcommand_exits_0():
 
 
 def test_bad_arguments_exit_2_with_one_line():
-    for args in (["frobnicate"], ["serve", "--bogus"], ["serve", "--listen"],
+    for args in ([], ["frobnicate"], ["serve", "--bogus"], ["serve", "--listen"],
                  ["serve", "--listen", "nonsense"], ["log"], ["log", "dump", "--from", "x"],
                  ["log", "dump", "--from", "5", "--to", "3"], ["replay", "--bogus"]):
         r = run(*args)
