@@ -282,9 +282,10 @@ def test_expect_100_continue_raw(server):
         while b"\r\n\r\n" not in got:
             got += sk.recv(4096)
         assert got.startswith(b"HTTP/1.1 202"), got[:60]
-        # Without a token: the final answer instead of a 100, then close.
+        # Refused at its headers (no token on a route that is not a
+        # trigger): the final answer instead of a 100, then close.
         sk2 = socket.create_connection(("127.0.0.1", server.port), timeout=5)
-        sk2.sendall(b"POST /trigger/echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+        sk2.sendall(b"POST /jobs/1/cancel HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
                     b"Content-Length: 10\r\n\r\n")
         got = b""
         while True:
@@ -295,5 +296,20 @@ def test_expect_100_continue_raw(server):
         sk2.close()
         assert got.startswith(b"HTTP/1.1 401"), got[:60]
         assert b"connection: close" in got.lower()
+        # A trigger without a token is read in full whatever the job (its
+        # answer must not depend on whether the job takes signatures): 100,
+        # the body, then 401 on a connection that stays open.
+        sk3 = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        sk3.sendall(b"POST /trigger/echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                    b"Content-Length: 2\r\n\r\n")
+        got = sk3.recv(4096)
+        assert got == b"HTTP/1.1 100 Continue\r\n\r\n", got
+        sk3.sendall(b"{}")
+        got = b""
+        while b"\r\n\r\n" not in got:
+            got += sk3.recv(4096)
+        assert got.startswith(b"HTTP/1.1 401"), got[:60]
+        assert b"connection: close" not in got.lower()
+        sk3.close()
     finally:
         sk.close()
