@@ -142,6 +142,26 @@ def test_pipelined_body_and_next_request_line_in_one_packet(server):
     assert_healthy(server)
 
 
+def test_pipelined_body_behind_a_close_does_not_hang(server):
+    """A client that pipelines a body request behind a GET and closes after
+    the first answer: its FIN must not make the buffered request look read
+    from the socket (lws 4.1 would then spin on it for good)."""
+    req = get("/healthz") + ("POST /trigger/x HTTP/1.1\r\nHost: x\r\n"
+                             "Content-Length: 2\r\n\r\n{}").encode()
+    for i in range(300):
+        s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        s.sendall(req)
+        try:
+            s.recv(65536)
+        except socket.timeout:
+            raise AssertionError("no answer to the GET at round %d" % i)
+        s.close()
+        if i % 50 == 49:
+            r = server.get("/healthz", token=None, )
+            assert r.status == 200, i
+    assert_healthy(server)
+
+
 def test_pipelined_behind_wait_does_not_spin(server):
     """A /wait request holds its connection; pipelined bytes behind it
     must not make the api thread spin while it waits."""
