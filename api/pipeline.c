@@ -30,7 +30,9 @@
  *    received minus bytes still queued).  It is sampled when a transaction
  *    completes.  lws never reads the socket while it holds buffered rx
  *    for the connection, so a request whose headers end while that number
- *    has not moved came out of the buffer: it was pipelined.
+ *    has not moved by a request's worth came out of the buffer: it was
+ *    pipelined.  (The peer's FIN moves it by one, and TCP_INFO may show
+ *    that before the connection's state says so.)
  *  - A pipelined request without a body (GET, HEAD, a POST with
  *    Content-Length: 0) is served normally: lws handles those.  A
  *    pipelined request that has or may have a body is not parsed further:
@@ -77,7 +79,7 @@ static int64_t conn_rx(struct lws *wsi, int *fin)
 	f = fin_received(&ti);
 	if (fin)
 		*fin = f;
-	return (int64_t)ti.tcpi_bytes_received - inq - f;
+	return (int64_t)ti.tcpi_bytes_received - inq;
 }
 
 int64_t api_conn_rx(struct lws *wsi)
@@ -127,12 +129,14 @@ int api_conn_pipelined(struct lws *wsi)
 	if (!(v & API_CONN_MARKED))
 		return 0;	/* the connection's first request */
 	now = conn_rx(wsi, &fin);
-	/* A half-closed peer: the byte count is one guess too many to trust
-	 * with lws's faulty path (a FIN that raced the count let a buffered
-	 * body request through, and the api thread spun): call it pipelined.
-	 * Its body request is then closed unanswered, as documented for
-	 * half-closed clients. */
-	return now < 0 || fin || (uintptr_t)now == v >> 2;
+	/* Fresh bytes are a whole request line and headers at least (18
+	 * bytes: "GET / HTTP/1.1\r\n\r\n"), so fewer than 16 new bytes is no
+	 * new request: the count moved by the peer's FIN alone (it counts
+	 * one, and TCP_INFO can show it before the state changes), and the
+	 * request came from the buffer.  A half-closed peer is treated the
+	 * same way: its body request is closed unanswered, as documented
+	 * for half-closed clients, never handed to lws's faulty path. */
+	return now < 0 || fin || (uint64_t)now < (uint64_t)(v >> 2) + 16;
 }
 
 /* 1 if lws will run its body path for this request: a Transfer-Encoding,

@@ -100,7 +100,14 @@ static int api_framing(struct lws *wsi, ApiReq *r)
 		if (n <= 0 || jg_parse_u64(v, (size_t)n, &cl) != 0 || cl > INT64_MAX)
 			return 400;
 		r->clen = (int64_t)cl;
+		return 0;
 	}
+	/* Neither header on a method that may have a body (POST): we take
+	 * it as empty, but lws 4.1 still expects an implicit body and would
+	 * eat the connection's next request as one.  End the connection
+	 * after the answer instead. */
+	if (api_conn_may_have_body(wsi))
+		r->close_after = 1;
 	return 0;
 }
 

@@ -187,6 +187,26 @@ def test_pipelined_behind_wait_does_not_spin(server):
     assert_healthy(server)
 
 
+def test_post_without_length_ends_its_connection(server):
+    """curl -X POST without -d sends neither Content-Length nor
+    Transfer-Encoding: the answer says close, so the client's next request
+    goes on a new connection instead of being eaten as a body."""
+    s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    s.sendall(("POST /jobs/999/cancel HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s"
+               "\r\n\r\n" % TOKEN).encode())
+    out = b""
+    while not responses(out):
+        b = s.recv(65536)
+        assert b, "closed without an answer"
+        out += b
+    st, h, _ = responses(out)[0]
+    assert st == 404 and h.get("connection") == "close", (st, h)
+    s.settimeout(3)
+    assert s.recv(65536) == b""      # closed by the server, promptly
+    s.close()
+    assert_healthy(server)
+
+
 def test_keepalive_sequential_posts_still_work(server):
     c = server.conn()
     try:
