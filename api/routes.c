@@ -333,9 +333,11 @@ int api_route_body_done(Api *a, ApiReq *r)
 	if (r->err_status)
 		return api_reply_error(a, r, r->err_status, r->err_code, r->err_msg);
 	rc = r->route->run(a, r);
-	/* Handed to the log or the runner: no rx until it is answered, so
-	 * lws neither spins on nor misparses pipelined bytes (pipeline.c). */
-	if (rc == 0 && (r->state == RQ_LOG || r->state == RQ_RUNNER) && r->wsi == wsi)
+	/* Handed to the log or the runner, or waiting for the projector: no
+	 * rx until it is answered, so lws neither spins on nor misparses
+	 * pipelined bytes (pipeline.c). */
+	if (rc == 0 && (r->state == RQ_LOG || r->state == RQ_RUNNER || r->state == RQ_PROJ) &&
+	    r->wsi == wsi)
 		api_conn_pause(wsi);
 	return rc;
 }

@@ -150,3 +150,36 @@ def test_list_parked_for_a_stuck_projector(make_server):
     finally:
         db.execute("ROLLBACK")
         db.close()
+
+
+def test_pipelined_list_parked_for_the_projector_does_not_spin(make_server):
+    """A pipelined GET /jobs waiting for a stalled projector holds its
+    connection's rx, like a trigger with the log: the bytes behind it wait,
+    and the api thread does not spin for the 2 s it is parked."""
+    import os
+    import socket
+    import sqlite3
+    s = make_server(config=CFG)
+    db = sqlite3.connect(os.path.join(s.data_dir, "jobs.db"), isolation_level=None, timeout=5)
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        assert s.post("/trigger/echo", {"p": 1}).status == 202
+        req = ("GET /jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n"
+               "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" % s.token).encode()
+        with open("/proc/%d/stat" % s.proc.pid) as f:
+            t0 = sum(int(x) for x in f.read().rsplit(")", 1)[1].split()[11:13])
+        sk = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+        sk.sendall(req)
+        out = b""
+        while out.count(b"HTTP/1.1 200") < 2:
+            d = sk.recv(65536)
+            assert d, out
+            out += d
+        sk.close()
+        with open("/proc/%d/stat" % s.proc.pid) as f:
+            t1 = sum(int(x) for x in f.read().rsplit(")", 1)[1].split()[11:13])
+        ticks = os.sysconf("SC_CLK_TCK")
+        assert (t1 - t0) / ticks < 0.8, "%.2f s of CPU while parked ~2 s" % ((t1 - t0) / ticks)
+    finally:
+        db.execute("ROLLBACK")
+        db.close()
