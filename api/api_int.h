@@ -100,6 +100,7 @@ void streams_ws_closed(Streams *s, ApiSession *sess);
 
 #define API_REQ_MAX       8192		/* requests in flight: more is 503 */
 #define API_BODY_BUDGET   (256u << 20)	/* body bytes buffered at once */
+#define API_UNAUTH_BUDGET (API_BODY_BUDGET / 4)	/* of which for callers without a token */
 #define API_BODY_TIMEOUT_S 10		/* client must send the body within */
 #define API_IDEM_MAX      255
 #define API_HDR_MAX       16384		/* request line + known headers: more is 431 */
@@ -169,6 +170,12 @@ struct ApiReq {
 
 /* ---- provided by routes.c (body deadlines) ---- */
 void api_body_untrack(Api *a, ApiReq *r);	/* no-op if not tracked */
+/* Body budget: reserve n more bytes for r (0), or -1 when that would pass
+ * API_BODY_BUDGET, or API_UNAUTH_BUDGET for a request without a token (a
+ * signed job's caller, unknown until the signature is checked, must not
+ * starve the callers who have one); give all of r's back. */
+int  api_budget_take(Api *a, ApiReq *r, size_t n);
+void api_budget_put(Api *a, ApiReq *r);
 void api_body_expire(Api *a);			/* answer bodies past due: 408 */
 
 /* One row of the route table (routes.c), like Redis's command table. */
@@ -221,6 +228,7 @@ struct Api {
 	lws_dll2_owner_t body_fifo;	/* requests whose body is being read */
 	int           nreq, inflight;	/* allocated; owned by log/runner */
 	size_t        body_bytes;	/* buffered request bodies, <= API_BODY_BUDGET */
+	size_t        unauth_bytes;	/* of them, signed-job requests without a token */
 	ApiReq       *wait[API_WAIT_BUCKETS];	/* parked /wait requests by job id */
 	int           nwait;
 	char        **hmac_hdr;		/* per job: "lower-case-name:" or NULL */

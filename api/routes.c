@@ -304,12 +304,10 @@ int api_route_begin(Api *a, struct lws *wsi, ApiSession *sess, const char *path,
 	if (!has_body)
 		return api_route_body_done(a, r);
 	if (r->clen > 0 && !r->discard) {
-		if (a->body_bytes + (size_t)r->clen > API_BODY_BUDGET) {
+		if (api_budget_take(a, r, (size_t)r->clen) != 0) {
 			r->close_after = 1;
 			return api_reply_error(a, r, 503, "overloaded", "too many request bodies in flight");
 		}
-		r->budget = (size_t)r->clen;
-		a->body_bytes += r->budget;
 		buf_reserve(&r->body, (size_t)r->clen);
 	}
 	if (r->expect && api_send_continue(wsi) != 0)

@@ -92,6 +92,26 @@ ApiReq *api_req_get(Api *a)
 	return r;
 }
 
+int api_budget_take(Api *a, ApiReq *r, size_t n)
+{
+	if (a->body_bytes + n > API_BODY_BUDGET ||
+	    (r->unauth && a->unauth_bytes + n > API_UNAUTH_BUDGET))
+		return -1;
+	a->body_bytes += n;
+	if (r->unauth)
+		a->unauth_bytes += n;
+	r->budget += n;
+	return 0;
+}
+
+void api_budget_put(Api *a, ApiReq *r)
+{
+	a->body_bytes -= r->budget;
+	if (r->unauth)
+		a->unauth_bytes -= r->budget;
+	r->budget = 0;
+}
+
 /* Api thread.  Back to the pool; memory of big bodies is given back so
  * the pool's footprint stays near API_REQ_MAX small requests. */
 void api_req_put(Api *a, ApiReq *r)
@@ -100,8 +120,7 @@ void api_req_put(Api *a, ApiReq *r)
 	api_park_unwatch(r);
 	lws_sul_cancel(&r->sul);	/* a /wait timer must not outlive it */
 	api_body_untrack(a, r);
-	a->body_bytes -= r->budget;
-	r->budget = 0;
+	api_budget_put(a, r);
 	if (r->body.cap > 65536)
 		buf_free(&r->body);
 	if (r->out.cap > 65536)
@@ -441,13 +460,10 @@ static int api_body(Api *a, ApiReq *r, const char *in, size_t len)
 	}
 	if (!r->discard && r->body.len > r->budget) {
 		/* Account what a chunked body holds; refuse past the budget. */
-		size_t more = r->body.len - r->budget;
-		if (a->body_bytes + more > API_BODY_BUDGET) {
+		if (api_budget_take(a, r, r->body.len - r->budget) != 0) {
 			r->close_after = 1;
 			return api_reply_error(a, r, 503, "overloaded", "too many request bodies in flight");
 		}
-		a->body_bytes += more;
-		r->budget += more;
 	}
 	return 0;
 too_big:

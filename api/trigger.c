@@ -209,8 +209,7 @@ int api_trigger_run(Api *a, ApiReq *r)
 			    r->has_idem ? r->idem : NULL, r->idem_len, actor,
 			    r->job->max_attempts);
 	/* The payload now lives in the entry: give the body budget back. */
-	a->body_bytes -= r->budget;
-	r->budget = 0;
+	api_budget_put(a, r);
 	if (rc != 0)
 		return api_trigger_shed(a, r, API_OUT_OVERLOADED, "out of memory");
 	r->le.done = api_trigger_cb;

@@ -435,3 +435,33 @@ def test_malformed_http_gets_json_400(srv, junk):
     assert log_seq(srv) == before
     assert srv.post("/trigger/echo", {"after": "junk"}, token="ci-secret").status == 202
     assert not [l for l in srv.log_lines() if l.get("level") == "ERROR"]
+
+
+def test_signed_job_callers_cannot_starve_token_holders(make_server):
+    """Bodies of callers without a token (a signed job's, unverified until
+    the body is in) may hold at most a quarter of the body budget."""
+    big = 16 << 20
+    cfg = dict(CONFIG, limits={"max_payload_bytes": big, "max_wait_s": 5})
+    s = make_server(config=cfg)
+    held, refused = [], 0
+    try:
+        for _ in range(17):     # 17 x 16 MiB > the whole 256 MiB budget
+            sk = socket.create_connection(("127.0.0.1", s.port), timeout=5)
+            sk.sendall(b"POST /trigger/hook HTTP/1.1\r\nHost: x\r\n"
+                       b"Content-Length: %d\r\n\r\n{" % big)
+            held.append(sk)
+        time.sleep(0.5)
+        for sk in held:
+            sk.settimeout(0.2)
+            try:
+                d = sk.recv(4096)
+            except socket.timeout:
+                continue
+            if d.startswith(b"HTTP/1.1 503"):
+                refused += 1
+        assert refused == 17 - 4, refused     # 64 MiB: four of them
+        r = s.post("/trigger/echo", {"ok": 1}, token="ci-secret")
+        assert r.status == 202, (r.status, r.body)
+    finally:
+        for sk in held:
+            sk.close()
