@@ -348,10 +348,13 @@ const JgToken *api_auth(Api *a, struct lws *wsi, int allow_query)
 	size_t tn;
 	int n, hq = 0;
 
-	n = lws_hdr_copy(wsi, h, sizeof h, WSI_TOKEN_HTTP_AUTHORIZATION);
-	if (n > 0 && (!api_bearer(h, (size_t)n, &tok, &tn) ||
-		      !(bt = config_auth(a->cfg, tok, tn))))
-		return NULL;
+	/* Present but longer than any token (the copy fails): not absent. */
+	if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_AUTHORIZATION) > 0) {
+		n = lws_hdr_copy(wsi, h, sizeof h, WSI_TOKEN_HTTP_AUTHORIZATION);
+		if (n <= 0 || !api_bearer(h, (size_t)n, &tok, &tn) ||
+		    !(bt = config_auth(a->cfg, tok, tn)))
+			return NULL;
+	}
 	if (allow_query && api_query_arg(wsi, "access_token", h, sizeof h) == 0) {
 		hq = 1;
 		if (!h[0] || !(qt = config_auth(a->cfg, h, strlen(h))))

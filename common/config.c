@@ -336,14 +336,33 @@ static int cfg_read(int fd, char **out, size_t *n)
 	if (st.st_size > CFG_FILE_MAX)
 		return EFBIG;
 	cap = (size_t)st.st_size + 1;
+	if (cap < 4096)
+		cap = 4096;	/* a pipe's st_size is 0 */
 	if (!(b = malloc(cap)))
 		return ENOMEM;
 	/* Read until EOF (not st_size): the file may be a pipe or growing. */
 	while ((r = read(fd, b + len, cap - len)) != 0) {
+		int e = 0;
 		if (r < 0 && errno == EINTR)
 			continue;
-		if (r < 0 || (len += (size_t)r) == cap) {
-			int e = r < 0 ? errno : EFBIG;
+		if (r < 0)
+			e = errno;
+		else if ((len += (size_t)r) == cap) {
+			/* Grow by copying, so the secrets it holds are wiped
+			 * from the old block (realloc would leave them). */
+			size_t ncap = cap * 2 > CFG_FILE_MAX + 1 ? CFG_FILE_MAX + 1 : cap * 2;
+			char *nb = ncap > cap ? malloc(ncap) : NULL;
+			if (!nb) {
+				e = ncap > cap ? ENOMEM : EFBIG;
+			} else {
+				memcpy(nb, b, len);
+				OPENSSL_cleanse(b, len);
+				free(b);
+				b = nb;
+				cap = ncap;
+			}
+		}
+		if (e) {
 			OPENSSL_cleanse(b, len);
 			free(b);
 			return e;

@@ -141,3 +141,25 @@ def test_after_sigterm_no_new_work_is_taken(make_server):
     late = [e for e in s.dump() if e["type"] == "job.enqueued" and e.get("payload") == {"late": 1}]
     assert late == []
     assert max(e["seq"] for e in s.dump()) >= head
+
+
+def test_config_from_a_pipe(tmp_path):
+    """--config /dev/stdin (or a shell's <(...)): a pipe has no size, the
+    whole stream is read; over 1 MiB is still refused."""
+    cfg = json.dumps({"jobs": {"echo": {"builtin": "echo"}}}).encode()
+    env = dict(os.environ, JOBGATE_TOKEN="tok-pipe-12345")
+    p = subprocess.Popen([BIN, "serve", "--config", "/dev/stdin", "--listen", "127.0.0.1:0",
+                          "--data-dir", str(tmp_path / "d")], stdin=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env=env)
+    try:
+        p.stdin.write(cfg)
+        p.stdin.close()
+        line = p.stderr.readline().decode()
+        assert '"msg":"listening"' in line, line
+    finally:
+        p.terminate()
+        p.wait(10)
+    big = json.dumps({"jobs": {"echo": {"builtin": "echo"}}, "x": "a" * (2 << 20)})
+    r = subprocess.run([BIN, "serve", "--config", "/dev/stdin", "--data-dir", str(tmp_path / "e")],
+                       input=big, capture_output=True, text=True, timeout=30, env=env)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, (r.returncode, r.stderr)

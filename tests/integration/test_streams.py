@@ -486,8 +486,12 @@ def test_stream_access_token_on_both_routes_and_no_stale_credential(server):
         assert r.json()["error"] == "unauthorized"
     r = server.get("/events?from_seq=1&access_token=" + TOKEN, token="garbage")
     assert r.status == 401
+    # A header too long to be any token is a bad credential, not an absent one.
+    r = server.get("/events?from_seq=1&access_token=" + TOKEN, token="x" * 600)
+    assert r.status == 401
     for path, token in (("/ws?from_seq=1&access_token=garbage", TOKEN),
-                        ("/ws?from_seq=1&access_token=" + TOKEN, "garbage")):
+                        ("/ws?from_seq=1&access_token=" + TOKEN, "garbage"),
+                        ("/ws?from_seq=1&access_token=" + TOKEN, "x" * 600)):
         w = RawWS(server.port, path, token=token)
         assert w.status == 401, (path, token, w.status)
         w.close()
