@@ -305,7 +305,10 @@ void api_trigger_done(Api *a, ApiReq *r)
 		 * waits like the first one did: 200 always means finished. */
 		if ((rc = api_job_fold(a, r->id, &st)) != 0)
 			goto read_failed;
-		if (log_status_final(st) || r->wait_ms == 0) {
+		/* Stopping: the parked waits were answered already
+		 * (api_wait_flush); one whose commit lands now is answered
+		 * at once too, never parked past the drain. */
+		if (log_status_final(st) || r->wait_ms == 0 || atomic_load(&a->stop)) {
 			api_defer(a, r, log_status_final(st) ? 200 : 202,
 				  api_trigger_hdrs(h, r->id, r->le.seq, r->le.replayed),
 				  a->job.p, a->job.len);
