@@ -232,6 +232,7 @@ struct Api {
 	ApiReq       *wait[API_WAIT_BUCKETS];	/* parked /wait requests by job id */
 	int           nwait;
 	char        **hmac_hdr;		/* per job: "lower-case-name:" or NULL */
+	int          *hmac_tok;		/* per job: lws's index for a header it knows, or -1 */
 	Buf           scratch, job;	/* response and job object scratch */
 	char          err[256];	/* a damaged record's description (api thread) */
 

@@ -379,7 +379,9 @@ int api_hmac_ok(Api *a, ApiReq *r)
 
 	if (!key || !j->hmac_secret)
 		return 0;
-	n = lws_hdr_custom_copy(r->wsi, h, sizeof h, key, (int)strlen(key));
+	n = a->hmac_tok[r->job_idx] >= 0 ?
+	    lws_hdr_copy(r->wsi, h, sizeof h, (enum lws_token_indexes)a->hmac_tok[r->job_idx]) :
+	    lws_hdr_custom_copy(r->wsi, h, sizeof h, key, (int)strlen(key));
 	/* Whitespace around a field value is not part of it (RFC 9110 §5.5):
 	 * lws drops the leading run, we drop the trailing one. */
 	while (n > 0 && (h[n - 1] == ' ' || h[n - 1] == '\t'))

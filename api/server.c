@@ -572,6 +572,19 @@ int api_port(Api *a)
 }
 
 /* Lower-case "name:" as lws stores custom header names. */
+/* lws 4.1 parses the headers it knows into its own table, where
+ * lws_hdr_custom_copy() does not look: the index of key ("name:") there,
+ * or -1 for a header it keeps as custom. */
+static int api_hdr_token(const char *key)
+{
+	for (int t = 0; t < WSI_TOKEN_COUNT; t++) {
+		const unsigned char *ts = lws_token_to_string((enum lws_token_indexes)t);
+		if (ts && strcmp((const char *)ts, key) == 0)
+			return t;
+	}
+	return -1;
+}
+
 static char *api_hdr_key(const char *name)
 {
 	size_t n = strlen(name);
@@ -607,13 +620,16 @@ int api_open(Api **out, const Config *cfg, Log *log, Projector *proj,
 	a->head_seen = a->head_streams = log_head(log);
 	rc = ENOMEM;
 	if (!(a->enq = calloc((size_t)cfg->njobs * API_NOUTCOMES + 1, sizeof *a->enq)) ||
-	    !(a->hmac_hdr = calloc((size_t)cfg->njobs + 1, sizeof *a->hmac_hdr)))
+	    !(a->hmac_hdr = calloc((size_t)cfg->njobs + 1, sizeof *a->hmac_hdr)) ||
+	    !(a->hmac_tok = calloc((size_t)cfg->njobs + 1, sizeof *a->hmac_tok)))
 		goto fail;
-	for (int i = 0; i < cfg->njobs; i++)
+	for (int i = 0; i < cfg->njobs; i++) {
 		if (cfg->jobs[i].hmac_secret &&
 		    !(a->hmac_hdr[i] = api_hdr_key(cfg->jobs[i].hmac_header ?
 				cfg->jobs[i].hmac_header : "X-Hub-Signature-256")))
 			goto fail;
+		a->hmac_tok[i] = a->hmac_hdr[i] ? api_hdr_token(a->hmac_hdr[i]) : -1;
+	}
 	if ((rc = log_reader_open(log, &a->rd)) != 0 ||
 	    (rc = query_open(&a->q, db_path)) != 0 ||
 	    (rc = streams_open(&a->streams, cfg, log)) != 0 ||
@@ -736,6 +752,7 @@ void api_close(Api *a)
 	for (int i = 0; a->hmac_hdr && i < a->cfg->njobs; i++)
 		free(a->hmac_hdr[i]);
 	free(a->hmac_hdr);
+	free(a->hmac_tok);
 	free(a->enq);
 	buf_free(&a->scratch);
 	buf_free(&a->job);

@@ -465,3 +465,16 @@ def test_signed_job_callers_cannot_starve_token_holders(make_server):
     finally:
         for sk in held:
             sk.close()
+
+
+def test_signature_in_a_header_lws_knows(make_server):
+    """lws 4.1 files the headers it knows (X-Auth-Token is one) apart from
+    custom ones; a job may still take its signature there."""
+    cfg = dict(CONFIG, jobs=dict(CONFIG["jobs"], known={
+        "builtin": "echo", "hmac_secret": SECRET, "hmac_header": "X-Auth-Token"}))
+    s = make_server(config=cfg)
+    body = b'{"k":1}'
+    r = s.post("/trigger/known", body, token=False, headers={"X-Auth-Token": sign(body)})
+    assert r.status == 202, (r.status, r.body)
+    r = s.post("/trigger/known", body, token=False, headers={"X-Auth-Token": sign(b"{}")})
+    assert r.status == 401
