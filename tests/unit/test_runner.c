@@ -721,6 +721,22 @@ TEST(recovery_interrupted_then_rerun)
 /* After a restart, a job.retried's max_attempts is the cap, not its
  * attempt number: canceled before it ran (cap 3), retried, started, then
  * the gateway died -> interrupted attempt 1 of 3 is retried automatically. */
+/* A "cat" job (3 attempts) canceled while queued, then retried: its last
+ * event is the job.retried that names attempt 1. */
+static uint64_t enqueue_canceled_retried(Log *l)
+{
+	LogEntry le;
+	uint64_t id = enqueue(l, "cat", "\"hi\"", 3);
+
+	memset(&le, 0, sizeof le);
+	CHECK_RC(event_canceled(&le, "cat", id, 0, "ops"));
+	append(l, &le);
+	memset(&le, 0, sizeof le);
+	CHECK_RC(event_retried(&le, "cat", id, 1, "ops", 3));
+	append(l, &le);
+	return id;
+}
+
 TEST(recovery_keeps_retried_max_attempts)
 {
 	Env e;
@@ -730,13 +746,7 @@ TEST(recovery_keeps_retried_max_attempts)
 
 	env_open(&e, CFG_HEAD "\"cat\":{\"command\":[\"/bin/cat\"],\"backoff_s\":1,"
 		 "\"max_attempts\":3}}}", 0);
-	uint64_t id = enqueue(e.log, "cat", "\"hi\"", 3);
-	memset(&le, 0, sizeof le);
-	CHECK_RC(event_canceled(&le, "cat", id, 0, "ops"));
-	append(e.log, &le);
-	memset(&le, 0, sizeof le);
-	CHECK_RC(event_retried(&le, "cat", id, 1, "ops", 3));
-	append(e.log, &le);
+	uint64_t id = enqueue_canceled_retried(e.log);
 	memset(&le, 0, sizeof le);
 	CHECK_RC(event_started(&le, "cat", id, 1));
 	append(e.log, &le);
@@ -758,18 +768,11 @@ TEST(recovery_keeps_retried_max_attempts)
 TEST(recovery_after_retried_runs_the_named_attempt)
 {
 	Env e;
-	LogEntry le;
 	EventView v[8];
 	Buf keep[8] = {{0}};
 
 	env_open(&e, CFG_HEAD "\"cat\":{\"command\":[\"/bin/cat\"],\"max_attempts\":3}}}", 0);
-	uint64_t id = enqueue(e.log, "cat", "\"hi\"", 3);
-	memset(&le, 0, sizeof le);
-	CHECK_RC(event_canceled(&le, "cat", id, 0, "ops"));
-	append(e.log, &le);
-	memset(&le, 0, sizeof le);
-	CHECK_RC(event_retried(&le, "cat", id, 1, "ops", 3));
-	append(e.log, &le);
+	uint64_t id = enqueue_canceled_retried(e.log);
 	CHECK_RC(runner_start(e.run));
 	wait_status(e.log, id, JG_ST_SUCCEEDED, 10);
 	int n = job_events(e.log, id, v, keep, 8);
