@@ -175,6 +175,7 @@ void api_body_untrack(Api *a, ApiReq *r);	/* no-op if not tracked */
  * signed job's caller, unknown until the signature is checked, must not
  * starve the callers who have one); give all of r's back. */
 int  api_budget_take(Api *a, ApiReq *r, size_t n);
+void api_unauth_refuse(Api *a, ApiReq *r);	/* routes.c's uniform 401, later */
 void api_budget_put(Api *a, ApiReq *r);
 void api_body_expire(Api *a);			/* answer bodies past due: 408 */
 

@@ -155,7 +155,9 @@ void api_body_expire(Api *a)
 			continue;
 		r->close_after = 1;
 		r->discard = 1;
-		if (r->err_status)	/* refused at its headers: say why */
+		if (r->unauth)		/* no token: alike for every job name */
+			api_defer_error(a, r, 401, "unauthorized", API_UNAUTH_TRIGGER);
+		else if (r->err_status)	/* refused at its headers: say why */
 			api_defer_error(a, r, r->err_status, r->err_code, r->err_msg);
 		else
 			api_defer_error(a, r, 408, "request_timeout",
@@ -304,11 +306,16 @@ int api_route_begin(Api *a, struct lws *wsi, ApiSession *sess, const char *path,
 	if (!has_body)
 		return api_route_body_done(a, r);
 	if (r->clen > 0 && !r->discard) {
-		if (api_budget_take(a, r, (size_t)r->clen) != 0) {
+		if (api_budget_take(a, r, (size_t)r->clen) == 0) {
+			buf_reserve(&r->body, (size_t)r->clen);
+		} else if (r->unauth) {
+			/* No room to check a signature: drained and refused
+			 * like any tokenless trigger, not a telltale 503. */
+			api_unauth_refuse(a, r);
+		} else {
 			r->close_after = 1;
 			return api_reply_error(a, r, 503, "overloaded", "too many request bodies in flight");
 		}
-		buf_reserve(&r->body, (size_t)r->clen);
 	}
 	if (r->expect && api_send_continue(wsi) != 0)
 		return -1;

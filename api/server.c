@@ -92,6 +92,17 @@ ApiReq *api_req_get(Api *a)
 	return r;
 }
 
+/* A trigger without a token whose body cannot be checked (no budget
+ * left): drain it and answer the one 401, whatever was pending, so the
+ * answer says nothing about the job. */
+void api_unauth_refuse(Api *a, ApiReq *r)
+{
+	r->err_status = 0;
+	api_pend_error(r, 401, "unauthorized", API_UNAUTH_TRIGGER);
+	r->hmac = 0;
+	api_budget_put(a, r);
+}
+
 int api_budget_take(Api *a, ApiReq *r, size_t n)
 {
 	if (a->body_bytes + n > API_BODY_BUDGET ||
@@ -460,10 +471,15 @@ static int api_body(Api *a, ApiReq *r, const char *in, size_t len)
 	}
 	if (!r->discard && r->body.len > r->budget) {
 		/* Account what a chunked body holds; refuse past the budget. */
-		if (api_budget_take(a, r, r->body.len - r->budget) != 0) {
-			r->close_after = 1;
-			return api_reply_error(a, r, 503, "overloaded", "too many request bodies in flight");
+		if (api_budget_take(a, r, r->body.len - r->budget) == 0)
+			return 0;
+		if (r->unauth) {	/* as in routes.c: drained, then 401 */
+			api_unauth_refuse(a, r);
+			buf_reset(&r->body);
+			return 0;
 		}
+		r->close_after = 1;
+		return api_reply_error(a, r, 503, "overloaded", "too many request bodies in flight");
 	}
 	return 0;
 too_big:
