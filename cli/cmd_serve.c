@@ -145,7 +145,7 @@ static int data_token(const char *dir, char *tok, size_t cap, int *created)
 /* Print how to try it; the token itself only when it was just generated. */
 static void print_welcome(const Config *c, int port, const char *tok, int created)
 {
-	char auth[4400];
+	char auth[4400], dir[4096];
 	int v6;
 
 	if (created) {
@@ -154,7 +154,9 @@ static void print_welcome(const Config *c, int port, const char *tok, int create
 		snprintf(auth, sizeof auth, "%s", tok);
 	} else {
 		printf("jobgate: using the API token in %s/token\n", c->data_dir);
-		snprintf(auth, sizeof auth, "$(cat %s/token)", c->data_dir);
+		/* Absolute, so the line works pasted in any directory. */
+		snprintf(auth, sizeof auth, "$(cat %s/token)",
+			 realpath(c->data_dir, dir) ? dir : c->data_dir);
 	}
 	/* An IPv6 literal needs brackets in a URL. */
 	v6 = strchr(c->listen_host, ':') != NULL;
@@ -176,7 +178,7 @@ static int setup_tokens(Config *c, char *tok, size_t cap, int *created, int *hav
 	*have_data_token = 0;
 	if (env && *env) {
 		if (!config_token_ok(env, strlen(env))) {
-			snprintf(msg, mcap, "JOBGATE_TOKEN: must be printable ASCII without spaces");
+			snprintf(msg, mcap, "JOBGATE_TOKEN: must be 1 to 256 bytes of printable ASCII without spaces");
 			return 2;
 		}
 		/* Named "env" unless the config already uses that name. */
@@ -203,7 +205,7 @@ static int setup_tokens(Config *c, char *tok, size_t cap, int *created, int *hav
 		return 0;
 	if ((rc = data_token(c->data_dir, tok, cap, created)) != 0) {
 		if (rc == JG_EINVAL)
-			snprintf(msg, mcap, "%s/token: empty or not a token (printable ASCII "
+			snprintf(msg, mcap, "%s/token: empty or not a token (1 to 256 bytes of printable ASCII "
 				 "without spaces); delete it to have a new one generated", c->data_dir);
 		else
 			snprintf(msg, mcap, "%s/token: %s", c->data_dir, jg_strerror(rc));

@@ -405,7 +405,7 @@ int config_token_ok(const char *s, size_t n)
 {
 	size_t k;
 
-	if (!s || n == 0)
+	if (!s || n == 0 || n > JG_TOKEN_MAX)
 		return 0;
 	for (k = 0; k < n; k++)
 		if ((unsigned char)s[k] <= ' ' || (unsigned char)s[k] >= 0x7f)

@@ -67,6 +67,7 @@ int  config_parse(const char *js, size_t n, Config **out, char *err, size_t errl
 int  config_add_token(Config *c, const char *name, const char *token);
 /* A bearer token is printable ASCII without spaces (RFC 6750 allows
  * less; nothing that cannot travel in "Authorization: Bearer X"). */
+#define JG_TOKEN_MAX 256	/* bytes; it must fit the api's header and query copies */
 int  config_token_ok(const char *s, size_t n);
 /* "HOST:PORT" into c; JG_EINVAL on a bad form. */
 int  config_set_listen(Config *c, const char *hostport);

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
@@ -131,6 +132,21 @@ static int cfg_header_ok(const char *s)
 	return 1;
 }
 
+/* Headers that frame or route the request (hop-by-hop or read by the
+ * server itself): a signature there would change how the request is
+ * read, so no job may take one there. */
+static int cfg_header_reserved(const char *s)
+{
+	static const char *const names[] = { "host", "content-length", "transfer-encoding",
+		"connection", "upgrade", "expect", "keep-alive", "te", "trailer",
+		"proxy-connection", "content-type", "idempotency-key" };
+
+	for (size_t k = 0; k < sizeof names / sizeof names[0]; k++)
+		if (strcasecmp(s, names[k]) == 0)
+			return 1;
+	return 0;
+}
+
 static int cfg_hmac_header(CfgParse *p, int i, const char *path, void *obj,
 			   const CfgField *f)
 {
@@ -142,6 +158,9 @@ static int cfg_hmac_header(CfgParse *p, int i, const char *path, void *obj,
 		return rc;
 	if (!cfg_header_ok(j->hmac_header))
 		return cfg_fail(p, path, "expected an HTTP header name");
+	if (cfg_header_reserved(j->hmac_header))
+		return cfg_fail(p, path, "%s frames or routes the request and cannot carry "
+				"a signature", j->hmac_header);
 	return 0;
 }
 
@@ -264,7 +283,7 @@ static int cfg_tok_plain(CfgParse *p, int i, const char *path, void *obj,
 	if (!config_token_ok(plain, n)) {
 		OPENSSL_cleanse(plain, n);
 		free(plain);
-		return cfg_fail(p, path, "must be printable ASCII without spaces");
+		return cfg_fail(p, path, "must be 1 to 256 bytes of printable ASCII without spaces");
 	}
 	SHA256((const unsigned char *)plain, n, ct->t->sha256);
 	OPENSSL_cleanse(plain, n);

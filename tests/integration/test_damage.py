@@ -118,7 +118,7 @@ def test_corrupt_record_degrades_healthz_and_fails_dump(make_server):
 
 
 def test_bad_env_token_is_refused_at_start(tmp_path):
-    for tok in ("abc\n", " abc ", "a b", "caf\u00e9"):
+    for tok in ("abc\n", " abc ", "a b", "caf\u00e9", "t" * 257):
         r = subprocess.run([BIN, "serve", "--listen", "127.0.0.1:0", "--data-dir",
                             str(tmp_path / "d")], capture_output=True, text=True, timeout=30,
                            env=dict(os.environ, JOBGATE_TOKEN=tok))

@@ -183,6 +183,14 @@ static const struct {
 	{"{'jobs':{'x':{'builtin':'echo','hmac_header':'X-Sig'}}}", "jobs.x.hmac_header: requires hmac_secret"},
 	{"{'jobs':{'x':{'builtin':'echo','hmac_secret':'k','hmac_header':'X Sig'}}}",
 	 "jobs.x.hmac_header: expected an HTTP header name"},
+	{"{'jobs':{'x':{'builtin':'echo','hmac_secret':'k','hmac_header':'Upgrade'}}}",
+	 "jobs.x.hmac_header: Upgrade frames or routes the request"},
+	{"{'jobs':{'x':{'builtin':'echo','hmac_secret':'k','hmac_header':'content-length'}}}",
+	 "jobs.x.hmac_header: content-length frames or routes the request"},
+	{"{" MINJOBS ",'tokens':[{'name':'a','token':'"
+	 "tttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttt"
+	 "tttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttt'}]}",
+	 "tokens[0].token: must be 1 to 256 bytes"},
 	{"{'jobs':{'x':{'builtin':'echo','retries':1}}}", "jobs.x.retries: unknown key"},
 	{"{'jobs':{'x':{'builtin':'echo','builtin':'echo'}}}", "jobs.x.builtin: duplicate key"},
 	{"{" MINJOBS ",'tokens':{}}", "tokens: expected an array"},
