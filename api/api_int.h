@@ -210,6 +210,7 @@ struct Api {
 	struct lws_context *ctx;
 	struct lws_vhost   *vh;
 	ApiLoop            *evl;	/* the event loop under lws (loop.c) */
+	uint64_t            ncb;	/* api_callback calls: loop.c tells busy from idle turns */
 	int           port;
 	atomic_int    stop;		/* set by api_stop() on another thread */
 	atomic_int    closed;		/* set under cq_mu: api_close() began, ctx is off limits */

@@ -36,6 +36,7 @@ struct ApiLoop {
 	Api            *a;
 	double         *due;		/* min-heap of our timers' deadlines */
 	size_t          ndue, capdue;
+	unsigned        empty_turns;	/* turns in a row that called no callback */
 };
 
 struct ApiFdWatch {
@@ -135,10 +136,33 @@ void *api_loop_ev(Api *a)
 }
 
 /* Api thread: one turn of the loop; block until something happens, or
- * not at all. */
+ * not at all.
+ *
+ * Empty turns.  lws 4.1 asks for an immediate turn (an idle watcher in its
+ * libev glue) while a connection has buffered rx it cannot use yet -- e.g.
+ * pipelined requests behind an answer stuck in a socket whose client does
+ * not read -- and such a turn calls none of our callbacks.  Left alone,
+ * that is a busy loop for as long as the client holds on.  After
+ * API_EMPTY_TURNS turns in a row without a callback, each further empty
+ * turn waits API_EMPTY_SLEEP_S first: the loop then costs a few
+ * thousand cheap turns a second instead of a core, and the first callback
+ * (any request, any timer poke) ends the slow-down. */
+#define API_EMPTY_TURNS  64
+#define API_EMPTY_SLEEP_S 0.001
+
 void api_loop_once(Api *a, int nowait)
 {
+	uint64_t before = a->ncb;
+
 	ev_run(a->evl->ev, nowait ? EVRUN_NOWAIT : EVRUN_ONCE);
+	if (nowait)
+		return;
+	if (a->ncb != before) {
+		a->evl->empty_turns = 0;
+		return;
+	}
+	if (++a->evl->empty_turns >= API_EMPTY_TURNS)
+		ev_sleep(API_EMPTY_SLEEP_S);
 }
 
 /* After lws_context_destroy(). */

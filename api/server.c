@@ -495,6 +495,8 @@ static int api_callback(struct lws *wsi, enum lws_callback_reasons reason,
 	ApiSession *sess = api_sess(user);
 	ApiReq *r;
 
+	if (a)
+		a->ncb++;
 	switch (reason) {
 	case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
 		if (a)

@@ -162,6 +162,28 @@ def test_pipelined_body_behind_a_close_does_not_hang(server):
     assert_healthy(server)
 
 
+def test_pipelined_big_answers_to_a_client_that_stops_reading(server):
+    """Pipelined requests whose answers fill the socket of a client that
+    does not read: lws 4.1 asks for turn after turn; the loop must not burn
+    a core while the client holds on."""
+    c = server.conn()
+    for i in range(300):
+        server.request("POST", "/trigger/echo", {"i": i, "pad": "x" * 100}, conn=c)
+    c.close()
+    r = server.get("/jobs?limit=1000")
+    assert r.status == 200 and len(r.body) > 60000
+    s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.sendall(get("/jobs?limit=1000", token=True) * 30)
+    time.sleep(0.5)
+    c0 = cpu_seconds(server.proc.pid)
+    time.sleep(3)
+    used = cpu_seconds(server.proc.pid) - c0
+    s.close()
+    assert used < 1.0, "%.2f s of CPU in 3 s for a client that does not read" % used
+    assert_healthy(server)
+
+
 def test_pipelined_behind_wait_does_not_spin(server):
     """A /wait request holds its connection; pipelined bytes behind it
     must not make the api thread spin while it waits."""
