@@ -70,6 +70,14 @@ static void api_count(Api *a, int status)
 		a->http[status]++;
 }
 
+/* The answer is written: end the transaction (the pipelining mark first,
+ * pipeline.c).  The value the lws callback must return. */
+static int api_end(struct lws *wsi)
+{
+	api_conn_mark(wsi);
+	return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
 /* Write r->out; then end the transaction, or hang up once flushed. */
 int api_flush(Api *a, ApiReq *r)
 {
@@ -88,8 +96,7 @@ int api_flush(Api *a, ApiReq *r)
 	if (sess)
 		sess->req = NULL;
 	api_req_put(a, r);
-	api_conn_mark(wsi);
-	return lws_http_transaction_completed(wsi) ? -1 : 0;
+	return api_end(wsi);
 }
 
 int api_reply(Api *a, ApiReq *r, int status, const char *hdrs,
@@ -191,8 +198,7 @@ int api_error(struct lws *wsi, int status, const char *code, const char *msg)
 
 	if (api_write_error(a, wsi, status, code, msg, 0) < 0)
 		return -1;
-	api_conn_mark(wsi);
-	return lws_http_transaction_completed(wsi) ? -1 : 0;
+	return api_end(wsi);
 }
 
 /* stream.c's answer to an SSE request with nothing to send, ever: 204,
@@ -207,8 +213,7 @@ int api_no_content(struct lws *wsi)
 	api_count(a, 204);
 	if (lws_write(wsi, b + LWS_PRE, sizeof resp - 1, LWS_WRITE_HTTP_HEADERS) < (int)sizeof resp - 1)
 		return -1;
-	api_conn_mark(wsi);
-	return lws_http_transaction_completed(wsi) ? -1 : 0;
+	return api_end(wsi);
 }
 
 /* Query fragment i ("name=value") into frag: its length, -1 when it does
@@ -346,7 +351,7 @@ const JgToken *api_auth(Api *a, struct lws *wsi, int allow_query)
 	char h[512];
 	const char *tok;
 	size_t tn;
-	int n, hq = 0;
+	int n;
 
 	/* Present but longer than any token (the copy fails): not absent. */
 	if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_AUTHORIZATION) > 0) {
@@ -355,12 +360,10 @@ const JgToken *api_auth(Api *a, struct lws *wsi, int allow_query)
 		    !(bt = config_auth(a->cfg, tok, tn)))
 			return NULL;
 	}
-	if (allow_query && api_query_arg(wsi, "access_token", h, sizeof h) == 0) {
-		hq = 1;
-		if (!h[0] || !(qt = config_auth(a->cfg, h, strlen(h))))
-			return NULL;
-	}
-	if (bt && hq && qt != bt)
+	if (allow_query && api_query_arg(wsi, "access_token", h, sizeof h) == 0 &&
+	    (!h[0] || !(qt = config_auth(a->cfg, h, strlen(h)))))
+		return NULL;
+	if (bt && qt && qt != bt)
 		return NULL;
 	return bt ? bt : qt;
 }

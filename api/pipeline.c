@@ -49,42 +49,19 @@
 
 #include "api_int.h"
 
-/* tcpi_state values (the kernel's, a stable ABI; glibc's <netinet/tcp.h>
- * names them but clashes with <linux/tcp.h>). */
-enum { ST_TIME_WAIT = 6, ST_CLOSE = 7, ST_CLOSE_WAIT = 8, ST_LAST_ACK = 9, ST_CLOSING = 11 };
-
-/* The peer's FIN has arrived: it counts one in tcpi_bytes_received (its
- * sequence number) but is no byte lws could read. */
-static int fin_received(const struct tcp_info *ti)
-{
-	switch (ti->tcpi_state) {
-	case ST_CLOSE_WAIT: case ST_LAST_ACK: case ST_CLOSING: case ST_TIME_WAIT: case ST_CLOSE:
-		return 1;
-	}
-	return 0;
-}
-
-/* Api thread.  Bytes lws has read from wsi's socket so far, or -1.
- * *fin (if not NULL): the peer has half-closed. */
-static int64_t conn_rx(struct lws *wsi, int *fin)
+/* Api thread.  Bytes lws has read from wsi's socket so far, or -1.  (A
+ * FIN the peer sent counts one too: see api_conn_pipelined.) */
+int64_t api_conn_rx(struct lws *wsi)
 {
 	struct tcp_info ti;
 	socklen_t tl = sizeof ti;
-	int fd = (int)lws_get_socket_fd(wsi), inq = 0, f;
+	int fd = (int)lws_get_socket_fd(wsi), inq = 0;
 
 	if (fd < 0 || getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) != 0 ||
 	    tl < offsetof(struct tcp_info, tcpi_bytes_received) + sizeof ti.tcpi_bytes_received ||
 	    ioctl(fd, SIOCINQ, &inq) != 0)
 		return -1;
-	f = fin_received(&ti);
-	if (fin)
-		*fin = f;
 	return (int64_t)ti.tcpi_bytes_received - inq;
-}
-
-int64_t api_conn_rx(struct lws *wsi)
-{
-	return conn_rx(wsi, NULL);
 }
 
 /*
@@ -124,19 +101,15 @@ int api_conn_pipelined(struct lws *wsi)
 {
 	uintptr_t v = api_conn_get(wsi);
 	int64_t now;
-	int fin = 0;
 
 	if (!(v & API_CONN_MARKED))
 		return 0;	/* the connection's first request */
-	now = conn_rx(wsi, &fin);
+	now = api_conn_rx(wsi);
 	/* Fresh bytes are a whole request line and headers at least (18
 	 * bytes: "GET / HTTP/1.1\r\n\r\n"), so fewer than 16 new bytes is no
 	 * new request: the count moved by the peer's FIN alone (it counts
-	 * one, and TCP_INFO can show it before the state changes), and the
-	 * request came from the buffer.  A half-closed peer is treated the
-	 * same way: its body request is closed unanswered, as documented
-	 * for half-closed clients, never handed to lws's faulty path. */
-	return now < 0 || fin || (uint64_t)now < (uint64_t)(v >> 2) + 16;
+	 * one), and the request came from the buffer. */
+	return now < 0 || (uint64_t)now < (uint64_t)(v >> 2) + 16;
 }
 
 /* 1 if lws will run its body path for this request: a Transfer-Encoding,

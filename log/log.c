@@ -483,7 +483,6 @@ static int write_batch(Log *l, LogEntry *batch, uint64_t n)
 		return log_mdb_rc(rc);
 	}
 	count_batch(l, n, l->next - first, jg_mono_ns() - t0);
-	map_used(l);		/* the one-by-one fallback commits several */
 	return 0;
 fail:
 	mdb_txn_abort(txn);
@@ -563,6 +562,8 @@ static int write_all(Log *l, LogEntry *batch, uint64_t n)
 		rc = write_batch(l, e, k);
 		last->next = rest;
 		any |= rc == 0;
+		if (rc == 0)
+			map_used(l);	/* the reserve check counts what this committed */
 		if (rc != 0)
 			jg_log(JG_ERROR, "log commit failed", "error", jg_strerror(rc), NULL);
 		for (; e != rest; e = e->next)
