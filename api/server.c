@@ -567,8 +567,14 @@ static int api_callback(struct lws *wsi, enum lws_callback_reasons reason,
 	return 0;
 }
 
+/* tx_packet_size: lws 4.1 hands the kernel at most this much of one
+ * lws_write per writable turn (0 means rx_buffer_size, here 4 KiB) and
+ * copies the rest into its own list.  A 64 KiB stream batch or a big
+ * GET /jobs answer then took 16+ sends and as many trips through the loop;
+ * with 1,000 subscribers the api thread spent its time on 4 KiB sends.
+ * Larger than any stream batch, so one batch is one send(2). */
 const struct lws_protocols api_protocols[] = {
-	{ "jobgate", api_callback, sizeof(ApiSession), 4096, 0, NULL, 0 },
+	{ "jobgate", api_callback, sizeof(ApiSession), 4096, 0, NULL, 256 * 1024 },
 	{ NULL, NULL, 0, 0, 0, NULL, 0 }
 };
 
