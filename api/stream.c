@@ -42,10 +42,14 @@
  *   send when it is asked for is answered 204 (an EventSource stops
  *   reconnecting on 204).
  *
- *   Pings.  Each subscriber has an lws_sul timer.  When it fires and nothing
- *   was written for a while, the subscriber sends a WS ping frame or the SSE
- *   comment ": ping"; so an idle stream carries something at least every
- *   ping period (25 s by default, env JOBGATE_STREAM_PING_MS for tests).
+ *   Pings.  One timer for all subscribers sweeps them every fifth of the
+ *   ping period; a subscriber that wrote nothing for four fifths of it sends
+ *   a WS ping frame or the SSE comment ": ping", so an idle stream carries
+ *   something at least every ping period (25 s by default, env
+ *   JOBGATE_STREAM_PING_MS for tests).  Not one timer each: lws 4.1 keeps
+ *   its timers in one sorted list and inserts by walking it, and every
+ *   keep-alive HTTP answer inserts one; 1,000 subscriber timers in that
+ *   list cost the api thread ~5 % at 2,000 triggers/s.
  *
  * Resume semantics (see docs/streams.md): from_seq=N starts the cursor at N
  * (replay, then live); no from_seq means live only (cursor = head + 1).
@@ -62,7 +66,7 @@
 #include "api_int.h"
 #include "../common/jg.h"
 
-#define STREAMS_BATCH_EVENTS 256	/* messages rendered per writable */
+#define STREAMS_BATCH_EVENTS 1024	/* messages rendered per writable */
 #define STREAMS_BATCH_BYTES  (64 * 1024)	/* text rendered per writable */
 /* Head moves closer than this share one wake: 1 ms per 20 subscribers, at
  * most 50 ms, so the syscalls per event fall as fan-out grows while fewer
@@ -98,7 +102,6 @@ struct StreamSub {
 	int         going_away;		/* the server is stopping: end it */
 	ApiFdWatch *rdw;		/* SSE: tells us the socket polls readable */
 	int64_t     last_tx_ns;		/* monotonic time of the last write */
-	lws_sorted_usec_list_t sul;	/* ping timer */
 };
 
 struct Streams {
@@ -114,12 +117,15 @@ struct Streams {
 	lws_sorted_usec_list_t wake;	/* coalesced head-move wake-up */
 	int        wake_pending;
 	int64_t    last_wake_ns;
+	lws_sorted_usec_list_t ping_sweep;	/* while any subscriber is open */
+	int        sweeping;
 	pthread_t  owner;		/* the api thread, set on first use */
 	int        owned;
 	Buf        out;			/* one batch on the wire, after LWS_PRE bytes */
 	Buf        ev;			/* one event's JSON while framing it */
 	struct {			/* what s->out holds, when reusable */
 		int      n, kind;	/* n == 0: nothing reusable */
+		int      more;		/* the batch stopped short of its head */
 		uint64_t from, end;	/* cursor before and after the batch */
 	} reuse;
 };
@@ -166,7 +172,6 @@ int streams_open(Streams **out, const Config *cfg, Log *log)
 
 static void streams_sub_free(Streams *s, StreamSub *sub)
 {
-	lws_sul_cancel(&sub->sul);
 	api_loop_unwatch(sub->rdw);
 	if (sub->prev)
 		sub->prev->next = sub->next;
@@ -419,24 +424,24 @@ int streams_check_args(struct lws *wsi, char *msg, size_t cap)
 
 /* ---- subscribers ---- */
 
-static void streams_ping_cb(lws_sorted_usec_list_t *sul)
+/* Every ping_ms / 5: subscribers idle for 4/5 of the period ping next. */
+static void streams_ping_sweep(lws_sorted_usec_list_t *sul)
 {
-	StreamSub *sub = lws_container_of(sul, StreamSub, sul);
-	Streams *s = sub->s;
-	int64_t idle_ms = (jg_mono_ns() - sub->last_tx_ns) / 1000000;
-	int64_t wait_ms = s->ping_ms - idle_ms;
+	Streams *s = lws_container_of(sul, Streams, ping_sweep);
+	int64_t now = jg_mono_ns(), quiet_ns = (s->ping_ms - s->ping_ms / 5) * 1000000;
+	StreamSub *sub;
 
-	/* Something was written recently: check again when it would be due.
-	 * The 1/5 slack keeps pings inside the period despite timer latency. */
-	if (wait_ms > s->ping_ms / 5) {
-		api_sul_schedule(lws_get_context(sub->wsi), &sub->sul,
-				 streams_ping_cb, wait_ms * LWS_US_PER_MS);
+	if (!s->subs) {
+		s->sweeping = 0;
 		return;
 	}
-	sub->ping_due = 1;
-	streams_arm(sub);
-	api_sul_schedule(lws_get_context(sub->wsi), &sub->sul, streams_ping_cb,
-			 s->ping_ms * LWS_US_PER_MS);
+	for (sub = s->subs; sub; sub = sub->next)
+		if (now - sub->last_tx_ns >= quiet_ns) {
+			sub->ping_due = 1;
+			streams_arm(sub);
+		}
+	api_sul_schedule(s->ctx, &s->ping_sweep, streams_ping_sweep,
+			 s->ping_ms / 5 * LWS_US_PER_MS);
 }
 
 static StreamSub *streams_sub_add(Streams *s, struct lws *wsi, int kind,
@@ -460,19 +465,14 @@ static StreamSub *streams_sub_add(Streams *s, struct lws *wsi, int kind,
 	s->subs = sub;
 	s->nsub[kind]++;
 	s->ctx = lws_get_context(wsi);
-	api_sul_schedule(lws_get_context(wsi), &sub->sul, streams_ping_cb,
-			 s->ping_ms * LWS_US_PER_MS);
+	if (!s->sweeping) {
+		s->sweeping = 1;
+		api_sul_schedule(s->ctx, &s->ping_sweep, streams_ping_sweep,
+				 s->ping_ms / 5 * LWS_US_PER_MS);
+	}
 	return sub;
 }
 
-/* After a writable callback wrote what it could: ask again if the cursor
- * has not reached the head (or the stream must close).  A choked socket is
- * not a spin: lws calls back only once the kernel takes data again. */
-static void streams_rearm(Streams *s, StreamSub *sub)
-{
-	if (sub->finished || sub->next_seq <= s->head)
-		streams_arm(sub);
-}
 
 static int streams_fail(StreamSub *sub, int rc)
 {
@@ -537,16 +537,18 @@ static void streams_render(Streams *s, StreamSub *sub, const LogEvent *ev)
  * LWS_PRE gap: complete WS frames or SSE records, ready for one write.
  * Returns 0 or an error; *np is the number of events, *scan_end the cursor
  * after the batch, *final 1 when the batch ends with a job stream's final
- * event.  The read snapshot is ended before returning.
+ * event, *more 1 when a cap stopped it before the snapshot's head.  The
+ * read snapshot is ended before returning.
  */
 static int streams_fill(Streams *s, StreamSub *sub, int *np, uint64_t *scan_end,
-			int *final)
+			int *final, int *more)
 {
 	uint64_t head, end = sub->next_seq, last_final = 0;
 	int rc, n = 0, scanned = 0;
 	LogEvent ev;
 
 	*final = 0;
+	*more = 0;
 	*np = 0;
 	buf_reset(&s->out);
 	buf_add(&s->out, streams_zero, LWS_PRE);
@@ -563,8 +565,10 @@ static int streams_fill(Streams *s, StreamSub *sub, int *np, uint64_t *scan_end,
 			 : log_reader_seek(s->rd, end, &ev);
 	for (; rc == 0; rc = sub->job_id ? log_reader_job_next(s->rd, &ev)
 					 : log_reader_next(s->rd, &ev)) {
-		if (ev.seq > head)	/* never past the head we measured */
+		if (ev.seq > head) {	/* never past the head we measured */
+			rc = JG_ENOTFOUND;
 			break;
+		}
 		end = ev.seq + 1;
 		if (!sub->job_len || (ev.job_len == sub->job_len &&
 				      memcmp(ev.job, sub->job, ev.job_len) == 0)) {
@@ -594,6 +598,7 @@ out:
 		return rc;
 	if (s->out.oom)
 		return ENOMEM;
+	*more = end <= head;	/* a cap cut the batch short of this snapshot */
 	*scan_end = end;
 	*np = n;
 	return 0;
@@ -609,7 +614,7 @@ out:
  * batch that stops short of the head only means one more round.
  */
 static int streams_batch(Streams *s, StreamSub *sub, int *np, uint64_t *scan_end,
-			 int *final)
+			 int *final, int *more)
 {
 	int rc, plain = !sub->job_id && !sub->job_len;
 
@@ -618,12 +623,15 @@ static int streams_batch(Streams *s, StreamSub *sub, int *np, uint64_t *scan_end
 		*np = s->reuse.n;
 		*scan_end = s->reuse.end;
 		*final = 0;
+		*more = s->reuse.more;
 		return 0;
 	}
 	s->reuse.n = 0;
-	if ((rc = streams_fill(s, sub, np, scan_end, final)) == 0 && plain && *np > 0) {
+	rc = streams_fill(s, sub, np, scan_end, final, more);
+	if (rc == 0 && plain && *np > 0) {
 		s->reuse.n = *np;
 		s->reuse.kind = sub->kind;
+		s->reuse.more = *more;
 		s->reuse.from = sub->next_seq;
 		s->reuse.end = *scan_end;
 	}
@@ -657,7 +665,7 @@ static int streams_ping(StreamSub *sub)
 static int streams_writeable(Streams *s, StreamSub *sub)
 {
 	uint64_t scan_end = sub->next_seq;
-	int rc, n, final, wrote = 0;
+	int rc, n, final, more, wrote = 0;
 
 	sub->armed = 0;
 	if (sub->hup)
@@ -677,7 +685,7 @@ static int streams_writeable(Streams *s, StreamSub *sub)
 					 (unsigned char *)"job finished", 12);
 		return -1;
 	}
-	if ((rc = streams_batch(s, sub, &n, &scan_end, &final)) != 0)
+	if ((rc = streams_batch(s, sub, &n, &scan_end, &final, &more)) != 0)
 		return streams_fail(sub, rc);
 	if (n > 0) {
 		size_t len = s->out.len - LWS_PRE;
@@ -699,7 +707,17 @@ static int streams_writeable(Streams *s, StreamSub *sub)
 		sub->ping_due = 0;
 		sub->last_tx_ns = jg_mono_ns();
 	}
-	streams_rearm(s, sub);
+	/* Ask again at once only to close, or when a cap cut the batch short
+	 * (a subscriber catching up).  One that reached its snapshot's head
+	 * waits for the next wake even if commits landed meanwhile: otherwise,
+	 * with many subscribers, each would be called again as soon as the
+	 * round over all of them ends, with the few events committed during
+	 * it -- one small send per subscriber per round instead of one per
+	 * coalesced wake, at different cursors, so the shared batch is lost.
+	 * A choked socket is not a spin: lws calls back only once the kernel
+	 * takes data again. */
+	if (sub->finished || more)
+		streams_arm(sub);
 	return 0;
 }
 
