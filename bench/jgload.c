@@ -204,11 +204,80 @@ static I64s succ_id, succ_seen_us, succ_at_ms;	/* sub 0's job.succeeded */
 static int64_t sub_first_event_us, sub_last_event_us;
 static atomic_llong succ_seen;	/* job.succeeded seen by sub 0 */
 
+/* The fields on_event needs.  Fast path for the server's field order
+ * ({"seq":N,"type":"T","at":"A","job_id":J,...}); anything else falls
+ * back to searching, so a reordered event is still counted right. */
+typedef struct {
+	long long seq, job_id;
+	const char *type, *at;
+	size_t type_len, at_len;
+} EvFields;
+
+static const char *lit(const char *p, const char *end, const char *s, size_t n)
+{
+	return (size_t)(end - p) >= n && memcmp(p, s, n) == 0 ? p + n : NULL;
+}
+
+static const char *digits(const char *p, const char *end, long long *v)
+{
+	long long x = 0;
+	const char *q = p;
+	while (q < end && *q >= '0' && *q <= '9')
+		x = x * 10 + (*q++ - '0');
+	*v = q > p ? x : -1;
+	return q;
+}
+
+static const char *str_end(const char *p, const char *end)
+{
+	const char *q = memchr(p, '"', (size_t)(end - p));
+	return q ? q : end;
+}
+
+static int ev_fast(const char *m, const char *end, EvFields *f)
+{
+	const char *p = lit(m, end, "{\"seq\":", 7), *q;
+	if (!p)
+		return -1;
+	p = digits(p, end, &f->seq);
+	if (!(p = lit(p, end, ",\"type\":\"", 9)))
+		return -1;
+	q = str_end(p, end);
+	f->type = p;
+	f->type_len = (size_t)(q - p);
+	if (!(p = lit(q, end, "\",\"at\":\"", 8)))
+		return -1;
+	q = str_end(p, end);
+	f->at = p;
+	f->at_len = (size_t)(q - p);
+	if (!(p = lit(q, end, "\",\"job_id\":", 11)))
+		return -1;
+	digits(p, end, &f->job_id);
+	return f->seq >= 0 ? 0 : -1;
+}
+
+static void ev_slow(const char *m, const char *end, EvFields *f)
+{
+	size_t n = (size_t)(end - m);
+	const char *p = memmem(m, n, "\"seq\":", 6);
+	f->seq = p ? num_after(p + 6, end) : -1;
+	p = memmem(m, n, "\"at\":\"", 6);
+	f->at = p ? p + 6 : NULL;
+	f->at_len = p ? (size_t)(end - p - 6) : 0;
+	p = memmem(m, n, "\"job.succeeded\"", 15);
+	f->type = p ? p + 1 : "";
+	f->type_len = p ? 13 : 0;
+	p = memmem(m, n, "\"job_id\":", 9);
+	f->job_id = p ? num_after(p + 9, end) : -1;
+}
+
 static void on_event(Sub *s, int idx, const char *m, size_t n, int64_t t)
 {
 	const char *end = m + n;
-	const char *p = memmem(m, n, "\"seq\":", 6);
-	long long seq = p ? num_after(p + 6, end) : -1;
+	EvFields f;
+	if (ev_fast(m, end, &f) < 0)
+		ev_slow(m, end, &f);
+	long long seq = f.seq;
 	events_total++;
 	if (!sub_first_event_us)
 		sub_first_event_us = t;
@@ -226,17 +295,15 @@ static void on_event(Sub *s, int idx, const char *m, size_t n, int64_t t)
 			s->last = seq;
 		s->count++;
 	}
-	p = memmem(m, n, "\"at\":\"", 6);
-	int64_t at = p ? parse_at_ms(p + 6, (size_t)(end - p - 6)) : -1;
+	int64_t at = f.at ? parse_at_ms(f.at, f.at_len) : -1;
 	if (at > 0) {
 		int64_t d = t / 1000 - at;
 		if (d < 0)
 			d = 0;
 		deliver_hist[d > 100000 ? 100000 : d]++;
 	}
-	if (idx == 0 && e2e && memmem(m, n, "\"job.succeeded\"", 15)) {
-		p = memmem(m, n, "\"job_id\":", 9);
-		long long id = p ? num_after(p + 9, end) : -1;
+	if (idx == 0 && e2e && f.type_len == 13 && memcmp(f.type, "job.succeeded", 13) == 0) {
+		long long id = f.job_id;
 		if (id >= 0) {
 			push(&succ_id, id);
 			atomic_fetch_add(&succ_seen, 1);
