@@ -7,7 +7,8 @@
  *                   stalled server cannot hide behind a stalled client) or
  *                   closed loop at max rate (RATE 0); bounded by DURATION
  *                   and MAX requests.
- *   sub thread   -- SUBS WebSocket subscribers on /ws?access_token=TOKEN
+ *   sub threads  -- SUBS WebSocket subscribers on /ws?access_token=TOKEN,
+ *                   split over K worker threads (--sub-threads, default 2)
  *                   (all jobs, live).  Each checks its events arrive in seq
  *                   order without gaps; every event's "at" (commit side,
  *                   ms precision, same clock) gives the delivery latency.
@@ -198,10 +199,22 @@ static Sub *subs;
 static atomic_int subs_ready, stop_subs;
 static atomic_llong target_seq = -1;	/* subs done once each reaches it */
 static int64_t sub_deadline_us;
-static uint64_t deliver_hist[100001];	/* ms buckets, last = overflow */
+/* Subscribers are split over sub_threads workers, each with its own epoll
+ * and counters: one client thread reading 1,000 sockets serialises what
+ * 1,000 real clients do side by side, and its own queueing showed up as
+ * delivery latency.  Merged after the join. */
+typedef struct {
+	int lo, hi;			/* subs[lo..hi) */
+	pthread_t th;
+	uint64_t hist[100001];		/* delivery ms buckets, last = overflow */
+	long long events;
+	int64_t first_us, last_us;
+} SubWorker;
+static int sub_threads = 2;
 static long long events_total, subs_connected, subs_failed;
 static I64s succ_id, succ_seen_us, succ_at_ms;	/* sub 0's job.succeeded */
 static int64_t sub_first_event_us, sub_last_event_us;
+static uint64_t deliver_hist[100001];	/* merged from the workers */
 static atomic_llong succ_seen;	/* job.succeeded seen by sub 0 */
 
 /* The fields on_event needs.  Fast path for the server's field order
@@ -247,7 +260,8 @@ static int ev_fast(const char *m, const char *end, EvFields *f)
 	f->type_len = (size_t)(q - p);
 	if (!(p = lit(q, end, "\",\"at\":\"", 8)))
 		return -1;
-	q = str_end(p, end);
+	/* "2026-02-11T22:03:14.120Z": 24 characters, checked before searching */
+	q = end - p > 24 && p[24] == '"' ? p + 24 : str_end(p, end);
 	f->at = p;
 	f->at_len = (size_t)(q - p);
 	if (!(p = lit(q, end, "\",\"job_id\":", 11)))
@@ -271,17 +285,17 @@ static void ev_slow(const char *m, const char *end, EvFields *f)
 	f->job_id = p ? num_after(p + 9, end) : -1;
 }
 
-static void on_event(Sub *s, int idx, const char *m, size_t n, int64_t t)
+static void on_event(SubWorker *w, Sub *s, int idx, const char *m, size_t n, int64_t t)
 {
 	const char *end = m + n;
 	EvFields f;
 	if (ev_fast(m, end, &f) < 0)
 		ev_slow(m, end, &f);
 	long long seq = f.seq;
-	events_total++;
-	if (!sub_first_event_us)
-		sub_first_event_us = t;
-	sub_last_event_us = t;
+	w->events++;
+	if (!w->first_us)
+		w->first_us = t;
+	w->last_us = t;
 	if (seq >= 0) {
 		if (s->first < 0)
 			s->first = seq;
@@ -295,12 +309,26 @@ static void on_event(Sub *s, int idx, const char *m, size_t n, int64_t t)
 			s->last = seq;
 		s->count++;
 	}
-	int64_t at = f.at ? parse_at_ms(f.at, f.at_len) : -1;
+	/* Events of one commit share their "at": parse each value once. */
+	static __thread char last_at[32];
+	static __thread size_t last_at_len;
+	static __thread int64_t last_at_ms;
+	int64_t at = -1;
+	if (f.at && f.at_len == last_at_len && memcmp(f.at, last_at, f.at_len) == 0) {
+		at = last_at_ms;
+	} else if (f.at) {
+		at = parse_at_ms(f.at, f.at_len);
+		if (f.at_len < sizeof last_at) {
+			memcpy(last_at, f.at, f.at_len);
+			last_at_len = f.at_len;
+			last_at_ms = at;
+		}
+	}
 	if (at > 0) {
 		int64_t d = t / 1000 - at;
 		if (d < 0)
 			d = 0;
-		deliver_hist[d > 100000 ? 100000 : d]++;
+		w->hist[d > 100000 ? 100000 : d]++;
 	}
 	if (idx == 0 && e2e && f.type_len == 13 && memcmp(f.type, "job.succeeded", 13) == 0) {
 		long long id = f.job_id;
@@ -327,7 +355,7 @@ static void ws_send(int fd, int op, const char *pl, size_t n)
 }
 
 /* Parse complete frames in s->buf; returns 0, or -1 when closed. */
-static int ws_parse(Sub *s, int idx, int64_t t)
+static int ws_parse(SubWorker *w, Sub *s, int idx, int64_t t)
 {
 	size_t off = 0;
 	while (s->n - off >= 2) {
@@ -360,7 +388,7 @@ static int ws_parse(Sub *s, int idx, int64_t t)
 			ws_send(s->fd, 10, pl, (size_t)len);
 		} else if (op == 1 || op == 2 || op == 0) {
 			if (fin && op != 0 && s->mn == 0) {
-				on_event(s, idx, pl, (size_t)len, t);
+				on_event(w, s, idx, pl, (size_t)len, t);
 			} else {
 				if (s->mn + len > s->mcap) {
 					s->mcap = (s->mn + len) * 2;
@@ -369,7 +397,7 @@ static int ws_parse(Sub *s, int idx, int64_t t)
 				memcpy(s->msg + s->mn, pl, len);
 				s->mn += len;
 				if (fin) {
-					on_event(s, idx, s->msg, s->mn, t);
+					on_event(w, s, idx, s->msg, s->mn, t);
 					s->mn = 0;
 				}
 			}
@@ -423,25 +451,16 @@ static int sub_open(Sub *s)
 	return 0;
 }
 
-static void *sub_thread(void *arg)
+static void *sub_worker(void *arg)
 {
-	(void)arg;
+	SubWorker *w = arg;
 	int ep = epoll_create1(0);
-	subs = calloc((size_t)subs_n, sizeof *subs);
-	for (int i = 0; i < subs_n; i++) {
-		if (sub_open(&subs[i]) < 0) {
-			subs_failed++;
-			if (subs[i].fd >= 0)
-				close(subs[i].fd);
-			subs[i].fd = -1;
-			subs[i].open = 0;
+	for (int i = w->lo; i < w->hi; i++) {
+		if (!subs[i].open)
 			continue;
-		}
-		subs_connected++;
 		struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
 		epoll_ctl(ep, EPOLL_CTL_ADD, subs[i].fd, &ev);
 	}
-	atomic_store(&subs_ready, 1);
 	struct epoll_event evs[256];
 	for (;;) {
 		int n = epoll_wait(ep, evs, 256, 50);
@@ -457,7 +476,7 @@ static void *sub_thread(void *arg)
 				ssize_t r = read(s->fd, s->buf + s->n, s->cap - s->n);
 				if (r > 0) {
 					s->n += (size_t)r;
-					if (ws_parse(s, i, t) < 0)
+					if (ws_parse(w, s, i, t) < 0)
 						break;
 					if (r < 65536)
 						break;
@@ -480,7 +499,7 @@ static void *sub_thread(void *arg)
 				break;
 			if (tgt >= 0) {
 				int done = 1;
-				for (int i = 0; i < subs_n && done; i++)
+				for (int i = w->lo; i < w->hi && done; i++)
 					if (subs[i].open && subs[i].last < tgt)
 						done = 0;
 				if (done)
@@ -489,6 +508,47 @@ static void *sub_thread(void *arg)
 		}
 	}
 	close(ep);
+	return NULL;
+}
+
+/* Connects every subscriber, then runs the workers until they finish. */
+static void *sub_thread(void *arg)
+{
+	(void)arg;
+	subs = calloc((size_t)subs_n, sizeof *subs);
+	for (int i = 0; i < subs_n; i++) {
+		if (sub_open(&subs[i]) < 0) {
+			subs_failed++;
+			if (subs[i].fd >= 0)
+				close(subs[i].fd);
+			subs[i].fd = -1;
+			subs[i].open = 0;
+			continue;
+		}
+		subs_connected++;
+	}
+	int k = sub_threads < subs_n ? sub_threads : subs_n;
+	SubWorker *ws = calloc((size_t)k, sizeof *ws);
+	if (!ws)
+		die("out of memory");
+	for (int j = 0; j < k; j++) {
+		ws[j].lo = (int)((long)subs_n * j / k);
+		ws[j].hi = (int)((long)subs_n * (j + 1) / k);
+	}
+	atomic_store(&subs_ready, 1);
+	for (int j = 0; j < k; j++)
+		pthread_create(&ws[j].th, NULL, sub_worker, &ws[j]);
+	for (int j = 0; j < k; j++) {
+		pthread_join(ws[j].th, NULL);
+		events_total += ws[j].events;
+		for (int i = 0; i <= 100000; i++)
+			deliver_hist[i] += ws[j].hist[i];
+		if (ws[j].first_us && (!sub_first_event_us || ws[j].first_us < sub_first_event_us))
+			sub_first_event_us = ws[j].first_us;
+		if (ws[j].last_us > sub_last_event_us)
+			sub_last_event_us = ws[j].last_us;
+	}
+	free(ws);
 	return NULL;
 }
 
@@ -588,7 +648,7 @@ static void usage(void)
 {
 	fprintf(stderr,
 		"usage: jgload --port P [--token T] [--path P] [--body JSON] [--conns N]\n"
-		"              [--rate R|0] [--duration S] [--max N] [--subs N] [--e2e]\n"
+		"              [--rate R|0] [--duration S] [--max N] [--subs N] [--sub-threads K] [--e2e]\n"
 		"              [--drain S]\n");
 	exit(2);
 }
@@ -622,6 +682,8 @@ int main(int argc, char **argv)
 			max_req = atol(v);
 		else if (!strcmp(a, "--subs"))
 			subs_n = atoi(v);
+		else if (!strcmp(a, "--sub-threads"))
+			sub_threads = atoi(v) > 0 ? atoi(v) : 1;
 		else if (!strcmp(a, "--drain"))
 			drain_s = atof(v);
 		else
