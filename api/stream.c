@@ -205,7 +205,6 @@ static void streams_arm(StreamSub *sub)
 	}
 }
 
-/* Api thread, after a commit: wake every idle subscriber with work. */
 /* Api thread: ask every subscriber behind the head for a writable. */
 static void streams_wake_all(Streams *s)
 {
@@ -224,19 +223,16 @@ static void streams_wake_cb(lws_sorted_usec_list_t *sul)
 }
 
 /*
- * Api thread, after commits.  Under load the log commits every ms or so;
+ * Api thread: a wake is owed.  Under load the log commits every ms or so;
  * waking 1,000 subscribers per commit would cost a syscall per subscriber
- * per commit.  So a head move within STREAMS_COALESCE_MS of the last wake
- * is deferred to a timer, and each subscriber then writes the whole
- * interval in one batch.  An idle stream still gets a new event at once.
+ * per commit.  So a wake within STREAMS_COALESCE_MS of the last one is
+ * deferred to a timer, and each subscriber then writes the whole interval
+ * in one batch.  An idle stream still gets a new event at once.
  */
-void streams_on_head(Streams *s, uint64_t head)
+static void streams_kick(Streams *s)
 {
 	int64_t since;
 
-	streams_own(s);
-	if (head > s->head)
-		s->head = head;
 	if (s->wake_pending || !s->subs)
 		return;
 	since = (jg_mono_ns() - s->last_wake_ns) / 1000;
@@ -247,6 +243,15 @@ void streams_on_head(Streams *s, uint64_t head)
 	s->wake_pending = 1;
 	api_sul_schedule(s->ctx, &s->wake, streams_wake_cb,
 			 STREAMS_COALESCE_MS(s) * 1000 - since);
+}
+
+/* Api thread, after commits. */
+void streams_on_head(Streams *s, uint64_t head)
+{
+	streams_own(s);
+	if (head > s->head)
+		s->head = head;
+	streams_kick(s);
 }
 
 void streams_shutdown(Streams *s)
@@ -708,16 +713,20 @@ static int streams_writeable(Streams *s, StreamSub *sub)
 		sub->last_tx_ns = jg_mono_ns();
 	}
 	/* Ask again at once only to close, or when a cap cut the batch short
-	 * (a subscriber catching up).  One that reached its snapshot's head
-	 * waits for the next wake even if commits landed meanwhile: otherwise,
-	 * with many subscribers, each would be called again as soon as the
-	 * round over all of them ends, with the few events committed during
-	 * it -- one small send per subscriber per round instead of one per
-	 * coalesced wake, at different cursors, so the shared batch is lost.
-	 * A choked socket is not a spin: lws calls back only once the kernel
-	 * takes data again. */
+	 * (a subscriber catching up).  One that is behind the head only
+	 * because commits landed meanwhile (or because it wrote a shared batch
+	 * rendered before them) waits for the next coalesced wake: asking at
+	 * once made each of 1,000 subscribers write again as soon as the
+	 * round over all of them ended, with the few events committed during
+	 * it -- one small send per subscriber per round, each at its own
+	 * cursor, so the shared batch was lost.  That wake must be owed,
+	 * though: the commit's own wake may have come while this subscriber
+	 * was still armed, and found nothing to do.  A choked socket is not a
+	 * spin: lws calls back only once the kernel takes data again. */
 	if (sub->finished || more)
 		streams_arm(sub);
+	else if (sub->next_seq <= s->head)
+		streams_kick(s);
 	return 0;
 }
 

@@ -288,6 +288,60 @@ def test_many_live_subscribers_get_identical_complete_streams(server):
     assert [x["data"] for x in sse] == dump
 
 
+def test_every_subscriber_reaches_the_head_after_each_burst(server):
+    """Subscribers at one cursor share a rendered batch, and a batch can be
+    older than the head by the time a subscriber writes it.  A commit whose
+    wake came while that subscriber was already waiting to write must still
+    reach it without a later commit: after each burst of concurrent
+    triggers goes quiet, every subscriber gets to the head."""
+    NWS, ROUNDS, THREADS, PER = 19, 20, 2, 3
+
+    def burst():
+        ts = [threading.Thread(target=trigger, args=(server, PER)) for _ in range(THREADS)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(60)
+
+    async def reader(ws, seen):
+        try:
+            async for m in ws:
+                seen.append(json.loads(m)["seq"])
+        except websockets.ConnectionClosed:
+            pass
+
+    async def go():
+        loop = asyncio.get_running_loop()
+        conns = [await websockets.connect(ws_url(server), extra_headers=auth(),
+                                          max_size=None, ping_interval=None)
+                 for _ in range(NWS)]
+        seen = [[] for _ in conns]
+        tasks = [asyncio.ensure_future(reader(ws, x)) for ws, x in zip(conns, seen)]
+        stalled = []
+        try:
+            for rnd in range(ROUNDS):
+                await loop.run_in_executor(None, burst)
+                await loop.run_in_executor(None, settle, server, THREADS * PER * (rnd + 1))
+                head = log_seq(server)
+                deadline = time.time() + 5
+                while time.time() < deadline and any(not x or x[-1] < head for x in seen):
+                    await asyncio.sleep(0.02)
+                stalled += [(rnd, i, x[-1] if x else None, head)
+                            for i, x in enumerate(seen) if not x or x[-1] < head]
+                if stalled:
+                    break
+        finally:
+            for ws in conns:
+                await ws.close()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        return seen, stalled
+
+    seen, stalled = run(go())
+    assert not stalled, "subscribers short of the head after a quiet burst: %r" % stalled
+    for x in seen:
+        assert x == list(range(x[0], x[0] + len(x)))
+
+
 def test_ws_filters_job_name_and_job_id(make_server):
     s = make_server(config=SLOW_CONFIG)
     ids = trigger(s, 3) + trigger(s, 2, job="fail")
