@@ -43,6 +43,7 @@
 static int port;
 static const char *token = "", *path = "/trigger/echo/poll", *body = "{\"bench\":1}";
 static int conns = 64, subs_n = 0;
+static int sse_mode;		/* --sse: subscribers on GET /events */
 static double rate = 0, duration = 10, drain_s = 30;
 static long max_req = 0;
 static int e2e = 0;
@@ -409,6 +410,34 @@ static int ws_parse(SubWorker *w, Sub *s, int idx, int64_t t)
 	return 0;
 }
 
+/* Parse complete SSE records ("id: N\ndata: JSON\n\n", or a ": ping"
+ * comment) in s->buf; the body ends with the connection.  Returns 0. */
+static int sse_parse(SubWorker *w, Sub *s, int idx, int64_t t)
+{
+	size_t off = 0;
+	for (;;) {
+		const char *b = s->buf + off, *end = s->buf + s->n, *nl = b, *rec_end = NULL;
+		while ((nl = memchr(nl, '\n', (size_t)(end - nl))) && nl + 1 < end) {
+			if (nl[1] == '\n') {
+				rec_end = nl;
+				break;
+			}
+			nl++;
+		}
+		if (!rec_end)
+			break;
+		const char *d = memmem(b, (size_t)(rec_end - b), "data: ", 6);
+		if (d) {
+			const char *e = memchr(d, '\n', (size_t)(rec_end - d) + 1);
+			on_event(w, s, idx, d + 6, (size_t)(e - d - 6), t);
+		}
+		off = (size_t)(rec_end + 2 - s->buf);
+	}
+	memmove(s->buf, s->buf + off, s->n - off);
+	s->n -= off;
+	return 0;
+}
+
 static int sub_open(Sub *s)
 {
 	s->fd = tcp_connect(0);
@@ -417,7 +446,11 @@ static int sub_open(Sub *s)
 	struct timeval tv = {5, 0};
 	setsockopt(s->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
 	char req[1024];
-	int k = snprintf(req, sizeof req,
+	int k = sse_mode ?
+		snprintf(req, sizeof req,
+			 "GET /events?access_token=%s HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+			 "Accept: text/event-stream\r\n\r\n", token) :
+		snprintf(req, sizeof req,
 			 "GET /ws?access_token=%s HTTP/1.1\r\nHost: 127.0.0.1\r\n"
 			 "Upgrade: websocket\r\nConnection: Upgrade\r\n"
 			 "Sec-WebSocket-Key: amdiZW5jaC1rZXktMDAwMQ==\r\n"
@@ -435,7 +468,7 @@ static int sub_open(Sub *s)
 		s->buf[s->n] = 0;
 		char *e = strstr(s->buf, "\r\n\r\n");
 		if (e) {
-			if (strncmp(s->buf + 9, "101", 3) != 0)
+			if (strncmp(s->buf + 9, sse_mode ? "200" : "101", 3) != 0)
 				return -1;
 			size_t hl = (size_t)(e + 4 - s->buf);
 			memmove(s->buf, s->buf + hl, s->n - hl);
@@ -476,7 +509,7 @@ static void *sub_worker(void *arg)
 				ssize_t r = read(s->fd, s->buf + s->n, s->cap - s->n);
 				if (r > 0) {
 					s->n += (size_t)r;
-					if (ws_parse(w, s, i, t) < 0)
+					if ((sse_mode ? sse_parse(w, s, i, t) : ws_parse(w, s, i, t)) < 0)
 						break;
 					if (r < 65536)
 						break;
@@ -648,7 +681,7 @@ static void usage(void)
 {
 	fprintf(stderr,
 		"usage: jgload --port P [--token T] [--path P] [--body JSON] [--conns N]\n"
-		"              [--rate R|0] [--duration S] [--max N] [--subs N] [--sub-threads K] [--e2e]\n"
+		"              [--rate R|0] [--duration S] [--max N] [--subs N] [--sub-threads K] [--sse] [--e2e]\n"
 		"              [--drain S]\n");
 	exit(2);
 }
@@ -659,6 +692,10 @@ int main(int argc, char **argv)
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (!strcmp(a, "--e2e")) {
 			e2e = 1;
+			continue;
+		}
+		if (!strcmp(a, "--sse")) {
+			sse_mode = 1;
 			continue;
 		}
 		if (!v)
