@@ -158,9 +158,13 @@ int streams_open(Streams **out, const Config *cfg, Log *log)
 	s->ping_ms = STREAMS_PING_MS;
 	/* Tests shorten the period to see pings without waiting 25 s. */
 	if ((env = getenv("JOBGATE_STREAM_PING_MS")) != NULL) {
-		long v = atol(env);
-		if (v >= 50 && v <= STREAMS_PING_MS)
-			s->ping_ms = v;
+		uint64_t v;
+
+		if (jg_parse_u64(env, strlen(env), &v) == 0 && v >= 50 && v <= STREAMS_PING_MS)
+			s->ping_ms = (int64_t)v;
+		else
+			jg_log(JG_WARN, "JOBGATE_STREAM_PING_MS ignored: expected 50..25000",
+			       "value", env, NULL);
 	}
 	if ((rc = log_reader_open(log, &s->rd)) != 0) {
 		free(s);

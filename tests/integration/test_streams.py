@@ -342,6 +342,27 @@ def test_every_subscriber_reaches_the_head_after_each_burst(server):
         assert x == list(range(x[0], x[0] + len(x)))
 
 
+def test_replay_from_the_cursor_of_a_cached_batch_gets_everything(make_server):
+    """The shared batch of plain subscribers is cached by its start seq.  A
+    new subscriber replaying from that seq gets the cached (older) batch
+    first; the events committed since, whose wake ran before it existed,
+    must follow at once, not at the next commit or ping (tester, session 5)."""
+    s = make_server(SLOW_CONFIG, env={"JOBGATE_STREAM_PING_MS": "25000"})
+    a = RawWS(s.port, "/ws")
+    assert a.status == 101
+    ids = trigger(s, 1, job="slow")  # seq 3 lands a second after 2: a batch of its own
+    got = [json.loads(a.frame()[1])["seq"] for _ in range(3)]
+    assert got == [1, 2, 3]
+    a.s.close()
+    ids += trigger(s, 1)
+    wait_log(s, 6)
+    b = RawWS(s.port, "/ws?from_seq=3")
+    assert b.status == 101
+    got = [json.loads(b.frame(timeout=3)[1])["seq"] for _ in range(4)]
+    b.s.close()
+    assert got == [3, 4, 5, 6], (ids, got)
+
+
 def test_ws_filters_job_name_and_job_id(make_server):
     s = make_server(config=SLOW_CONFIG)
     ids = trigger(s, 3) + trigger(s, 2, job="fail")
