@@ -417,6 +417,22 @@ static int sse_parse(SubWorker *w, Sub *s, int idx, int64_t t)
 	size_t off = 0;
 	for (;;) {
 		const char *b = s->buf + off, *end = s->buf + s->n, *nl = b, *rec_end = NULL;
+		/* Fast path, the server's form: "id: N\ndata: JSON\n\n". */
+		if (end - b > 4 && memcmp(b, "id: ", 4) == 0) {
+			const char *l1 = memchr(b + 4, '\n', (size_t)(end - b - 4));
+			if (!l1)
+				break;
+			if (end - l1 > 7 && memcmp(l1 + 1, "data: ", 6) == 0) {
+				const char *d = l1 + 7, *l2 = memchr(d, '\n', (size_t)(end - d));
+				if (!l2 || l2 + 1 >= end)
+					break;
+				if (l2[1] == '\n') {
+					on_event(w, s, idx, d, (size_t)(l2 - d), t);
+					off = (size_t)(l2 + 2 - s->buf);
+					continue;
+				}
+			}
+		}
 		while ((nl = memchr(nl, '\n', (size_t)(end - nl))) && nl + 1 < end) {
 			if (nl[1] == '\n') {
 				rec_end = nl;
