@@ -572,7 +572,10 @@ static int api_callback(struct lws *wsi, enum lws_callback_reasons reason,
  * copies the rest into its own list.  A 64 KiB stream batch or a big
  * GET /jobs answer then took 16+ sends and as many trips through the loop;
  * with 1,000 subscribers the api thread spent its time on 4 KiB sends.
- * Larger than any stream batch, so one batch is one send(2). */
+ * 256 KiB is above a normal stream batch (64 KiB plus one event), so such a
+ * batch goes out in one send(2) when the socket has room; anything longer
+ * (a batch ending in a huge result, a big answer) takes one send per
+ * 256 KiB, and lws keeps whatever the kernel does not take. */
 const struct lws_protocols api_protocols[] = {
 	{ "jobgate", api_callback, sizeof(ApiSession), 4096, 0, NULL, 256 * 1024 },
 	{ NULL, NULL, 0, 0, 0, NULL, 0 }

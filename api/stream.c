@@ -28,8 +28,13 @@
  *   Waking.  A subscriber whose cursor has passed the log head is idle: it
  *   asks for nothing (no spinning).  streams_on_head() (after each commit)
  *   asks for writable on every idle subscriber whose cursor is <= the new
- *   head.  `armed` remembers an outstanding request so a burst of commits
- *   costs one lws_callback_on_writable() per subscriber, not one per commit.
+ *   head, at once or, with many subscribers, at the end of a short
+ *   coalescing interval.  `armed` remembers an outstanding request so a
+ *   burst of commits costs one lws_callback_on_writable() per subscriber,
+ *   not one per commit.  Invariant: every subscriber with next_seq <=
+ *   s->head is armed or has a wake pending; after its write a subscriber
+ *   re-arms itself only when a cap cut its batch short, and otherwise, if
+ *   still behind, makes sure a wake is owed (streams_kick).
  *
  *   Filters.  job_id=ID walks the by-job index (log_reader_job_seek), so a
  *   job stream costs one index seek per wake.  job=NAME compares the name in
@@ -43,9 +48,9 @@
  *   reconnecting on 204).
  *
  *   Pings.  One timer for all subscribers sweeps them every fifth of the
- *   ping period; a subscriber that wrote nothing for four fifths of it sends
- *   a WS ping frame or the SSE comment ": ping", so an idle stream carries
- *   something at least every ping period (25 s by default, env
+ *   ping period; a subscriber that wrote nothing for three fifths of it
+ *   sends a WS ping frame or the SSE comment ": ping", so an idle stream
+ *   carries something at least every ping period (25 s by default, env
  *   JOBGATE_STREAM_PING_MS for tests).  Not one timer each: lws 4.1 keeps
  *   its timers in one sorted list and inserts by walking it, and every
  *   keep-alive HTTP answer inserts one; 1,000 subscriber timers in that
@@ -160,11 +165,15 @@ int streams_open(Streams **out, const Config *cfg, Log *log)
 	if ((env = getenv("JOBGATE_STREAM_PING_MS")) != NULL) {
 		uint64_t v;
 
-		if (jg_parse_u64(env, strlen(env), &v) == 0 && v >= 50 && v <= STREAMS_PING_MS)
+		char range[32];
+
+		if (jg_parse_u64(env, strlen(env), &v) == 0 && v >= 50 && v <= STREAMS_PING_MS) {
 			s->ping_ms = (int64_t)v;
-		else
-			jg_log(JG_WARN, "JOBGATE_STREAM_PING_MS ignored: expected 50..25000",
-			       "value", env, NULL);
+		} else {
+			snprintf(range, sizeof range, "50..%d", STREAMS_PING_MS);
+			jg_log(JG_WARN, "JOBGATE_STREAM_PING_MS ignored", "value", env,
+			       "expected", range, NULL);
+		}
 	}
 	if ((rc = log_reader_open(log, &s->rd)) != 0) {
 		free(s);
@@ -433,11 +442,12 @@ int streams_check_args(struct lws *wsi, char *msg, size_t cap)
 
 /* ---- subscribers ---- */
 
-/* Every ping_ms / 5: subscribers idle for 4/5 of the period ping next. */
+/* Every ping_ms / 5: subscribers idle for 3/5 of the period ping next, so
+ * the longest quiet is 4/5 of it plus the loop's latency. */
 static void streams_ping_sweep(lws_sorted_usec_list_t *sul)
 {
 	Streams *s = lws_container_of(sul, Streams, ping_sweep);
-	int64_t now = jg_mono_ns(), quiet_ns = (s->ping_ms - s->ping_ms / 5) * 1000000;
+	int64_t now = jg_mono_ns(), quiet_ns = (s->ping_ms / 5 * 3) * 1000000;
 	StreamSub *sub;
 
 	if (!s->subs) {
@@ -481,7 +491,6 @@ static StreamSub *streams_sub_add(Streams *s, struct lws *wsi, int kind,
 	}
 	return sub;
 }
-
 
 static int streams_fail(StreamSub *sub, int rc)
 {
@@ -660,13 +669,15 @@ static int streams_ping(StreamSub *sub)
 
 /*
  * One writable callback of either kind (api thread): write the next batch
- * with a single lws_write, move the cursor past it, and ask again while the
- * cursor is behind the head.  lws calls us only when nothing of ours is
+ * with a single lws_write and move the cursor past it (see the end for when
+ * it asks again).  lws calls us only when nothing of ours is
  * pending, so a batch partly taken by the kernel is finished by lws (its
  * buffer holds at most one batch) before we render the next one.
  *
  * WS batches are pre-framed and written raw (LWS_WRITE_RAW) so that a batch
- * costs one send(2), not one per event: with 1,000 subscribers that is the
+ * costs one lws_write (one send(2) when the socket has room, since
+ * tx_packet_size is above a normal batch), not one per event: with 1,000
+ * subscribers that is the
  * difference between a few thousand and millions of syscalls a second.
  * Frames are plain text frames with RSV1 clear, valid even when an
  * extension such as permessage-deflate was negotiated.

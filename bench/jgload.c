@@ -1,19 +1,26 @@
-/* bench/jgload.c -- load generator and WebSocket fan-out probe for make bench.
+/* bench/jgload.c -- load generator and stream fan-out probe for make bench.
  *
- * One process, two threads:
+ * One process:
  *   main thread  -- CONNS keep-alive HTTP/1.1 connections sending POST PATH,
  *                   open loop at a fixed RATE (requests are scheduled at
  *                   t0 + i/RATE; latency counts from the scheduled time, so a
  *                   stalled server cannot hide behind a stalled client) or
  *                   closed loop at max rate (RATE 0); bounded by DURATION
  *                   and MAX requests.
- *   sub threads  -- SUBS WebSocket subscribers on /ws?access_token=TOKEN,
- *                   split over K worker threads (--sub-threads, default 2)
- *                   (all jobs, live).  Each checks its events arrive in seq
- *                   order without gaps; every event's "at" (commit side,
- *                   ms precision, same clock) gives the delivery latency.
- *                   Subscriber 0 also records job.succeeded events so the
- *                   trigger -> succeeded latency can be joined by job id.
+ *   sub thread   -- connects SUBS subscribers (WebSocket /ws, or SSE /events
+ *                   with --sse; all jobs, live), then runs K worker threads
+ *                   (--sub-threads, default 2), each reading its own range
+ *                   of subs[] through its own epoll, and merges their
+ *                   counters after the join.  Each subscriber checks its
+ *                   events arrive in seq order without gaps; every event's
+ *                   "at" (commit side, ms precision, same clock) gives the
+ *                   delivery latency.  Subscriber 0 also records
+ *                   job.succeeded events so the trigger -> succeeded latency
+ *                   can be joined by job id.
+ * Shared between threads: subs[] (each worker owns its range; read by main
+ * only after the join), succ_* (written by the worker of subscriber 0, read
+ * after the join), and the atomics succ_seen, subs_ready, stop_subs and
+ * target_seq (sub_deadline_us is written before stop_subs is set).
  * After the load, the head is polled via GET /healthz until it stops moving
  * (the runner has drained), then the subscribers read up to that head.
  * A JSON summary goes to stdout.  Everything is bounded in time.
