@@ -83,7 +83,7 @@ static int api_list_answer(Api *a, ApiReq *r, const ApiListArgs *la, int defer)
 
 	buf_reset(&a->job);
 	rc = query_list(a->q, la->has_job ? la->job : NULL, la->st, (int)la->lim,
-			la->has_cur ? la->cursor : NULL, &a->job);
+			QUERY_PAGE_BYTES, la->has_cur ? la->cursor : NULL, &a->job);
 	if (rc != 0 || a->job.oom) {
 		int bad = rc == JG_EINVAL;
 		const char *code = bad ? "bad_request" : "internal";

@@ -211,7 +211,7 @@ static int cursor_parse(const char *c, int64_t *id)
 	return 0;
 }
 
-int query_list(Query *q, const char *job, int status, int limit,
+int query_list(Query *q, const char *job, int status, int limit, size_t max_bytes,
 	       const char *cursor, Buf *out)
 {
 	sqlite3_stmt *st;
@@ -240,7 +240,11 @@ int query_list(Query *q, const char *job, int status, int limit,
 	if (sname)
 		sqlite3_bind_text(st, 4, sname, -1, SQLITE_STATIC);
 	buf_puts(out, "{\"jobs\":[");
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW && n < limit) {
+	/* A page stops at limit jobs, or once it holds max_bytes: 1,000 jobs
+	 * with 64 MiB results each would otherwise be one 64 GiB answer built
+	 * in memory.  Stopping with a row in hand means a next page. */
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW && n < limit &&
+	       (n == 0 || out->len - start < max_bytes)) {
 		if ((rc = row_job(q, st, &js)) != 0)
 			goto out;
 		if (n++)

@@ -19,9 +19,11 @@ void query_close(Query *q);		/* NULL is a no-op */
  * row's seq (last applied event of the job). */
 int  query_job(Query *q, uint64_t id, Buf *out, uint64_t *seq);
 /* {"jobs":[...],"next_cursor":"..."|null}, newest first.  job NULL = any,
- * status 0 = any, limit 1..1000, cursor NULL = first page.  JG_EINVAL for
- * a malformed cursor. */
-int  query_list(Query *q, const char *job, int status, int limit,
+ * status 0 = any, limit 1..1000, cursor NULL = first page.  The page ends
+ * early, with a next_cursor, once it holds max_bytes (it always holds one
+ * job).  JG_EINVAL for a malformed cursor. */
+#define QUERY_PAGE_BYTES (16u << 20)	/* max_bytes of GET /jobs */
+int  query_list(Query *q, const char *job, int status, int limit, size_t max_bytes,
 		const char *cursor, Buf *out);
 
 #endif

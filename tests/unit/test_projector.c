@@ -347,19 +347,25 @@ TEST(proj_rows_render_like_the_fold)
 	free(jobs);
 }
 
-/* Walk every page of a list; check order, filters and exactly-once. */
-static int walk(Query *q, const char *job, int status, int limit, uint64_t *ids, int cap)
+/* Walk every page of a list; check order, filters and exactly-once.  With
+ * max_bytes, *pages counts the pages and each must stop within one job of
+ * the budget. */
+static int walk_bytes(Query *q, const char *job, int status, int limit, size_t max_bytes,
+		      uint64_t *ids, int cap, int *pages)
 {
 	char cursor[64];
 	Buf b = {0};
-	int n = 0, have = 0;
+	int n = 0, have = 0, np = 0;
 
 	for (;;) {
 		const char *s, *c;
+		size_t last_job = 0;
 		buf_reset(&b);
-		CHECK_RC(query_list(q, job, status, limit, have ? cursor : NULL, &b));
+		CHECK_RC(query_list(q, job, status, limit, max_bytes, have ? cursor : NULL, &b));
 		CHECK(b.len > 0 && b.p[0] == '{');
+		np++;
 		for (s = b.p; (s = strstr(s, "{\"id\":")) != NULL; s++) {
+			last_job = (size_t)(s - b.p);
 			uint64_t id = strtoull(s + 6, NULL, 10);
 			CHECK(n < cap);
 			CHECK(n == 0 || id < ids[n - 1]);	/* newest first, no repeats */
@@ -369,6 +375,8 @@ static int walk(Query *q, const char *job, int status, int limit, uint64_t *ids,
 		}
 		c = strstr(b.p, "\"next_cursor\":");
 		CHECK(c);
+		/* the last job began inside the budget, or was the page's first */
+		CHECK(last_job <= 9 || last_job <= max_bytes + 1);
 		c += 14;
 		if (!strncmp(c, "null", 4))
 			break;
@@ -377,7 +385,14 @@ static int walk(Query *q, const char *job, int status, int limit, uint64_t *ids,
 		have = 1;
 	}
 	buf_free(&b);
+	if (pages)
+		*pages = np;
 	return n;
+}
+
+static int walk(Query *q, const char *job, int status, int limit, uint64_t *ids, int cap)
+{
+	return walk_bytes(q, job, status, limit, QUERY_PAGE_BYTES, ids, cap, NULL);
 }
 
 TEST(query_list_pages_filters_and_cursors)
@@ -404,6 +419,12 @@ TEST(query_list_pages_filters_and_cursors)
 	CHECK(walk(q, NULL, 0, 7, ids, 2000) == n);
 	CHECK(walk(q, NULL, 0, 1000, ids, 2000) == n);
 	CHECK(walk(q, NULL, 0, 1, ids, 2000) == n);
+	/* A byte budget cuts pages short without losing or repeating a job;
+	 * a budget below one job still gives one job per page. */
+	CHECK(walk_bytes(q, NULL, 0, 1000, 4096, ids, 2000, &k) == n);
+	CHECK(k > 1 && k < n);
+	CHECK(walk_bytes(q, NULL, 0, 1000, 1, ids, 2000, &k) == n);
+	CHECK(k == n);
 	for (st = JG_ST_QUEUED; st <= JG_ST_CANCELED; st++) {
 		snprintf(sql, sizeof sql, "SELECT count(*) FROM jobs WHERE status = '%s'",
 			 log_status_name(st));
@@ -415,11 +436,11 @@ TEST(query_list_pages_filters_and_cursors)
 	CHECK(walk(q, "deploy", 0, 9, ids, 2000) ==
 	      sql_int(db, "SELECT count(*) FROM jobs WHERE job = 'deploy'"));
 	CHECK(walk(q, "nope", 0, 9, ids, 2000) == 0);
-	CHECK(query_list(q, NULL, 0, 0, NULL, &b) == JG_EINVAL);
-	CHECK(query_list(q, NULL, 0, 1001, NULL, &b) == JG_EINVAL);
-	CHECK(query_list(q, NULL, 0, -5, NULL, &b) == JG_EINVAL);
+	CHECK(query_list(q, NULL, 0, 0, QUERY_PAGE_BYTES, NULL, &b) == JG_EINVAL);
+	CHECK(query_list(q, NULL, 0, 1001, QUERY_PAGE_BYTES, NULL, &b) == JG_EINVAL);
+	CHECK(query_list(q, NULL, 0, -5, QUERY_PAGE_BYTES, NULL, &b) == JG_EINVAL);
 	for (k = 0; bad[k]; k++)
-		CHECK(query_list(q, NULL, 0, 10, bad[k], &b) == JG_EINVAL);
+		CHECK(query_list(q, NULL, 0, 10, QUERY_PAGE_BYTES, bad[k], &b) == JG_EINVAL);
 	CHECK(b.len == 0);
 	query_close(q);
 	proj_close(p);
