@@ -1,6 +1,6 @@
 /*
  * cmd_serve.c -- `jobgate serve`: load the config, own the data dir, wire
- * the four roles together and run until SIGINT/SIGTERM.
+ * the four roles together and run until SIGINT/SIGTERM/SIGHUP.
  *
  * Start order follows the watcher rule (log_watch before log_start):
  * open log -> open projector, runner, api (each registers a watcher) ->
@@ -42,7 +42,7 @@ static const char usage[] =
 	"\n"
 	"Token: env JOBGATE_TOKEN adds one; with no token at all, one is\n"
 	"generated, saved in DIR/token (mode 0600) and printed once.\n"
-	"SIGINT/SIGTERM stop gracefully; a second one exits at once.\n";
+	"SIGINT/SIGTERM/SIGHUP stop gracefully; a second one exits at once.\n";
 
 typedef struct ServeArgs {
 	const char *config, *listen, *data_dir;
@@ -263,7 +263,10 @@ static void raise_fd_limit(void)
 static pthread_mutex_t sig_mu = PTHREAD_MUTEX_INITIALIZER;
 static Api *sig_api;		/* {sig_mu} */
 
-/* Signal thread: the only place SIGINT/SIGTERM are taken. */
+/* Signal thread: the only place SIGINT/SIGTERM/SIGHUP are taken.  SIGHUP
+ * (the terminal or SSH session of a foreground server went away) stops
+ * gracefully too: dying of it would leave running attempts for recovery
+ * instead of recording them interrupted. */
 static void *signal_main(void *arg)
 {
 	sigset_t set;
@@ -274,6 +277,7 @@ static void *signal_main(void *arg)
 	sigemptyset(&set);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
 	for (;;) {
 		if (sigwait(&set, &sig) != 0)
 			continue;
@@ -287,7 +291,8 @@ static void *signal_main(void *arg)
 			_exit(1);
 		}
 		first_ns = jg_mono_ns();
-		jg_log(JG_INFO, "shutting down", "signal", sig == SIGINT ? "SIGINT" : "SIGTERM", NULL);
+		jg_log(JG_INFO, "shutting down", "signal",
+		       sig == SIGINT ? "SIGINT" : sig == SIGHUP ? "SIGHUP" : "SIGTERM", NULL);
 		pthread_mutex_lock(&sig_mu);
 		if (sig_api)
 			api_stop(sig_api);
@@ -391,6 +396,7 @@ int cmd_serve(int argc, char **argv)
 	sigemptyset(&set);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	code = run(c, tok, created, have_data_token);
 	memset(tok, 0, sizeof tok);

@@ -231,13 +231,18 @@ def test_kill9_kills_job_and_restart_reruns(make_server, tmp_path):
     assert 0 < failed[0]["duration_ms"] <= (at(failed[0]) - at(started1)) * 1000 + 1
 
 
-def test_shutdown_interrupts_and_next_start_resumes(make_server, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_shutdown_interrupts_and_next_start_resumes(make_server, tmp_path, sig):
+    """SIGHUP too: the terminal of a foreground server closing is a stop,
+    not a crash (tester, session 5: it died with 129, nothing recorded)."""
     s = make_server(config=cfg({"work": {"command": ["/bin/sh", "-c",
                                                      '[ "$JOBGATE_ATTEMPT" = 1 ] && exec sleep 60; echo ok'],
                                          "max_attempts": 2, "backoff_s": 1}}))
     jid = trigger(s, "work")
     wait_job(s, jid, ["running"])
-    assert s.stop(signal.SIGTERM, timeout=60) == 0
+    assert s.stop(sig, timeout=60) == 0
+    assert any(l.get("msg") == "shutting down" and l.get("signal") == sig.name
+               for l in s.log_lines())
     s.start()
     job = wait_job(s, jid, ["succeeded"], timeout=20)
     assert job["result"] == "ok\n"
