@@ -210,7 +210,11 @@ int log_open(Log **out, const char *dir, const LogOptions *o)
 	mdb_env_set_assert(l->env, log_mdb_assert);	/* EINVAL if built without asserts */
 	mdb_env_set_maxdbs(l->env, 4);
 	mdb_env_set_maxreaders(l->env, 1024);
-	mdb_env_set_mapsize(l->env, (size_t)(o->map_size_mb > 0 ? o->map_size_mb : 8192) << 20);
+	/* A read-only open (the CLI) keeps the map size the server recorded,
+	 * so `log stat` shows the server's limit, not a default of its own. */
+	if (!l->readonly)
+		mdb_env_set_mapsize(l->env,
+				    (size_t)(o->map_size_mb > 0 ? o->map_size_mb : 8192) << 20);
 	/* MDB_NOTLS: read txns are tied to LogReader handles, not threads, so
 	 * one thread may hold several (the api thread serves many streams). */
 	if ((rc = check_size(l, path, 1)) != 0)

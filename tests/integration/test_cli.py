@@ -96,6 +96,16 @@ def test_sigterm_exits_0_even_when_signalled_twice_at_once(server):
     assert not any("second signal" in (m or "") for m in msgs)
 
 
+def test_log_stat_shows_the_servers_map_size(make_server):
+    """`log stat` reports the map the server uses, not a default of its own
+    (tester, session 5: 8 GiB was printed for a 3 MiB map)."""
+    s = make_server(config={"jobs": {"echo": {"builtin": "echo"}},
+                            "limits": {"map_size_mb": 3}})
+    assert s.post("/trigger/echo", {}).status == 202
+    st = json.loads(s.jobgate("log", "stat", "--data-dir", s.data_dir, check=True).stdout)
+    assert st["map_bytes"] == 3 << 20, st
+
+
 def test_log_stat_and_verify(server):
     for _ in range(3):
         assert server.post("/trigger/echo", {}).status == 202
