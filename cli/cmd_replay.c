@@ -20,6 +20,7 @@
 #include <inttypes.h>
 #include <sqlite3.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -186,7 +187,24 @@ static int do_check(Log *l, const char *dir, const char *target)
 		fprintf(stderr, "jobgate replay: no projection to check at %s\n", target);
 		return 1;
 	}
-	snprintf(tmp, sizeof tmp, "%s.check-%ld", target, (long)getpid());
+	if (!proj_dir_writable(target)) {
+		/* A mounted backup: nothing can be made beside it, and a -wal
+		 * that holds transactions cannot be read without its -shm. */
+		struct stat st;
+		const char *tmpdir = getenv("TMPDIR");
+
+		snprintf(tmp, sizeof tmp, "%s-wal", target);
+		if (stat(tmp, &st) == 0 && st.st_size > 0) {
+			fprintf(stderr, "jobgate replay: %s is in a read-only directory and its -wal "
+				"holds transactions SQLite cannot read there; copy the data dir "
+				"somewhere writable to check it\n", target);
+			return 1;
+		}
+		snprintf(tmp, sizeof tmp, "%s/jobgate-check-%ld.db",
+			 tmpdir && *tmpdir ? tmpdir : "/tmp", (long)getpid());
+	} else {
+		snprintf(tmp, sizeof tmp, "%s.check-%ld", target, (long)getpid());
+	}
 	rc = proj_check(l, target, tmp, &n, msg, sizeof msg);
 	unlink(tmp);
 	if (rc == JG_ECONFLICT) {

@@ -54,5 +54,9 @@ int  proj_compare(const char *a, const char *b, char *msg, size_t cap);
  * Works beside a running server.  *events = events replayed. */
 int  proj_check(Log *log, const char *db_path, const char *tmp_path,
 		uint64_t *events, char *msg, size_t cap);
+/* 1 if the directory holding path may be written.  A projection in a
+ * read-only directory (a mounted backup) is read immutable: SQLite cannot
+ * make its -shm there, and its -wal, if it holds anything, is not read. */
+int  proj_dir_writable(const char *path);
 
 #endif

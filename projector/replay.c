@@ -117,6 +117,47 @@ int proj_replay(Log *log, const char *out_path, uint64_t *events)
 }
 
 /* A read-only connection inside a read txn (one snapshot for all reads). */
+/* 1 if the directory holding path may be written (SQLite needs that for a
+ * WAL file's -shm). */
+int proj_dir_writable(const char *path)
+{
+	char dir[4200];
+	const char *slash = strrchr(path, '/');
+	size_t n = slash ? (size_t)(slash - path) : 0;
+
+	if (!slash)
+		return access(".", W_OK) == 0;
+	if (n == 0)
+		n = 1;	/* "/jobs.db" */
+	if (n >= sizeof dir)
+		return 0;
+	memcpy(dir, path, n);
+	dir[n] = '\0';
+	return access(dir, W_OK) == 0;
+}
+
+/* A file on a read-only mount (a mounted backup) cannot get its -shm, so
+ * it is opened immutable: no locks, no -shm, and no -wal either, which is
+ * why proj_check's caller refuses such a file whose -wal holds anything. */
+static int open_immutable(const char *path, sqlite3 **db)
+{
+	char uri[8600], *u = uri;
+	const char *p;
+
+	u += snprintf(u, 8, "file:");
+	for (p = path; *p && u < uri + sizeof uri - 16; p++) {
+		if (*p == '?' || *p == '#' || *p == '%')
+			u += snprintf(u, 4, "%%%02x", (unsigned char)*p);
+		else
+			*u++ = *p;
+	}
+	if (*p)
+		return SQLITE_CANTOPEN;
+	snprintf(u, 16, "?immutable=1");
+	return sqlite3_open_v2(uri, db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI |
+			       SQLITE_OPEN_NOMUTEX, NULL);
+}
+
 static int open_snapshot(const char *path, sqlite3 **out)
 {
 	sqlite3 *db = NULL;
@@ -125,6 +166,10 @@ static int open_snapshot(const char *path, sqlite3 **out)
 	*out = NULL;
 	if (access(path, F_OK) != 0)
 		return errno;
+	if (!proj_dir_writable(path)) {
+		rc = open_immutable(path, &db);
+		goto opened;
+	}
 	/* Read-write if allowed, though we only read: the last connection to
 	 * close a WAL file deletes its -wal and -shm only if it may write,
 	 * and a read-only one would leave them behind on files nobody else
@@ -135,6 +180,7 @@ static int open_snapshot(const char *path, sqlite3 **out)
 		db = NULL;
 		rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
 	}
+opened:
 	if (rc == SQLITE_OK)
 		rc = sqlite3_exec(db, "PRAGMA query_only = 1", NULL, NULL, NULL);
 	if (rc != SQLITE_OK) {

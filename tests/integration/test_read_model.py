@@ -246,3 +246,35 @@ def test_scripts_replay(server):
     server.start()
     assert server.get("/jobs/%d" % ids[0]).json()["status"] == "succeeded"
     assert server.post("/trigger/echo", {}).status == 202
+
+
+def test_check_a_read_only_copy(make_server, tmp_path):
+    """A data dir on a read-only mount (a mounted backup): `replay --check`
+    and `scripts/replay --check` read the projection immutable and put their
+    scratch file in TMPDIR (tester, session 5: 'SQLite failure')."""
+    s = make_server()
+    for _ in range(3):
+        assert s.post("/trigger/echo", {}).status == 202
+    assert s.stop() == 0
+    ro = str(tmp_path / "ro")
+    os.mkdir(ro)
+    if os.geteuid() == 0:   # root writes through mode bits: use a read-only bind mount
+        if subprocess.run(["mount", "--bind", s.data_dir, ro]).returncode != 0:
+            pytest.skip("cannot bind-mount here")
+        subprocess.run(["mount", "-o", "remount,bind,ro", ro], check=True)
+        undo = lambda: subprocess.run(["umount", ro], check=True)
+    else:
+        os.rmdir(ro)
+        ro = s.data_dir
+        os.chmod(ro, 0o555)
+        undo = lambda: os.chmod(ro, 0o755)
+    try:
+        assert not os.access(ro, os.W_OK)
+        r = s.jobgate("replay", "--data-dir", ro, "--check")
+        assert r.returncode == 0 and r.stdout.startswith("check ok"), (r.stdout, r.stderr)
+        r = subprocess.run([SCRIPT, "--data-dir", ro, "--check"], capture_output=True,
+                           text=True, timeout=60, env=dict(os.environ, JOBGATE_BIN=s.cmd()[0]))
+        assert r.returncode == 0, (r.stdout, r.stderr)
+        assert "unreadable" not in r.stdout and "total      3" in r.stdout, r.stdout
+    finally:
+        undo()
