@@ -116,7 +116,6 @@ int proj_replay(Log *log, const char *out_path, uint64_t *events)
 	return replay_into(log, out_path, REPLAY_HEAD, events);
 }
 
-/* A read-only connection inside a read txn (one snapshot for all reads). */
 /* 1 if the directory holding path may be written (SQLite needs that for a
  * WAL file's -shm). */
 int proj_dir_writable(const char *path)
@@ -158,6 +157,7 @@ static int open_immutable(const char *path, sqlite3 **db)
 			       SQLITE_OPEN_NOMUTEX, NULL);
 }
 
+/* A read-only connection inside a read txn (one snapshot for all reads). */
 static int open_snapshot(const char *path, sqlite3 **out)
 {
 	sqlite3 *db = NULL;
