@@ -49,6 +49,7 @@
 #include <errno.h>
 #include <lmdb.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -95,6 +96,14 @@ int log_status_final(int st)
 	return st == JG_ST_SUCCEEDED || st == JG_ST_FAILED || st == JG_ST_CANCELED;
 }
 
+/* Set once a server's (writable) log is open.  From then on LMDB reporting
+ * a damaged page ends the process like failing one of its page assertions
+ * (log_mdb_assert): which of the two a damaged page causes depends on which
+ * check meets it first, and a server that went on after the report (the
+ * runner's recovery, say) ran half blind.  The CLI tools open read-only and
+ * report the damage themselves. */
+static atomic_int log_damage_fatal;
+
 /* Map an LMDB code to ours: map/disk exhaustion is storage_full. */
 int log_mdb_rc(int rc)
 {
@@ -103,7 +112,13 @@ int log_mdb_rc(int rc)
 	case MDB_NOTFOUND:  return JG_ENOTFOUND;
 	case MDB_CORRUPTED:
 	case MDB_PAGE_NOTFOUND:
-	case MDB_INVALID:   return JG_EDAMAGED;
+	case MDB_INVALID:
+		if (atomic_load(&log_damage_fatal)) {
+			jg_log(JG_ERROR, "the event log is damaged: restore it from a backup",
+			       "lmdb", mdb_strerror(rc), NULL);
+			_exit(1);
+		}
+		return JG_EDAMAGED;
 	case MDB_MAP_FULL:
 	case ENOSPC:
 	case EDQUOT:        return JG_ESTORAGE;
@@ -224,6 +239,8 @@ int log_open(Log **out, const char *dir, const LogOptions *o)
 		goto out;
 	if ((rc = check_size(l, path, 0)) != 0 || (rc = open_dbs(l)) != 0)
 		goto out;
+	if (!l->readonly)
+		atomic_store(&log_damage_fatal, 1);
 	*out = l;
 	return 0;
 out:

@@ -11,6 +11,7 @@
 #include "../../common/json.h"
 #include "../../log/event.h"
 #include "../../log/log.h"
+#include "../../log/log_int.h"
 
 typedef struct Waiter {
 	pthread_mutex_t mu;
@@ -66,6 +67,45 @@ static void append_n(Log *l, LogEntry *es, int n, const char *key)
 		CHECK_RC(log_submit(l, &es[i]));
 	}
 	waiter_wait(&w);
+}
+
+/* A damaged page that LMDB reports (MDB_CORRUPTED) instead of failing an
+ * assertion: a read-only open (the CLI) gets JG_EDAMAGED to report; once a
+ * writable log (a server's) is open, the process ends with exit 1 as on
+ * the assertion path, and does not run on half blind. */
+TEST(reported_page_damage_is_fatal_once_a_server_log_is_open)
+{
+	LogOptions ro = { 1, 0, 64 }, rw = { 0, 0, 64 };
+	Log *l;
+	pid_t pid;
+	int st;
+
+	CHECK(log_mdb_rc(MDB_CORRUPTED) == JG_EDAMAGED);
+	fflush(NULL);
+	if ((pid = fork()) == 0) {		/* create it, in a process of its own */
+		if (log_open(&l, t_dir(), &rw) != 0)
+			_exit(3);
+		log_close(l);
+		_exit(0);
+	}
+	CHECK(pid > 0 && waitpid(pid, &st, 0) == pid);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	if ((pid = fork()) == 0) {		/* the CLI: read-only */
+		if (log_open(&l, t_dir(), &ro) != 0)
+			_exit(3);
+		_exit(log_mdb_rc(MDB_CORRUPTED) == JG_EDAMAGED &&
+		      log_mdb_rc(MDB_PAGE_NOTFOUND) == JG_EDAMAGED ? 0 : 4);
+	}
+	CHECK(pid > 0 && waitpid(pid, &st, 0) == pid);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	if ((pid = fork()) == 0) {		/* a server: writable */
+		if (log_open(&l, t_dir(), &rw) != 0)
+			_exit(3);
+		log_mdb_rc(MDB_CORRUPTED);
+		_exit(0);			/* not reached */
+	}
+	CHECK(pid > 0 && waitpid(pid, &st, 0) == pid);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 1);
 }
 
 TEST(append_assigns_contiguous_seqs_and_job_ids)
@@ -546,6 +586,7 @@ int main(void)
 	RUN(status_events_have_room_when_enqueues_are_refused);
 	RUN(status_events_have_room_after_a_burst_of_enqueues);
 	RUN(decode_refuses_payload_at_offset_zero);
+	RUN(reported_page_damage_is_fatal_once_a_server_log_is_open);
 	RUN(event_decode_reads_members);
 	RUN(readonly_open_reads_committed_log);
 	return t_done();
