@@ -190,7 +190,12 @@ static int api_listen_fail(const char *addr, int rc, const char *why)
 	char msg[400];
 
 	snprintf(msg, sizeof msg, "cannot listen on %s: %s", addr, why);
-	jg_log(JG_ERROR, msg, "listen", addr, "error", why, NULL);
+	if (rc == EADDRINUSE)	/* the usual first-run snag: say what to do */
+		jg_log(JG_ERROR, msg, "listen", addr, "error", why, "hint",
+		       "another process holds this port: pick another with --listen "
+		       "(make run: PORT=8081 make run)", NULL);
+	else
+		jg_log(JG_ERROR, msg, "listen", addr, "error", why, NULL);
 	return rc;
 }
 

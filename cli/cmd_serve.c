@@ -308,6 +308,9 @@ static int fail(const char *what, int rc)
 }
 
 /* Build, run and tear down the roles.  Returns the exit code. */
+/* Set once the token and curl line were printed. */
+static int welcomed;
+
 static int run(Config *c, const char *tok, int created, int have_data_token)
 {
 	char db[4200];
@@ -334,8 +337,10 @@ static int run(Config *c, const char *tok, int created, int have_data_token)
 	pthread_mutex_unlock(&sig_mu);
 	if (pthread_create(&sig, NULL, signal_main, NULL) == 0)
 		pthread_detach(sig);
-	if (have_data_token)
+	if (have_data_token) {
 		print_welcome(c, api_port(api), tok, created);
+		welcomed = 1;
+	}
 	rc = api_run(api);
 	code = rc == 0 ? 0 : fail("api loop failed", rc);
 out:
@@ -399,6 +404,15 @@ int cmd_serve(int argc, char **argv)
 	sigaddset(&set, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	code = run(c, tok, created, have_data_token);
+	if (created && !welcomed) {
+		/* The token generated for this start was never shown (the port
+		 * was taken, say): drop it, so the next start makes and prints
+		 * one instead of pointing at a file the user never saw. */
+		char path[4200];
+
+		snprintf(path, sizeof path, "%s/token", c->data_dir);
+		unlink(path);
+	}
 	memset(tok, 0, sizeof tok);
 	config_free(c);
 	return code;

@@ -173,3 +173,36 @@ def test_config_from_a_pipe(tmp_path):
     r = subprocess.run([BIN, "serve", "--config", "/dev/stdin", "--data-dir", str(tmp_path / "e")],
                        input=big, capture_output=True, text=True, timeout=30, env=env)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, (r.returncode, r.stderr)
+
+
+def test_port_in_use_says_what_to_do_and_keeps_no_unseen_token(tmp_path):
+    """A first start on a taken port names the way out, and does not leave
+    behind a generated token it never printed (tester, session 5: the next
+    start only said 'using the API token in ./data/token')."""
+    import socket
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    held.listen(1)
+    port = held.getsockname()[1]
+    data = str(tmp_path / "data")
+    env = {k: v for k, v in os.environ.items() if k != "JOBGATE_TOKEN"}
+    try:
+        r = run("serve", "--listen", "127.0.0.1:%d" % port, "--data-dir", data, env=env)
+    finally:
+        held.close()
+    assert r.returncode == 1
+    line = json.loads(r.stderr.strip().splitlines()[-1])
+    assert "in use" in line["msg"] and "PORT=" in line["hint"], line
+    assert not os.path.exists(os.path.join(data, "token"))
+    p = subprocess.Popen([BIN, "serve", "--listen", "127.0.0.1:0", "--data-dir", data],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.time() + 10
+        while time.time() < deadline and not os.path.exists(os.path.join(data, "token")):
+            time.sleep(0.05)
+        time.sleep(0.3)
+    finally:
+        p.send_signal(signal.SIGTERM)
+        out, _ = p.communicate(timeout=30)
+    tok = open(os.path.join(data, "token")).read().strip()
+    assert "generated an API token" in out and tok in out, out
