@@ -46,6 +46,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -74,6 +75,8 @@ static int drain_over(const Runner *r, int64_t t)
 static void take_inputs(Runner *r, RunEnt **done, RProc **spawned, RunnerReq **reqs,
 			int *closing)
 {
+	int first = 0;
+
 	pthread_mutex_lock(&r->mu);
 	*done = r->done_head;
 	r->done_head = r->done_tail = NULL;
@@ -86,8 +89,17 @@ static void take_inputs(Runner *r, RunEnt **done, RProc **spawned, RunnerReq **r
 	if (*closing && !r->closing_seen) {
 		r->closing_seen = 1;
 		r->close_at_ns = now_ns() + (int64_t)r->grace_s * 1000000000;
+		first = 1;
 	}
 	pthread_mutex_unlock(&r->mu);
+	if (first && r->nprocs) {	/* say why the stop takes a while */
+		char n[24], g[24];
+
+		snprintf(n, sizeof n, "%d", (int)r->nprocs);
+		snprintf(g, sizeof g, "%d", r->grace_s);
+		jg_log(JG_INFO, "waiting for running jobs before stopping them", "running", n,
+		       "grace_s", g, NULL);
+	}
 }
 
 static void timers(Runner *r, int closing)

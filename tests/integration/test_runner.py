@@ -241,8 +241,11 @@ def test_shutdown_interrupts_and_next_start_resumes(make_server, tmp_path, sig):
     jid = trigger(s, "work")
     wait_job(s, jid, ["running"])
     assert s.stop(sig, timeout=60) == 0
-    assert any(l.get("msg") == "shutting down" and l.get("signal") == sig.name
-               for l in s.log_lines())
+    lines = s.log_lines()
+    assert any(l.get("msg") == "shutting down" and l.get("signal") == sig.name for l in lines)
+    # the 10 s wait for the running job is announced, not silent
+    assert any(l.get("msg") == "waiting for running jobs before stopping them" and
+               l.get("running") == "1" and l.get("grace_s") == "10" for l in lines), lines
     s.start()
     job = wait_job(s, jid, ["succeeded"], timeout=20)
     assert job["result"] == "ok\n"
