@@ -51,7 +51,13 @@ static pthread_mutex_t pend_mu = PTHREAD_MUTEX_INITIALIZER;
 static atomic_int reaper_broken;	/* EPIPE seen {pend_mu to set} */
 static ReaperMsg pend[PEND_MAX];	/* {pend_mu} notes the pipe had no room for */
 static size_t pend_off;			/* {pend_mu} */
-static atomic_size_t pend_n;		/* {pend_mu to change}; read by job children */
+static atomic_size_t pend_n;		/* {pend_mu to change} */
+/* Set while notes wait because the pipe was full, cleared once they are
+ * all out; read by job children.  Not pend_n: that is also non-zero for
+ * the moment a note that goes straight out is being written, and a child
+ * that saw it then would leave its "+" to the parent, to be sent after its
+ * exec: a window in which a gateway's death let the group escape. */
+static atomic_int pend_stuck;		/* {pend_mu to change} */
 static int pend_full_said, pend_wait_said;	/* {pend_mu} */
 
 /* The reaper process: collect live groups until EOF, then kill them. */
@@ -148,8 +154,8 @@ int runner_reaper_start(void)
 }
 
 /* The job's child, between vfork and exec, all signals blocked: one
- * non-blocking write, unless notes are already waiting, which must go
- * first (a "-" for an old group with our pid, queued before that group
+ * non-blocking write, unless notes are stuck waiting (pend_stuck), which
+ * must go first (a "-" for an old group with our pid, queued before that group
  * was reaped, so before our pid could exist).  1: the
  * parent queues it.  If the reaper is gone, the write raises SIGPIPE,
  * which stays pending while blocked and would kill the child the moment
@@ -161,7 +167,7 @@ int runner_reaper_child_note(pid_t pgid)
 
 	if (reaper_fd < 0 || reaper_broken)
 		return 0;
-	if (pend_n > 0)
+	if (pend_stuck)
 		return 1;
 	if (write(reaper_fd, &m, sizeof m) == (ssize_t)sizeof m)
 		return 0;
@@ -190,8 +196,10 @@ static int reaper_flush(void)
 		}
 		if (w < 0 && errno == EINTR)
 			continue;
-		if (w < 0 && errno == EAGAIN)
+		if (w < 0 && errno == EAGAIN) {
+			pend_stuck = 1;
 			return 1;
+		}
 		reaper_broken = 1;
 		/* EPIPE: its read end is closed, so it has exited or is
 		 * exiting: reap it (no zombie for our lifetime). */
@@ -202,6 +210,7 @@ static int reaper_flush(void)
 		return 1;
 	}
 	pend_off = 0;
+	pend_stuck = 0;
 	return 0;
 }
 
