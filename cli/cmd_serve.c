@@ -307,10 +307,10 @@ static int fail(const char *what, int rc)
 	return 1;
 }
 
-/* Build, run and tear down the roles.  Returns the exit code. */
 /* Set once the token and curl line were printed. */
 static int welcomed;
 
+/* Build, run and tear down the roles.  Returns the exit code. */
 static int run(Config *c, const char *tok, int created, int have_data_token)
 {
 	char db[4200];
