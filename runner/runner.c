@@ -92,10 +92,13 @@ static void take_inputs(Runner *r, RunEnt **done, RProc **spawned, RunnerReq **r
 		first = 1;
 	}
 	pthread_mutex_unlock(&r->mu);
-	if (first && r->nprocs) {	/* say why the stop takes a while */
+	/* Say why the stop takes a while.  Count the processes the spawners
+	 * are starting too (those still waiting for their job.started to be
+	 * durable are recorded interrupted instead and hold nothing up). */
+	if (first && r->nprocs + r->nspawning) {
 		char n[24], g[24];
 
-		snprintf(n, sizeof n, "%d", (int)r->nprocs);
+		snprintf(n, sizeof n, "%d", r->nprocs + r->nspawning);
 		snprintf(g, sizeof g, "%d", r->grace_s);
 		jg_log(JG_INFO, "waiting for running jobs before stopping them", "running", n,
 		       "grace_s", g, NULL);

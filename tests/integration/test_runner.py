@@ -235,11 +235,14 @@ def test_kill9_kills_job_and_restart_reruns(make_server, tmp_path):
 def test_shutdown_interrupts_and_next_start_resumes(make_server, tmp_path, sig):
     """SIGHUP too: the terminal of a foreground server closing is a stop,
     not a crash (tester, session 5: it died with 129, nothing recorded)."""
+    mark = str(tmp_path / "ran")
     s = make_server(config=cfg({"work": {"command": ["/bin/sh", "-c",
-                                                     '[ "$JOBGATE_ATTEMPT" = 1 ] && exec sleep 60; echo ok'],
+                                                     '[ "$JOBGATE_ATTEMPT" = 1 ] && echo 1 > %s && '
+                                                     'exec sleep 60; echo ok' % mark],
                                          "max_attempts": 2, "backoff_s": 1}}))
     jid = trigger(s, "work")
     wait_job(s, jid, ["running"])
+    wait_file(mark)         # its process runs (not only its job.started)
     assert s.stop(sig, timeout=60) == 0
     lines = s.log_lines()
     assert any(l.get("msg") == "shutting down" and l.get("signal") == sig.name for l in lines)
