@@ -110,9 +110,19 @@ int log_mdb_rc(int rc)
 	switch (rc) {
 	case 0:             return 0;
 	case MDB_NOTFOUND:  return JG_ENOTFOUND;
+	case MDB_BAD_TXN:
+		/* A read txn is spoiled only by an earlier failure in it, which
+		 * for a read-only reader of a log jobgate wrote means a damaged
+		 * page whose first report was not looked at.  A server keeps
+		 * the generic code: its write txns also fail for other reasons. */
+		if (atomic_load(&log_damage_fatal))
+			return JG_ELMDB;
+		return JG_EDAMAGED;
 	case MDB_CORRUPTED:
 	case MDB_PAGE_NOTFOUND:
 	case MDB_INVALID:
+	case MDB_INCOMPATIBLE:	/* our databases' flags never change: damage */
+	case MDB_CURSOR_FULL:	/* a tree deeper than LMDB allows: damage */
 		if (atomic_load(&log_damage_fatal)) {
 			jg_log(JG_ERROR, "the event log is damaged: restore it from a backup",
 			       "lmdb", mdb_strerror(rc), NULL);
