@@ -133,7 +133,12 @@ int log_mdb_rc(int rc)
 	case ENOSPC:
 	case EDQUOT:        return JG_ESTORAGE;
 	default:	/* errnos and our own JG_* codes pass through */
-		return rc > 0 || (rc <= JG_EINVAL && rc >= JG_EDAMAGED) ? rc : JG_ELMDB;
+		if (rc > 0 || (rc <= JG_EINVAL && rc >= JG_EDAMAGED))
+			return rc;
+		/* Any other LMDB code is unexpected: JG_ELMDB says only "LMDB
+		 * failure", so name the code once here for whoever reads the log. */
+		jg_log(JG_WARN, "unexpected LMDB error", "lmdb", mdb_strerror(rc), NULL);
+		return JG_ELMDB;
 	}
 }
 
