@@ -110,14 +110,6 @@ int log_mdb_rc(int rc)
 	switch (rc) {
 	case 0:             return 0;
 	case MDB_NOTFOUND:  return JG_ENOTFOUND;
-	case MDB_BAD_TXN:
-		/* A read txn is spoiled only by an earlier failure in it, which
-		 * for a read-only reader of a log jobgate wrote means a damaged
-		 * page whose first report was not looked at.  A server keeps
-		 * the generic code: its write txns also fail for other reasons. */
-		if (atomic_load(&log_damage_fatal))
-			return JG_ELMDB;
-		return JG_EDAMAGED;
 	case MDB_CORRUPTED:
 	case MDB_PAGE_NOTFOUND:
 	case MDB_INVALID:
@@ -142,18 +134,26 @@ int log_mdb_rc(int rc)
 	}
 }
 
-uint64_t log_last_seq(MDB_txn *txn, MDB_dbi dbi)
+/* The last key of dbi in txn into *seq (0 when empty). */
+int log_last_seq(MDB_txn *txn, MDB_dbi dbi, uint64_t *seq)
 {
 	MDB_cursor *c;
 	MDB_val k, v;
-	uint64_t seq = 0;
+	int rc;
 
-	if (mdb_cursor_open(txn, dbi, &c) != 0)
-		return 0;
-	if (mdb_cursor_get(c, &k, &v, MDB_LAST) == 0 && k.mv_size == 8)
-		memcpy(&seq, k.mv_data, 8);
+	*seq = 0;
+	if ((rc = mdb_cursor_open(txn, dbi, &c)) != 0)
+		return log_mdb_rc(rc);
+	rc = mdb_cursor_get(c, &k, &v, MDB_LAST);
 	mdb_cursor_close(c);
-	return seq;
+	if (rc == MDB_NOTFOUND)
+		return 0;
+	if (rc != 0)
+		return log_mdb_rc(rc);
+	if (k.mv_size != 8)
+		return JG_ECORRUPT;
+	memcpy(seq, k.mv_data, 8);
+	return 0;
 }
 
 /* A data file cut short (a partial copy, a disk that filled during one)
@@ -208,7 +208,8 @@ static int open_dbs(Log *l)
 		goto out;
 	if ((rc = mdb_dbi_open(txn, "idem", cf, &l->idem)) != 0)
 		goto out;
-	l->head = log_last_seq(txn, l->events);
+	if ((rc = log_last_seq(txn, l->events, &l->head)) != 0)
+		goto out;
 	l->next = l->head + 1;
 	/* Commit even a read-only txn: aborting it would close the dbi
 	 * handles it opened. */

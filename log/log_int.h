@@ -49,7 +49,7 @@ struct LogReader {
 
 /* LMDB code to ours (map/disk exhaustion is JG_ESTORAGE). */
 int      log_mdb_rc(int rc);
-/* Last key of dbi in txn, 0 if empty. */
-uint64_t log_last_seq(MDB_txn *txn, MDB_dbi dbi);
+/* Last key of dbi in txn into *seq, 0 if empty; an error code if unreadable. */
+int      log_last_seq(MDB_txn *txn, MDB_dbi dbi, uint64_t *seq);
 
 #endif

@@ -92,12 +92,13 @@ int log_reader_begin(LogReader *r)
 	if (rc == 0)
 		rc = r->jcur ? mdb_cursor_renew(r->txn, r->jcur)
 			     : mdb_cursor_open(r->txn, r->l->byjob, &r->jcur);
+	if (rc == 0)
+		rc = log_last_seq(r->txn, r->l->events, &r->head);
 	if (rc != 0) {
 		mdb_txn_reset(r->txn);
 		return log_mdb_rc(rc);
 	}
 	r->active = 1;
-	r->head = log_last_seq(r->txn, r->l->events);
 	return 0;
 }
 
@@ -212,13 +213,17 @@ uint64_t log_reader_job_last(LogReader *r, uint64_t job_id)
 {
 	MDB_val k = { 8, &job_id }, v;
 	uint64_t seq = 0;
+	int rc;
 
 	if (ensure(r) != 0)
 		return 0;
-	if (mdb_cursor_get(r->jcur, &k, &v, MDB_SET) != 0)
-		return 0;
-	if (mdb_cursor_get(r->jcur, &k, &v, MDB_LAST_DUP) == 0 && v.mv_size == 8)
+	rc = mdb_cursor_get(r->jcur, &k, &v, MDB_SET);
+	if (rc == 0)
+		rc = mdb_cursor_get(r->jcur, &k, &v, MDB_LAST_DUP);
+	if (rc == 0 && v.mv_size == 8)
 		memcpy(&seq, v.mv_data, 8);
+	else if (rc != 0 && rc != MDB_NOTFOUND)
+		log_mdb_rc(rc);	/* damage ends a server; anything else is logged */
 	return seq;
 }
 
@@ -236,20 +241,28 @@ int log_info(Log *l, LogInfo *out)
 	memset(out, 0, sizeof *out);
 	if ((rc = mdb_txn_begin(l->env, NULL, MDB_RDONLY, &txn)) != 0)
 		return log_mdb_rc(rc);
-	mdb_stat(txn, l->events, &ms);
+	if ((rc = mdb_stat(txn, l->events, &ms)) != 0 ||
+	    (rc = log_last_seq(txn, l->events, &out->head)) != 0 ||
+	    (rc = mdb_cursor_open(txn, l->events, &c)) != 0)
+		goto out;
 	out->count = ms.ms_entries;
-	out->head = log_last_seq(txn, l->events);
-	if (mdb_cursor_open(txn, l->events, &c) == 0) {
-		if (mdb_cursor_get(c, &k, &v, MDB_FIRST) == 0 && k.mv_size == 8)
-			memcpy(&out->first, k.mv_data, 8);
-		mdb_cursor_close(c);
-	}
+	rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+	mdb_cursor_close(c);
+	if (rc == MDB_NOTFOUND)
+		rc = 0;
+	else if (rc == 0 && k.mv_size == 8)
+		memcpy(&out->first, k.mv_data, 8);
+	else if (rc == 0)
+		rc = JG_ECORRUPT;
+	if (rc != 0)
+		goto out;
 	mdb_env_info(l->env, &ei);
 	mdb_env_stat(l->env, &ms);
 	out->bytes = (uint64_t)(ei.me_last_pgno + 1) * ms.ms_psize;
 	out->map_bytes = ei.me_mapsize;
+out:
 	mdb_txn_abort(txn);
-	return 0;
+	return log_mdb_rc(rc);
 }
 
 /* One record decodes and makes sense (log.h). */
