@@ -12,6 +12,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 
@@ -20,6 +21,56 @@ import pytest
 BIN = os.environ.get("JOBGATE_BIN") or os.path.join(
     os.path.dirname(__file__), "..", "..", "build", "jobgate")
 TOKEN = "test-token-0123456789"
+
+
+def responses(buf):
+    """Split a byte stream into [(status, headers, body)], whole answers only
+    (each needs its Content-Length of body)."""
+    out = []
+    while buf:
+        head, sep, rest = buf.partition(b"\r\n\r\n")
+        if not sep:
+            break
+        lines = head.decode("latin-1").split("\r\n")
+        st = int(lines[0].split()[1])
+        h = {}
+        for l in lines[1:]:
+            k, _, v = l.partition(":")
+            h[k.strip().lower()] = v.strip()
+        n = int(h.get("content-length", "0"))
+        if len(rest) < n:
+            break
+        out.append((st, h, rest[:n]))
+        buf = rest[n:]
+    return out
+
+
+def raw_exchange(port, data, timeout=5.0, want=None):
+    """Send data on a new connection in ONE write; read until the server
+    closes (or resets), the timeout passes, or `want` whole answers came.
+    Returns (bytes read, whether the server closed)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    out, eof = b"", False
+    deadline = time.time() + timeout
+    try:
+        s.sendall(data)
+        while time.time() < deadline:
+            s.settimeout(max(0.05, deadline - time.time()))
+            b = s.recv(65536)
+            if not b:
+                eof = True
+                break
+            out += b
+            if want is not None and len(responses(out)) >= want:
+                break
+    except socket.timeout:
+        pass
+    except ConnectionResetError:
+        eof = True
+    finally:
+        s.close()
+    return out, eof
 
 
 class Resp:

@@ -3,14 +3,11 @@ HTTP, over-long headers, Expect: 100-continue, SSE log noise, header
 whitespace, duplicate query parameters, unknown ids, HEAD, deep JSON."""
 import json
 import os
-import shutil
 import socket
 import subprocess
-import time
 
-import pytest
 
-from conftest import BIN, TOKEN
+from conftest import BIN, TOKEN, raw_exchange
 
 
 def serve_fails(tmp_path, listen):
@@ -80,20 +77,7 @@ def test_head_on_get_routes(server):
 
 
 def raw_request(port, data, timeout=5):
-    sk = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    out = b""
-    try:
-        sk.sendall(data)
-        while True:
-            d = sk.recv(65536)
-            if not d:
-                break
-            out += d
-    except (socket.timeout, ConnectionResetError):
-        pass
-    finally:
-        sk.close()
-    return out
+    return raw_exchange(port, data, timeout)[0]
 
 
 def test_over_long_headers_get_431(server):

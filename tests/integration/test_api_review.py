@@ -7,54 +7,14 @@ import signal
 import socket
 import time
 
-import pytest
 
-from conftest import TOKEN
+from conftest import TOKEN, raw_exchange, responses
 
 
 def raw(server, data, timeout=5.0, want=None):
-    """Send data in ONE write; read until EOF, timeout, or `want` answers."""
-    s = socket.create_connection(("127.0.0.1", server.port), timeout=timeout)
-    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    s.sendall(data)
-    out, eof = b"", False
-    deadline = time.time() + timeout
-    try:
-        while time.time() < deadline:
-            s.settimeout(max(0.05, deadline - time.time()))
-            b = s.recv(65536)
-            if not b:
-                eof = True
-                break
-            out += b
-            if want is not None and len(responses(out)) >= want:
-                break
-    except socket.timeout:
-        pass
-    finally:
-        s.close()
+    """Send data in ONE write; the whole answers read, and whether it closed."""
+    out, eof = raw_exchange(server.port, data, timeout, want)
     return responses(out), eof
-
-
-def responses(buf):
-    """Split a byte stream into [(status, headers, body)]."""
-    out = []
-    while buf:
-        head, sep, rest = buf.partition(b"\r\n\r\n")
-        if not sep:
-            break
-        lines = head.decode("latin-1").split("\r\n")
-        st = int(lines[0].split()[1])
-        h = {}
-        for l in lines[1:]:
-            k, _, v = l.partition(":")
-            h[k.strip().lower()] = v.strip()
-        n = int(h.get("content-length", "0"))
-        if len(rest) < n:
-            break
-        out.append((st, h, rest[:n]))
-        buf = rest[n:]
-    return out
 
 
 def post(path, body, token=True, extra=""):

@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+from conftest import raw_exchange
+
 SECRET = "from-github"
 CONFIG = {
     "tokens": [{"name": "ci", "token": "ci-secret"},
@@ -36,31 +38,9 @@ def sign(body):
 
 
 def raw(s, data, timeout=5):
-    """Send raw bytes; return what came back before close or timeout."""
-    sk = socket.create_connection(("127.0.0.1", s.port), timeout=timeout)
-    try:
-        sk.sendall(data)
-        out = b""
-        t0 = time.time()
-        while time.time() - t0 < timeout:
-            try:
-                d = sk.recv(65536)
-            except socket.timeout:
-                break
-            except ConnectionResetError:
-                break
-            if not d:
-                break
-            out += d
-            if b"\r\n\r\n" in out:
-                head, _, body = out.partition(b"\r\n\r\n")
-                n = [int(l.split(b":")[1]) for l in head.split(b"\r\n")
-                     if l.lower().startswith(b"content-length:")]
-                if n and len(body) >= n[0]:
-                    break
-        return out
-    finally:
-        sk.close()
+    """Send raw bytes; return what came back up to the first whole answer,
+    the server's close, or the timeout."""
+    return raw_exchange(s.port, data, timeout, want=1)[0]
 
 
 def parse(resp):

@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 
-from conftest import BIN, TOKEN, Server
+from conftest import BIN, TOKEN
 
 
 def run(*args, env=None):

@@ -5,6 +5,8 @@ import subprocess
 import threading
 import time
 
+from conftest import raw_exchange, responses
+
 
 def post_many(server, nthreads, per_thread, path="/trigger/echo/poll"):
     """nthreads keep-alive connections, per_thread triggers each."""
@@ -187,25 +189,11 @@ def test_listen_address_is_exact(server):
 
 def raw_trigger(server, extra_headers, body=b"{}"):
     """POST /trigger/echo with raw header lines; (status, headers, body)."""
-    import socket
-    sk = socket.create_connection(("127.0.0.1", server.port), timeout=10)
-    try:
-        sk.sendall(b"POST /trigger/echo HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
-                   + server.token.encode() + b"\r\n" + extra_headers +
-                   b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
-        out = b""
-        while True:
-            d = sk.recv(65536)
-            if not d:
-                break
-            out += d
-    finally:
-        sk.close()
-    head, _, payload = out.partition(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    hdrs = {k.strip().lower().decode(): v.strip().decode()
-            for k, _, v in (l.partition(b":") for l in lines[1:])}
-    return int(lines[0].split()[1]), hdrs, payload
+    out, _ = raw_exchange(server.port, b"POST /trigger/echo HTTP/1.1\r\nHost: x\r\n"
+                          b"Authorization: Bearer " + server.token.encode() + b"\r\n" +
+                          extra_headers + b"Content-Length: %d\r\nConnection: close\r\n\r\n"
+                          % len(body) + body, timeout=10, want=1)
+    return responses(out)[0]
 
 
 def test_idempotency_key_whitespace_is_trimmed(server):
