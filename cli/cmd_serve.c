@@ -307,11 +307,10 @@ static int fail(const char *what, int rc)
 	return 1;
 }
 
-/* Set once the token and curl line were printed. */
-static int welcomed;
-
-/* Build, run and tear down the roles.  Returns the exit code. */
-static int run(Config *c, const char *tok, int created, int have_data_token)
+/* Build, run and tear down the roles.  Returns the exit code; *welcomed
+ * says whether the token and curl line were printed. */
+static int run(Config *c, const char *tok, int created, int have_data_token,
+	       int *welcomed)
 {
 	char db[4200];
 	Log *log = NULL;
@@ -339,7 +338,7 @@ static int run(Config *c, const char *tok, int created, int have_data_token)
 		pthread_detach(sig);
 	if (have_data_token) {
 		print_welcome(c, api_port(api), tok, created);
-		welcomed = 1;
+		*welcomed = 1;
 	}
 	rc = api_run(api);
 	code = rc == 0 ? 0 : fail("api loop failed", rc);
@@ -365,7 +364,7 @@ int cmd_serve(int argc, char **argv)
 	Config *c = NULL;
 	char tok[128] = "", msg[4608];
 	sigset_t set;
-	int rc, lockfd, created = 0, have_data_token = 0, code;
+	int rc, lockfd, created = 0, have_data_token = 0, welcomed = 0, code;
 
 	for (int i = 1; i < argc; i++)
 		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
@@ -403,7 +402,7 @@ int cmd_serve(int argc, char **argv)
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
-	code = run(c, tok, created, have_data_token);
+	code = run(c, tok, created, have_data_token, &welcomed);
 	if (created && !welcomed) {
 		/* The token generated for this start was never shown (the port
 		 * was taken, say): drop it, so the next start makes and prints
