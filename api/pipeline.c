@@ -49,19 +49,41 @@
 
 #include "api_int.h"
 
-/* Api thread.  Bytes lws has read from wsi's socket so far, or -1.  (A
- * FIN the peer sent counts one too: see api_conn_pipelined.) */
-int64_t api_conn_rx(struct lws *wsi)
+static int tcp_received(int fd, uint64_t *out)
 {
 	struct tcp_info ti;
 	socklen_t tl = sizeof ti;
-	int fd = (int)lws_get_socket_fd(wsi), inq = 0;
 
-	if (fd < 0 || getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) != 0 ||
-	    tl < offsetof(struct tcp_info, tcpi_bytes_received) + sizeof ti.tcpi_bytes_received ||
-	    ioctl(fd, SIOCINQ, &inq) != 0)
+	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) != 0 ||
+	    tl < offsetof(struct tcp_info, tcpi_bytes_received) + sizeof ti.tcpi_bytes_received)
 		return -1;
-	return (int64_t)ti.tcpi_bytes_received - inq;
+	*out = ti.tcpi_bytes_received;
+	return 0;
+}
+
+/* Api thread.  Bytes lws has read from wsi's socket so far, or -1.  (A
+ * FIN the peer sent counts one too: see api_conn_pipelined.)  The two
+ * counts come from two calls, and bytes that arrive between them (a body
+ * sent apart from its headers) would be queued but not yet received: a
+ * fresh request would look buffered.  So the received count is read on
+ * both sides of the queue's and the sample kept only if it held still; a
+ * count that never does is -1, which reads as "buffered" (a clean close
+ * the client may retry, never lws's faulty path). */
+int64_t api_conn_rx(struct lws *wsi)
+{
+	int fd = (int)lws_get_socket_fd(wsi), inq, tries;
+	uint64_t before, after;
+
+	if (fd < 0)
+		return -1;
+	for (tries = 0; tries < 4; tries++) {
+		if (tcp_received(fd, &before) != 0 || ioctl(fd, SIOCINQ, &inq) != 0 ||
+		    tcp_received(fd, &after) != 0)
+			return -1;
+		if (before == after)
+			return (int64_t)before - inq;
+	}
+	return -1;
 }
 
 /*
@@ -90,9 +112,11 @@ void api_conn_mark(struct lws *wsi)
 	int64_t rx = api_conn_rx(wsi);
 	uintptr_t v = api_conn_get(wsi) & API_CONN_PAUSED;
 
-	/* An unreadable count is stored as "never equal" (0 is impossible
-	 * after a request was read). */
-	api_conn_set(wsi, v | API_CONN_MARKED | ((uintptr_t)(rx < 0 ? 0 : rx) << 2));
+	/* An unreadable count is stored as "always ahead": the next request
+	 * with a body then reads as buffered and gets the clean close, the
+	 * safe side (taking a buffered one for fresh runs lws's faulty path). */
+	api_conn_set(wsi, v | API_CONN_MARKED |
+		      (rx < 0 ? UINTPTR_MAX & ~(uintptr_t)3 : (uintptr_t)rx << 2));
 }
 
 /* Api thread, LWS_CALLBACK_HTTP: 1 if this request was parsed from bytes

@@ -271,6 +271,26 @@ void runner_ent_submit(Runner *r, RJob *j, RunEnt *x, int brc)
 	evq_kick(r, j);
 }
 
+/* j's job.started was given up (no memory to build it, or the log closed
+ * under it): the log still shows j queued, so it is queued again, a second
+ * from now, and its run slot is free for others.  At shutdown it stays
+ * queued in the log for the next start. */
+static void attempt_not_started(Runner *r, RJob *j)
+{
+	if (!j->starting)
+		return;
+	j->starting = 0;
+	r->nstarting--;
+	r->specs[j->spec].running--;
+	j->attempt--;
+	j->status = JG_ST_QUEUED;
+	if (r->closing_seen)
+		return;
+	j->retry_at = now_ms() + 1000;
+	if (runner_heap_push(r, j) != 0)
+		runner_job_ready(r, j);
+}
+
 /* The head x of j's evq is done with: durable (rc 0) or given up. */
 static void evq_pop(Runner *r, RJob *j, RunEnt *x, int rc)
 {
@@ -280,8 +300,10 @@ static void evq_pop(Runner *r, RJob *j, RunEnt *x, int rc)
 		j->evq_tail = NULL;
 	j->inflight--;
 	r->inflight--;
-	if (rc == 0 && x->spawn)
+	if (x->spawn && rc == 0)
 		runner_attempt_spawn(r, j);
+	else if (x->spawn)
+		attempt_not_started(r, j);
 	ent_release(r, x);
 	evq_kick(r, j);
 	if (!j->inflight && j->deferred) {
@@ -528,10 +550,23 @@ static void spawn_failed(Runner *r, RJob *j, int rc)
 	char msg[160];
 
 	runner_resolve(r->cfg->jobs[j->spec].argv[0], s->path, sizeof s->path);	/* PATH may have changed */
-	snprintf(msg, sizeof msg, "spawn failed: %s", strerror(rc));
+	snprintf(msg, sizeof msg, "spawn failed: %s", jg_strerror(rc));
 	s->running--;
 	runner_stats_finished(r->stats, j->spec, JG_ST_FAILED, 0);
 	runner_job_fail(r, j, -1, 0, msg, 0, 1);
+}
+
+/* j's payload cannot be read from the log (a record that no longer
+ * decodes): the attempt fails for good, since running the job on any
+ * other input would record a result for a payload it never saw. */
+static void payload_unreadable(Runner *r, RJob *j, int rc)
+{
+	char msg[160];
+
+	jg_log(JG_ERROR, "cannot read a job's payload from the log", "job", j->name,
+	       "error", jg_strerror(rc), NULL);
+	snprintf(msg, sizeof msg, "payload unreadable: %s", jg_strerror(rc));
+	runner_job_fail(r, j, -1, 0, msg, 0, 0);
 }
 
 /* Runner thread: j's job.started is durable: hand its process to a
@@ -544,6 +579,7 @@ void runner_attempt_spawn(Runner *r, RJob *j)
 	size_t n = 4, plen;
 	LogEvent ev;
 	RProc *rp;
+	int rc;
 
 	if (!j->starting)
 		return;
@@ -555,8 +591,17 @@ void runner_attempt_spawn(Runner *r, RJob *j)
 		runner_job_fail(r, j, -1, 0, "interrupted", 0, 1);
 		return;
 	}
-	if (runner_snap_begin(r) == 0 && log_reader_get(r->rd, j->id, &ev) == 0)
-		runner_payload(&ev, &p, &n);
+	if ((rc = runner_snap_begin(r)) != 0) {
+		spawn_failed(r, j, rc);		/* a passing condition: retried */
+		return;
+	}
+	if ((rc = log_reader_get(r->rd, j->id, &ev)) != 0) {
+		s->running--;
+		runner_stats_finished(r->stats, j->spec, JG_ST_FAILED, 0);
+		payload_unreadable(r, j, rc);
+		return;
+	}
+	runner_payload(&ev, &p, &n);
 	/* The spawner gets its own copies: the snapshot ends with this turn
 	 * and s->path is rewritten after a failed spawn. */
 	plen = strlen(s->path) + 1;
@@ -620,7 +665,7 @@ void runner_attempt_spawned(Runner *r, RProc *rp)
 void runner_dispatch(Runner *r)
 {
 	const Config *c = r->cfg;
-	int progress = 1, k;
+	int progress = 1, k, rc;
 
 	while (progress) {
 		progress = 0;
@@ -639,14 +684,18 @@ void runner_dispatch(Runner *r)
 			     r->nprocs + r->nspawning + r->nstarting >= c->max_running))
 				continue;
 			p = "null", n = 4;
+			rc = 0;
 			if (c->jobs[i].builtin_echo) {	/* a process reads it at spawn */
 				if (runner_snap_begin(r) != 0)
 					return;
-				if (log_reader_get(r->rd, j->id, &ev) == 0)
+				if ((rc = log_reader_get(r->rd, j->id, &ev)) == 0)
 					runner_payload(&ev, &p, &n);
 			}
 			runner_fifo_del(r, j);
-			runner_attempt_start(r, j, p, n);
+			if (rc == 0)
+				runner_attempt_start(r, j, p, n);
+			else
+				payload_unreadable(r, j, rc);
 			progress = 1;
 		}
 		r->rr = c->njobs ? (r->rr + 1) % c->njobs : 0;

@@ -162,8 +162,11 @@ void runner_req_cancel(Runner *r, RunnerReq *q)
 		return;
 	}
 	if (j->status == JG_ST_RUNNING && j->proc) {
-		q->next = j->waiters;
-		j->waiters = q;
+		RunnerReq **tail = &j->waiters;	/* in arrival order: the */
+		while (*tail)			/* event names the first */
+			tail = &(*tail)->next;
+		q->next = NULL;
+		*tail = q;
 		runner_attempt_stop(j->proc, WHY_CANCEL, KILL_GRACE_NS);
 	} else if (j->status == JG_ST_QUEUED) {
 		runner_fifo_del(r, j);

@@ -539,6 +539,9 @@ void runner_error_text(const RunnerProc *p, Buf *out)
 	/* A cut tail starts mid-line: start at the next whole line if any. */
 	if (cut && (nl = memchr(s, '\n', (size_t)(e - s))) != NULL)
 		s = nl + 1;
+	else if (cut)		/* no line to start at: at least a whole character */
+		while (s < e && ((unsigned char)*s & 0xC0) == 0x80)
+			s++;
 	while (s < e && is_ws(*s))
 		s++;
 	if (s < e) {

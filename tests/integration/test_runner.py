@@ -159,6 +159,34 @@ def test_cancel_running_kills_group_then_409(make_server, tmp_path):
     assert r.json()["error"] == "conflict"
 
 
+def test_two_cancels_of_a_running_job_name_the_first(make_server, tmp_path):
+    """Both cancels wait for the one job.canceled; its actor is the token
+    that asked first (the job takes a second to stop after SIGTERM)."""
+    import threading
+    marker = str(tmp_path / "up")
+    c = cfg({"stubborn": {"command": ["/bin/sh", "-c",
+                                      "trap 'sleep 1; exit 0' TERM; echo up > %s; "
+                                      "sleep 100 & wait; wait" % marker],
+                          "max_attempts": 1}})
+    c["tokens"] = [{"name": "first", "token": "first-token-123"},
+                   {"name": "second", "token": "second-token-45"}]
+    s = make_server(config=c)
+    jid = trigger(s, "stubborn")
+    wait_file(marker)
+    got = {}
+
+    def cancel(name, tok):
+        got[name] = s.post("/jobs/%d/cancel" % jid, token=tok).status
+    t1 = threading.Thread(target=cancel, args=("first", "first-token-123"))
+    t1.start()
+    time.sleep(0.3)
+    cancel("second", "second-token-45")
+    t1.join(15)
+    assert got == {"first": 200, "second": 200}
+    ev = [e for e in events_of(s, jid) if e["type"] == "job.canceled"]
+    assert len(ev) == 1 and ev[0]["actor"] == "first", ev
+
+
 def test_cancel_queued_and_retry(make_server):
     s = make_server(config=cfg({"one": {"command": ["sleep", "100"], "concurrency": 1,
                                         "max_attempts": 1}}))

@@ -18,6 +18,7 @@
 #include "../../common/jg.h"
 #include "../../common/json.h"
 #include "../../log/event.h"
+#include "../../log/log_int.h"	/* to damage a record under a live log */
 #include "../../runner/runner.h"
 #include "t.h"
 
@@ -109,6 +110,32 @@ TEST(proc_stderr_tail_keeps_last_lines)
 	CHECK(strncmp(b.p, "line", 4) == 0);		/* starts on a whole line */
 	CHECK(strlen(b.p) >= 8 && strcmp(b.p + strlen(b.p) - 8, "line2999") == 0);
 	runner_proc_release(&p);
+	buf_free(&b);
+}
+
+/* A tail cut inside one long line starts on a whole UTF-8 character. */
+TEST(stderr_tail_cut_starts_on_a_character)
+{
+	RunnerProc p;
+	Buf b = {0};
+	size_t n = 0;
+
+	memset(&p, 0, sizeof p);
+	p.err[n++] = 'x';
+	while (n + 2 < sizeof p.err - 1) {	/* "é" is C3 A9 */
+		p.err[n++] = (char)0xC3;
+		p.err[n++] = (char)0xA9;
+	}
+	p.err[n++] = 'y';
+	p.err_len = n;
+	p.status = 3 << 8;		/* exited 3 */
+	for (int odd = 0; odd < 2; odd++) {	/* the cut lands on either byte */
+		p.err_len = n - (size_t)odd;
+		b.len = 0;
+		runner_error_text(&p, &b);
+		CHECK(b.len > 0 && b.len <= RUNNER_ERR_TAIL);
+		CHECK(((unsigned char)b.p[0] & 0xC0) != 0x80);
+	}
 	buf_free(&b);
 }
 
@@ -941,6 +968,59 @@ TEST(refused_started_not_overtaken)
 		buf_free(&keep[i]);
 }
 
+/* Overwrite the record at seq with bytes that do not decode (the test's
+ * own write txn: LMDB serializes it with the writer's). */
+static void damage_record(Log *l, uint64_t seq)
+{
+	MDB_txn *txn;
+	char bad[48];
+	MDB_val k = { 8, &seq }, v = { sizeof bad, bad };
+
+	memset(bad, 0xFF, sizeof bad);
+	CHECK_RC(mdb_txn_begin(l->env, NULL, 0, &txn));
+	CHECK_RC(mdb_put(txn, l->events, &k, &v, 0));
+	CHECK_RC(mdb_txn_commit(txn));
+}
+
+/* A job whose payload can no longer be read fails for good with the
+ * reason; it never runs on some other input. */
+TEST(unreadable_payload_fails_the_attempt)
+{
+	Env e;
+	LogReader *rd;
+	LogEvent ev;
+	EventView v;
+	uint64_t a, b, c, last;
+	char path[4200];
+	struct stat sb;
+
+	snprintf(path, sizeof path, "%s/ran", t_dir());
+	char cfg[8192];
+	snprintf(cfg, sizeof cfg, CFG_HEAD
+		 "\"slow\":{\"command\":[\"/bin/sh\",\"-c\",\"sleep 0.3; cat >> %s\"],"
+		 "\"concurrency\":1,\"max_attempts\":3}}}", path);
+	env_open(&e, cfg, 1);
+	a = enqueue(e.log, "slow", "1", 3);
+	wait_status(e.log, a, JG_ST_RUNNING, 10);
+	b = enqueue(e.log, "slow", "2", 3);
+	c = enqueue(e.log, "echo", "3", 1);
+	wait_status(e.log, c, JG_ST_SUCCEEDED, 10);	/* the runner has read b */
+	damage_record(e.log, b);
+	wait_status(e.log, a, JG_ST_SUCCEEDED, 10);
+	last = wait_status(e.log, b, JG_ST_FAILED, 10);
+	CHECK_RC(log_reader_open(e.log, &rd));
+	CHECK_RC(log_reader_begin(rd));
+	CHECK_RC(log_reader_get(rd, last, &ev));
+	CHECK_RC(event_decode(&ev, &v));
+	CHECK(v.type == JG_EV_FAILED && v.attempt == 1);
+	CHECK(v.error.n > 20 && memcmp(v.error.p, "\"payload unreadable:", 20) == 0);
+	CHECK(v.retry_at_ms == 0);		/* final: no retry on other input */
+	log_reader_end(rd);
+	log_reader_close(rd);
+	CHECK(stat(path, &sb) == 0 && sb.st_size == 1);	/* only a's "1" ran */
+	env_close(&e, 1);
+}
+
 TEST(metrics_render)
 {
 	Env e;
@@ -965,6 +1045,7 @@ int main(void)
 	RUN(proc_stdin_roundtrip_large);
 	RUN(proc_stdout_capped_and_flagged);
 	RUN(proc_stderr_tail_keeps_last_lines);
+	RUN(stderr_tail_cut_starts_on_a_character);
 	RUN(proc_exec_failure_reports_errno);
 	RUN(proc_leader_reaped_elsewhere_finishes);
 	RUN(proc_signal_kills_whole_group);
@@ -984,6 +1065,7 @@ int main(void)
 	RUN(recovery_after_retried_runs_the_named_attempt);
 	RUN(cancel_of_a_job_beyond_the_tail);
 	RUN(close_interrupts_and_records);
+	RUN(unreadable_payload_fails_the_attempt);
 	RUN(metrics_render);
 	RUN(refused_events_are_retried_until_durable);
 	RUN(refused_started_not_overtaken);
