@@ -130,9 +130,10 @@ uint64_t log_reader_job_last(LogReader *r, uint64_t job_id);
 /* Operator views for `jobgate log stat|verify` (readonly logs too). */
 typedef struct LogInfo { uint64_t first, head, count, bytes, map_bytes; } LogInfo;
 int  log_info(Log *l, LogInfo *out);
-/* Check seqs contiguous and every record decodes; the first problem is
- * written to msg[cap].  0 ok, JG_ECORRUPT damaged. */
-int  log_verify(Log *l, char *msg, size_t cap);
+/* Check seqs 1..head (the head when it starts) are contiguous and every
+ * record decodes, in bounded snapshots; *upto = that head.  The first
+ * problem is written to msg[cap].  0 ok, JG_ECORRUPT damaged. */
+int  log_verify(Log *l, uint64_t *upto, char *msg, size_t cap);
 /* One record: its JSON decodes and its job_id is possible.  0, or
  * JG_ECORRUPT with the reason (naming the seq) in msg[cap]. */
 int  log_event_verify(const LogEvent *ev, char *msg, size_t cap);

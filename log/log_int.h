@@ -49,6 +49,8 @@ struct LogReader {
 
 /* LMDB code to ours (map/disk exhaustion is JG_ESTORAGE). */
 int      log_mdb_rc(int rc);
+/* Events log_verify reads per snapshot (a variable for the unit test). */
+extern unsigned log_verify_batch;
 /* Last key of dbi in txn into *seq, 0 if empty; an error code if unreadable. */
 int      log_last_seq(MDB_txn *txn, MDB_dbi dbi, uint64_t *seq);
 

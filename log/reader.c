@@ -229,6 +229,8 @@ uint64_t log_reader_job_last(LogReader *r, uint64_t job_id)
 
 /* ---- operator views ---- */
 
+unsigned log_verify_batch = 65536;	/* events per snapshot (log_int.h) */
+
 int log_info(Log *l, LogInfo *out)
 {
 	MDB_envinfo ei;
@@ -283,32 +285,54 @@ int log_event_verify(const LogEvent *ev, char *msg, size_t cap)
 	return 0;
 }
 
-int log_verify(Log *l, char *msg, size_t cap)
+int log_verify(Log *l, uint64_t *upto, char *msg, size_t cap)
 {
 	LogReader *r;
 	LogEvent ev;
-	uint64_t want = 1;
-	int rc;
+	uint64_t want = 1, head = 0;
+	int rc, n, first = 1;
 
 	msg[0] = 0;
+	*upto = 0;
 	if ((rc = log_reader_open(l, &r)) != 0)
 		return rc;
-	for (rc = log_reader_seek(r, 1, &ev); rc == 0; rc = log_reader_next(r, &ev)) {
-		if (ev.seq != want) {
-			snprintf(msg, cap, "seq %llu follows %llu: gap",
-				 (unsigned long long)ev.seq, (unsigned long long)want - 1);
-			rc = JG_ECORRUPT;
+	/* Up to the head of the first snapshot, each batch in a snapshot of
+	 * its own: one long read txn beside a running server would pin every
+	 * page its writer replaces meanwhile, and the map would grow. */
+	do {
+		if ((rc = log_reader_begin(r)) != 0)
 			goto out;
+		if (first) {
+			head = log_reader_head(r);
+			first = 0;
 		}
-		if ((rc = log_event_verify(&ev, msg, cap)) != 0)
+		n = 0;
+		rc = want <= head ? log_reader_seek(r, want, &ev) : JG_ENOTFOUND;
+		for (; rc == 0 && n < (int)log_verify_batch; n++) {
+			if (ev.seq != want) {
+				snprintf(msg, cap, "seq %llu follows %llu: gap",
+					 (unsigned long long)ev.seq, (unsigned long long)want - 1);
+				rc = JG_ECORRUPT;
+				break;
+			}
+			if ((rc = log_event_verify(&ev, msg, cap)) != 0 || ++want > head)
+				break;
+			rc = log_reader_next(r, &ev);
+		}
+		log_reader_end(r);
+		if (rc == JG_ECORRUPT && !msg[0])
+			snprintf(msg, cap, "record after seq %llu does not decode",
+				 (unsigned long long)want - 1);
+		if (rc != 0 && rc != JG_ENOTFOUND)
 			goto out;
-		want++;
+	} while (n == (int)log_verify_batch && want <= head);
+	if (want <= head) {	/* the snapshot's head is missing: a gap at the end */
+		snprintf(msg, cap, "seq %llu is missing", (unsigned long long)want);
+		rc = JG_ECORRUPT;
+		goto out;
 	}
-	if (rc == JG_ECORRUPT)
-		snprintf(msg, cap, "record after seq %llu does not decode",
-			 (unsigned long long)want - 1);
-	else if (rc == JG_ENOTFOUND)
-		rc = 0;
+	rc = 0;
+	*upto = head;
 out:
 	log_reader_close(r);
 	return rc;

@@ -205,8 +205,36 @@ TEST(group_commit_batches_concurrent_appenders)
 	CHECK(st.commits < 4000);	/* batches formed */
 	CHECK(st.batch_max > 1);
 	char msg[200];
-	CHECK_RC(log_verify(l, msg, sizeof msg));
+	uint64_t upto;
+	CHECK_RC(log_verify(l, &upto, msg, sizeof msg));
+	CHECK(upto == 4000);
 	log_close(l);
+}
+
+/* verify reads in batches, each in its own snapshot: a gap or the end
+ * at a batch's edge is still seen. */
+TEST(verify_in_batches_finds_a_gap_at_an_edge)
+{
+	Log *l = open_log();
+	LogEntry es[10];
+	MDB_txn *txn;
+	uint64_t upto, seq = 7;
+	MDB_val k = { 8, &seq };
+	char msg[200];
+
+	append_n(l, es, 10, NULL);
+	log_verify_batch = 3;
+	CHECK_RC(log_verify(l, &upto, msg, sizeof msg));
+	CHECK(upto == 10);
+	CHECK_RC(mdb_txn_begin(l->env, NULL, 0, &txn));	/* a hole at 7 */
+	CHECK_RC(mdb_del(txn, l->events, &k, NULL));
+	CHECK_RC(mdb_txn_commit(txn));
+	CHECK(log_verify(l, &upto, msg, sizeof msg) == JG_ECORRUPT);
+	CHECK(strstr(msg, "seq 8 follows 6: gap") != NULL);
+	log_verify_batch = 65536;
+	log_close(l);
+	for (int i = 0; i < 10; i++)
+		event_entry_free(&es[i]);
 }
 
 TEST(idempotency_key_yields_one_job_even_in_one_batch)
@@ -281,6 +309,7 @@ TEST(failed_commit_loses_batch_only_and_seqs_stay_contiguous)
 	LogEntry es[6];
 	int (*real)(void *) = log_commit_fn;
 	char msg[200];
+	uint64_t upto;
 
 	append_n(l, es, 2, NULL);
 	log_commit_fn = fail_commit;
@@ -291,7 +320,8 @@ TEST(failed_commit_loses_batch_only_and_seqs_stay_contiguous)
 	append_n(l, es + 4, 2, NULL);
 	CHECK(es[4].rc == 0 && es[4].seq == 3 && es[5].seq == 4);
 	CHECK(log_head(l) == 4);
-	CHECK_RC(log_verify(l, msg, sizeof msg));
+	CHECK_RC(log_verify(l, &upto, msg, sizeof msg));
+	CHECK(upto == 4);
 	log_close(l);
 	for (int i = 0; i < 6; i++)
 		event_entry_free(&es[i]);
@@ -578,6 +608,7 @@ int main(void)
 	RUN(data_file_is_preallocated_ahead);
 	RUN(render_with_and_without_payload);
 	RUN(group_commit_batches_concurrent_appenders);
+	RUN(verify_in_batches_finds_a_gap_at_an_edge);
 	RUN(idempotency_key_yields_one_job_even_in_one_batch);
 	RUN(reader_seek_next_and_job_index);
 	RUN(failed_commit_loses_batch_only_and_seqs_stay_contiguous);
