@@ -362,7 +362,7 @@ int cmd_serve(int argc, char **argv)
 {
 	ServeArgs a;
 	Config *c = NULL;
-	char tok[128] = "", msg[4608];
+	char tok[JG_TOKEN_MAX + 2] = "", msg[4608];	/* + 1 to tell "too long" */
 	sigset_t set;
 	int rc, lockfd, created = 0, have_data_token = 0, welcomed = 0, code;
 

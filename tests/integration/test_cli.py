@@ -79,6 +79,27 @@ def test_generated_token_is_saved_0600_and_printed_once(tmp_path):
         s.kill9()
 
 
+def test_a_long_token_in_the_data_dir_is_read_whole(tmp_path):
+    """DATA/token may hold up to 256 bytes like any token; a longer one is
+    refused at start, not cut to a prefix."""
+    long_tok = "L" * 256
+    (tmp_path / "a" / "data").mkdir(parents=True)
+    (tmp_path / "a" / "data" / "token").write_text(long_tok + "\n")
+    s = Server(tmp_path / "a", env={"JOBGATE_TOKEN": None})
+    try:
+        assert s.post("/trigger/echo", None, token=long_tok).status == 202
+        assert s.post("/trigger/echo", None, token=long_tok[:127]).status == 401
+    finally:
+        s.kill9()
+    d = tmp_path / "b"
+    d.mkdir()
+    (d / "token").write_text("L" * 257 + "\n")
+    env = dict(os.environ)
+    env.pop("JOBGATE_TOKEN", None)
+    r = run("serve", "--listen", "127.0.0.1:0", "--data-dir", str(d), env=env)
+    assert r.returncode != 0 and "token" in r.stderr and "256" in r.stderr, r.stderr
+
+
 def test_second_server_on_same_data_dir_exits_1(server):
     r = run("serve", "--listen", "127.0.0.1:0", "--data-dir", server.data_dir)
     assert r.returncode == 1
