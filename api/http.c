@@ -360,8 +360,9 @@ const JgToken *api_auth(Api *a, struct lws *wsi, int allow_query)
 		    !(bt = config_auth(a->cfg, tok, tn)))
 			return NULL;
 	}
-	if (allow_query && api_query_arg(wsi, "access_token", h, sizeof h) == 0 &&
-	    (!h[0] || !(qt = config_auth(a->cfg, h, strlen(h)))))
+	/* Likewise an access_token too long to copy is a bad one. */
+	if (allow_query && (n = api_query_arg(wsi, "access_token", h, sizeof h)) != JG_ENOTFOUND &&
+	    (n != 0 || !h[0] || !(qt = config_auth(a->cfg, h, strlen(h)))))
 		return NULL;
 	if (bt && qt && qt != bt)
 		return NULL;

@@ -556,7 +556,8 @@ def test_stream_access_token_on_both_routes_and_no_stale_credential(server):
     c.close()
     # A wrong credential beside a good one is refused on both routes.
     for path in ("/events?from_seq=1&access_token=garbage",
-                 "/events?from_seq=1&access_token="):
+                 "/events?from_seq=1&access_token=",
+                 "/events?from_seq=1&access_token=" + "y" * 600):   # too long to copy
         r = server.get(path)
         assert r.status == 401, (path, r.status)
         assert r.json()["error"] == "unauthorized"
