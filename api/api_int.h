@@ -170,14 +170,16 @@ struct ApiReq {
 
 /* ---- provided by routes.c (body deadlines) ---- */
 void api_body_untrack(Api *a, ApiReq *r);	/* no-op if not tracked */
-/* Body budget: reserve n more bytes for r (0), or -1 when that would pass
+void api_body_expire(Api *a);			/* answer bodies past due: 408 */
+
+/* ---- provided by server.c (body budget) ---- */
+void api_unauth_refuse(Api *a, ApiReq *r);	/* the uniform 401, later */
+/* Reserve n more bytes for r (0), or -1 when that would pass
  * API_BODY_BUDGET, or API_UNAUTH_BUDGET for a request without a token (a
  * signed job's caller, unknown until the signature is checked, must not
  * starve the callers who have one); give all of r's back. */
 int  api_budget_take(Api *a, ApiReq *r, size_t n);
-void api_unauth_refuse(Api *a, ApiReq *r);	/* routes.c's uniform 401, later */
 void api_budget_put(Api *a, ApiReq *r);
-void api_body_expire(Api *a);			/* answer bodies past due: 408 */
 
 /* One row of the route table (routes.c), like Redis's command table. */
 enum { API_M_GET = 1, API_M_POST = 2, API_M_HEAD = 4 };

@@ -17,8 +17,9 @@
  * with the log or the runner become orphans), then collects those orphans
  * itself as their done() pushes them (cq_cv), for up to API_DRAIN_S.
  * Only if one is still owed after that is the Api leaked instead of
- * freed, so a late done() never touches freed memory.  The api registers
- * no projector watcher (projector.h has no way to remove one).
+ * freed, so a late done() never touches freed memory.  The projector
+ * watcher (read-your-writes waits) is removed the same way, before the
+ * context goes (proj_unwatch returns once it cannot run).
  *
  * A request's life.  LWS_CALLBACK_HTTP takes an ApiReq from the pool
  * (routes.c matches, authenticates and sets limits), the body arrives in
@@ -308,6 +309,7 @@ static void api_wait_final(Api *a, uint64_t id)
 			*pp = r->next;
 			a->nwait--;
 			lws_sul_cancel(&r->sul);
+			api_park_unwatch(r);	/* off the wait list: as api_wait_unhook */
 			r->next = hit;
 			hit = r;
 		} else {
