@@ -300,11 +300,15 @@ void api_runner_done(Api *a, ApiReq *r)
 
 	r->state = RQ_BODY;
 	switch (r->rr.rc) {
-	case 0:
+	case 0: {
+		char h[48];	/* like a trigger's: the seq a read can wait for */
+
 		if (api_job_fold(a, r->id, &st) != 0)
 			break;
-		api_defer(a, r, 200, NULL, a->job.p, a->job.len);
+		snprintf(h, sizeof h, "x-log-seq: %llu\r\n", (unsigned long long)r->rr.seq);
+		api_defer(a, r, 200, h, a->job.p, a->job.len);
 		return;
+	}
 	case JG_ENOTFOUND:
 		api_defer_error(a, r, 404, "not_found", "no job with this id");
 		return;

@@ -196,13 +196,20 @@ def test_cancel_queued_and_retry(make_server):
     assert s.get("/jobs/%d" % b).json()["status"] == "queued"
     r = s.post("/jobs/%d/cancel" % b)
     assert r.status == 200, r.body
+    # Like a trigger's answer: the seq of the event, which the job shows.
+    assert int(r.headers["x-log-seq"]) == r.json()["seq"]
+    assert events_of(s, b)[-1] == dict(events_of(s, b)[-1], type="job.canceled",
+                                       seq=r.json()["seq"])
     assert wait_job(s, b, ["canceled"], timeout=2)["status"] == "canceled"
     assert s.post("/jobs/%d/retry" % a).status == 409     # running: not retryable
     assert s.post("/jobs/%d/cancel" % a).status == 200
     wait_job(s, a, ["canceled"], timeout=10)
     r = s.post("/jobs/%d/retry" % b)
     assert r.status == 200, r.body
+    xs = int(r.headers["x-log-seq"])     # the job may have started since
+    assert xs <= r.json()["seq"]
     job = wait_job(s, b, ["running"], timeout=10)
+    assert [e["type"] for e in events_of(s, b) if e["seq"] == xs] == ["job.retried"]
     assert job["attempts"] == 1
     assert s.post("/jobs/%d/cancel" % b).status == 200
     wait_job(s, b, ["canceled"], timeout=10)
