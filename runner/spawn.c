@@ -545,6 +545,12 @@ void runner_error_text(const RunnerProc *p, Buf *out)
 	while (s < e && is_ws(*s))
 		s++;
 	if (s < e) {
+		/* The text travels as a C string: a NUL byte would end it there,
+		 * so it shows as U+FFFD, as an invalid byte does in JSON. */
+		for (const char *z; (z = memchr(s, 0, (size_t)(e - s))) != NULL; s = z + 1) {
+			buf_add(out, s, (size_t)(z - s));
+			buf_puts(out, "\xEF\xBF\xBD");
+		}
 		buf_add(out, s, (size_t)(e - s));
 		return;
 	}

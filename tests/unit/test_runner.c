@@ -113,6 +113,22 @@ TEST(proc_stderr_tail_keeps_last_lines)
 	buf_free(&b);
 }
 
+/* A NUL in stderr does not end the error text. */
+TEST(stderr_nul_does_not_cut_the_error)
+{
+	RunnerProc p;
+	Buf b = {0};
+
+	memset(&p, 0, sizeof p);
+	memcpy(p.err, "err\0tail", 8);
+	p.err_len = 8;
+	p.status = 3 << 8;
+	runner_error_text(&p, &b);
+	buf_add(&b, "", 1);
+	CHECK(strcmp(b.p, "err\xEF\xBF\xBDtail") == 0);
+	buf_free(&b);
+}
+
 /* A tail cut inside one long line starts on a whole UTF-8 character. */
 TEST(stderr_tail_cut_starts_on_a_character)
 {
@@ -1046,6 +1062,7 @@ int main(void)
 	RUN(proc_stdout_capped_and_flagged);
 	RUN(proc_stderr_tail_keeps_last_lines);
 	RUN(stderr_tail_cut_starts_on_a_character);
+	RUN(stderr_nul_does_not_cut_the_error);
 	RUN(proc_exec_failure_reports_errno);
 	RUN(proc_leader_reaped_elsewhere_finishes);
 	RUN(proc_signal_kills_whole_group);
