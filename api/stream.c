@@ -218,7 +218,9 @@ static void streams_arm(StreamSub *sub)
 	}
 }
 
-/* Api thread: ask every subscriber behind the head for a writable. */
+/* Api thread: ask every subscriber behind the head for a writable, and
+ * every job stream that starts past it (its job may have just ended: see
+ * streams_fill). */
 static void streams_wake_all(Streams *s)
 {
 	StreamSub *sub;
@@ -226,7 +228,7 @@ static void streams_wake_all(Streams *s)
 	s->wake_pending = 0;
 	s->last_wake_ns = jg_mono_ns();
 	for (sub = s->subs; sub; sub = sub->next)
-		if (sub->next_seq <= s->head)
+		if (sub->next_seq <= s->head || (sub->job_id && sub->next_seq > s->head + 1))
 			streams_arm(sub);
 }
 
@@ -336,8 +338,15 @@ static int streams_last_event_id(struct lws *wsi, uint64_t *v, char *msg, size_t
 		if ((n = lws_hdr_custom_length(wsi, names[i], nlen)) < 0)
 			continue;
 		if ((size_t)n >= sizeof val ||
-		    (n = lws_hdr_custom_copy(wsi, val, sizeof val, names[i], nlen)) < 0 ||
-		    jg_parse_u64(val, (size_t)n, v) != 0) {
+		    (n = lws_hdr_custom_copy(wsi, val, sizeof val, names[i], nlen)) < 0) {
+			snprintf(msg, cap, "Last-Event-ID: expected a non-negative integer");
+			return JG_EINVAL;
+		}
+		/* Whitespace around a field value is not part of it (lws drops
+		 * the leading run); then strict decimal, as from_seq. */
+		while (n > 0 && (val[n - 1] == ' ' || val[n - 1] == '\t'))
+			n--;
+		if ((n > 1 && val[0] == '0') || jg_parse_u64(val, (size_t)n, v) != 0) {
 			snprintf(msg, cap, "Last-Event-ID: expected a non-negative integer");
 			return JG_EINVAL;
 		}
@@ -611,6 +620,16 @@ out:
 	 * in this snapshot: a job that was retried after it lives on. */
 	if (rc == 0 && last_final && log_reader_job_last(s->rd, sub->job_id) == last_final)
 		*final = 1;
+	/* A job stream that started past its job's events (from_seq beyond
+	 * the head) sees none of them, the final one included: the job's
+	 * last event, final and before the cursor, ends it all the same. */
+	if (rc == 0 && sub->job_id && n == 0) {
+		uint64_t last = log_reader_job_last(s->rd, sub->job_id);
+
+		if (last && last < sub->next_seq && log_reader_get(s->rd, last, &ev) == 0 &&
+		    log_status_final(ev.status))
+			*final = 1;
+	}
 	log_reader_end(s->rd);
 	if (rc != 0)
 		return rc;

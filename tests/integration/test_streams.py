@@ -382,7 +382,8 @@ def test_ws_filters_job_name_and_job_id(make_server):
 
 
 def test_ws_job_id_stream_ends_after_final_event(make_server):
-    s = make_server(config=SLOW_CONFIG)
+    # Pings far apart: none of them may be what wakes a stream here.
+    s = make_server(config=SLOW_CONFIG, env={"JOBGATE_STREAM_PING_MS": "120000"})
     jid = trigger(s, 1, job="slow")[0]
     # Live job stream opened while the job runs: ends with its final event.
     msgs, code = run(ws_read(ws_url(s, "job_id=%d&from_seq=%d" % (jid, jid)),
@@ -396,6 +397,13 @@ def test_ws_job_id_stream_ends_after_final_event(make_server):
     # A job stream that starts after the job's final event ends at once.
     msgs, code = run(ws_read(ws_url(s, "job_id=%d" % jid), until_close=True, timeout=10))
     assert msgs == [] and code == 1000
+    # One opened while the job runs but from a seq past all its events
+    # ends when the job does, with nothing to deliver.
+    jid = trigger(s, 1, job="slow")[0]
+    msgs, code = run(ws_read(ws_url(s, "job_id=%d&from_seq=%d" % (jid, log_seq(s) + 1000)),
+                             until_close=True, timeout=30))
+    assert msgs == [] and code == 1000
+    assert [e["type"] for e in s.dump() if e["job_id"] == jid][-1] == "job.succeeded"
 
 
 def test_ws_auth_refused_without_token_and_access_token_works(server):
@@ -480,8 +488,15 @@ def test_sse_stream_ids_and_last_event_id(make_server):
     assert [x["data"]["type"] for x in recs] == ["job.enqueued", "job.started",
                                                  "job.succeeded"]
 
-    r = s.get("/events?from_seq=1", headers={"Last-Event-ID": "x"})
-    assert r.status == 400
+    for bad in ("x", "01", "-1", "7 8", "99999999999999999999"):
+        r = s.get("/events?from_seq=1", headers={"Last-Event-ID": bad})
+        assert r.status == 400, bad
+    # Whitespace around the value is not part of it (RFC 9110 5.5).
+    c, r = sse_open(s, "from_seq=1", headers={"Last-Event-ID": "14 "})
+    assert r.status == 200
+    recs = sse_records(r, count=1, deadline=time.time() + 20)
+    c.close()
+    assert recs[0]["id"] == 15
 
 
 RETRY_CONFIG = {
