@@ -133,7 +133,9 @@ static void timers(Runner *r, int closing)
 	}
 }
 
-/* Milliseconds until the nearest deadline, -1 for none. */
+/* Milliseconds until the nearest deadline, -1 for none.  One side effect,
+ * on purpose: reaper notes still waiting are sent here, the last moment
+ * before the runner sleeps. */
 static int poll_timeout(Runner *r, int closing)
 {
 	int64_t t = now_ns(), next = INT64_MAX, ms;
@@ -164,7 +166,7 @@ static int poll_timeout(Runner *r, int closing)
 	}
 	if (r->norph && t + ORPHAN_POLL_MS * 1000000LL < next)
 		next = t + ORPHAN_POLL_MS * 1000000LL;
-	if (runner_reaper_retry() && t + 100 * 1000000LL < next)
+	if (runner_reaper_retry() && t + 100 * 1000000LL < next)	/* sends, see above */
 		next = t + 100 * 1000000LL;	/* the reaper's pipe had no room */
 	if (next == INT64_MAX)
 		return -1;
