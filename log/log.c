@@ -54,6 +54,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "../common/jg.h"
@@ -498,6 +499,22 @@ static void map_used(Log *l)
 	l->map_bytes = ei.me_mapsize;
 }
 
+/* Writer thread: did a commit fail because the filesystem is full?  LMDB
+ * reports ENOSPC only when nothing of a write got through; a write cut
+ * short by the disk filling up comes back as EIO.  Read as full: less room
+ * left than the txn wrote plus a margin (root may use the reserve). */
+static int disk_full(Log *l)
+{
+	struct statvfs sv;
+	uint64_t room;
+	int fd;
+
+	if (mdb_env_get_fd(l->env, &fd) != 0 || fstatvfs(fd, &sv) != 0)
+		return 0;
+	room = (uint64_t)(geteuid() == 0 ? sv.f_bfree : sv.f_bavail) * sv.f_frsize;
+	return room < l->txn_bytes + (1u << 20);
+}
+
 /* Writer thread: write one batch of n entries in one txn.  0 or an error
  * that applies to every entry (nothing of the batch was written). */
 static int write_batch(Log *l, LogEntry *batch, uint64_t n)
@@ -517,6 +534,8 @@ static int write_batch(Log *l, LogEntry *batch, uint64_t n)
 	rc = log_commit_fn(txn);	/* frees txn whatever it returns */
 	if (rc != 0) {
 		l->next = first;
+		if (rc == EIO && disk_full(l))
+			rc = ENOSPC;
 		return log_mdb_rc(rc);
 	}
 	count_batch(l, n, l->next - first, jg_mono_ns() - t0);

@@ -373,6 +373,44 @@ def test_full_map_loses_nothing_and_no_job_sticks(make_server):
         assert started == list(range(1, len(started) + 1)), types
 
 
+def test_full_filesystem_is_storage_full_and_loses_nothing(make_server, tmp_path):
+    """A data dir on a 12 MiB tmpfs filled by 100 KB triggers: the disk, not
+    the map, runs out.  LMDB reports a write cut short by the full disk as
+    EIO; it must still answer 503 storage_full + Retry-After (it was 500
+    internal), and every acknowledged job is there once there is room."""
+    import subprocess
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a small filesystem")
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(mnt)]).returncode:
+        pytest.skip("cannot mount tmpfs here")
+    try:
+        s = make_server(config=cfg({}), sub="disk")
+        payload = json.dumps("y" * 100000)
+        ids, codes = [], {}
+        for _ in range(150):
+            r = s.post("/trigger/echo", payload)
+            codes[r.status] = codes.get(r.status, 0) + 1
+            if r.status == 202:
+                ids.append(r.json()["id"])
+            else:
+                assert r.status == 503, (r.status, r.body)
+                assert r.json()["error"] == "storage_full" and r.headers.get("retry-after")
+        assert ids and codes.get(503), codes
+        assert s.get("/healthz", token=None).status in (200, 503)
+        s.kill9()
+        subprocess.run(["mount", "-o", "remount,size=256m", str(mnt)], check=True)
+        s.start()
+        dumped = {e["job_id"] for e in s.dump() if e["type"] == "job.enqueued"}
+        assert set(ids) <= dumped
+        for jid in ids:
+            wait_job(s, jid, ["succeeded"], timeout=30)
+        s.kill9()
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)])
+
+
 def test_kill9_kills_the_jobs_own_children_too(make_server, tmp_path):
     """PDEATHSIG reaches the job's direct child only; what it started in the
     background must die with the gateway as well (the reaper process)."""
