@@ -566,13 +566,16 @@ void runner_error_text(const RunnerProc *p, Buf *out)
 int64_t runner_backoff_ms(int backoff_s, uint32_t attempt, uint64_t *rng)
 {
 	int64_t ms = (int64_t)(backoff_s > 0 ? backoff_s : 0) * 1000;
+	/* The cap bounds the doubling, never the configured first delay. */
+	int64_t cap = ms > (int64_t)RUNNER_BACKOFF_CAP_S * 1000 ? ms
+						: (int64_t)RUNNER_BACKOFF_CAP_S * 1000;
 	uint64_t x = *rng ? *rng : 0x9e3779b97f4a7c15ull;
 	uint32_t i;
 
-	for (i = 1; i < attempt && ms < (int64_t)RUNNER_BACKOFF_CAP_S * 1000; i++)
+	for (i = 1; i < attempt && ms < cap; i++)
 		ms *= 2;
-	if (ms > (int64_t)RUNNER_BACKOFF_CAP_S * 1000)
-		ms = (int64_t)RUNNER_BACKOFF_CAP_S * 1000;
+	if (ms > cap)
+		ms = cap;
 	x ^= x << 13, x ^= x >> 7, x ^= x << 17;
 	*rng = x;
 	/* jitter in [-10%, +10%] in steps of 0.01% */

@@ -313,6 +313,10 @@ TEST(backoff_exponential_capped_jittered)
 		CHECK(a >= 1800 && a <= 2200);
 		CHECK(c >= 7200 && c <= 8800);
 		CHECK(big >= 3240000 && big <= 3960000);
+		/* A first delay over the 1 h cap is kept, and so stays. */
+		int64_t long1 = runner_backoff_ms(7200, 1, &rng), long3 = runner_backoff_ms(7200, 3, &rng);
+		CHECK(long1 >= 6480000 && long1 <= 7920000);
+		CHECK(long3 >= 6480000 && long3 <= 7920000);
 	}
 	CHECK(runner_backoff_ms(0, 5, &rng) == 0);
 	/* Jitter varies. */
