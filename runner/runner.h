@@ -134,8 +134,7 @@ void runner_result_json(const char *p, size_t n, int truncated, Buf *out);
 void runner_error_text(const RunnerProc *p, Buf *out);
 /* Backoff before attempt+1 after attempt failed: backoff_s * 2^(attempt-1)
  * seconds, capped at RUNNER_BACKOFF_CAP_S (or backoff_s if longer), times a
- * jitter in [0.9, 1.1]
- * drawn from *rng (xorshift state, updated). */
+ * jitter in [0.9, 1.1] drawn from *rng (xorshift state, updated). */
 #define RUNNER_BACKOFF_CAP_S 3600
 int64_t runner_backoff_ms(int backoff_s, uint32_t attempt, uint64_t *rng);
 
