@@ -523,9 +523,19 @@ void runner_attempt_start(Runner *r, RJob *j, const char *p, size_t n)
 			runner_ent_submit(r, j, st, event_started(&st->e, j->name, j->id,
 								  j->attempt));
 		j->status = JG_ST_SUCCEEDED;
-		if (su)
+		if (su && n > (size_t)r->cfg->max_result_bytes) {
+			/* The result cap holds for echo too: cut as stdout is. */
+			Buf b = {0};
+
+			runner_result_json(p, (size_t)r->cfg->max_result_bytes, 1, &b);
+			runner_ent_submit(r, j, su, b.oom ? ENOMEM :
+					  event_succeeded(&su->e, j->name, j->id, j->attempt,
+							  0, b.p, b.len, 1, 0));
+			buf_free(&b);
+		} else if (su) {
 			runner_ent_submit(r, j, su, event_succeeded(&su->e, j->name, j->id,
 								    j->attempt, 0, p, n, 0, 0));
+		}
 		if (!st || !su)
 			jg_log(JG_ERROR, "runner: out of memory", "job", j->name, NULL);
 		runner_stats_finished(r->stats, j->spec, JG_ST_SUCCEEDED, 0);

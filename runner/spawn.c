@@ -308,12 +308,21 @@ int runner_proc_fds(const RunnerProc *p, struct pollfd *pf)
 	return n;
 }
 
+static int is_ws(char c)
+{
+	return c == ' ' || c == '\n' || c == '\r' || c == '\t';
+}
+
 static void keep_out(RunnerProc *p, const char *b, size_t n)
 {
 	size_t room = p->out_cap > p->out.len ? p->out_cap - p->out.len : 0;
 
 	if (n > room) {
-		p->out_truncated = 1;
+		/* Whitespace past the cap (print's newline after a result of
+		 * exactly the cap) cuts nothing off the result. */
+		for (size_t k = room; k < n && !p->out_truncated; k++)
+			if (!is_ws(b[k]))
+				p->out_truncated = 1;
 		n = room;
 	}
 	if (n > 0)
@@ -471,11 +480,6 @@ void runner_resolve(const char *argv0, char *out, size_t cap)
 		}
 	}
 	snprintf(out, cap, "%s", argv0);
-}
-
-static int is_ws(char c)
-{
-	return c == ' ' || c == '\n' || c == '\r' || c == '\t';
 }
 
 /* Length of p[0..n) without a trailing UTF-8 sequence that the cut at n

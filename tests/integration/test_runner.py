@@ -132,6 +132,26 @@ def test_timeout_fails_quickly(make_server):
     assert time.time() - t0 < 8
 
 
+def test_result_cap_holds_for_echo_and_spares_trailing_whitespace(make_server):
+    """limits.max_result_bytes 1000: an echo of 5,000 bytes is cut (a string,
+    result_truncated) like a command's stdout; a command printing JSON of
+    exactly 1,000 bytes plus print's newline keeps its JSON result."""
+    s = make_server(config=cfg({"exact": {"command": [
+        "/usr/bin/python3", "-c", "print('\"' + 'x' * 998 + '\"')"]}}, max_result_bytes=1000))
+    r = s.post("/trigger/echo/wait", json.dumps("x" * 5000))   # a str body goes as is
+    assert r.status == 200, r.body
+    job = r.json()
+    assert job["status"] == "succeeded" and job.get("result_truncated") is True
+    assert isinstance(job["result"], str) and len(job["result"].encode()) <= 1000
+    assert job["result"] == json.dumps("x" * 5000)[:len(job["result"])]   # the raw text, cut
+    small = s.post("/trigger/echo/wait", {"a": 1}).json()
+    assert small["result"] == {"a": 1} and not small.get("result_truncated")
+    r = s.post("/trigger/exact/wait")
+    job = r.json()
+    assert job["status"] == "succeeded", job
+    assert job["result"] == "x" * 998 and not job.get("result_truncated")
+
+
 def test_cancel_running_kills_group_then_409(make_server, tmp_path):
     pidfile = str(tmp_path / "pgid")
     s = make_server(config=cfg({"long": {
