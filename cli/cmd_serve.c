@@ -248,14 +248,30 @@ static int check_commands(const Config *c)
 	return 0;
 }
 
-static void raise_fd_limit(void)
+/* Raise the soft fd limit to the hard one, and say so if even that leaves
+ * little room: each running job holds 4 descriptors in the gateway (its
+ * pipes and pidfd), and a spawn that finds none fails the attempt. */
+static void raise_fd_limit(const Config *c)
 {
 	struct rlimit rl;
+	char have[24], want[24];
+	rlim_t need = (rlim_t)c->max_running * 4 + 1024;	/* + connections, files */
 
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return;
+	if (rl.rlim_cur < rl.rlim_max) {
 		rl.rlim_cur = rl.rlim_max;
-		if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+		if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
 			jg_log(JG_WARN, "cannot raise the open file limit", "error", strerror(errno), NULL);
+			getrlimit(RLIMIT_NOFILE, &rl);
+		}
+	}
+	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need) {
+		snprintf(have, sizeof have, "%llu", (unsigned long long)rl.rlim_cur);
+		snprintf(want, sizeof want, "%llu", (unsigned long long)need);
+		jg_log(JG_WARN, "the open file limit is low for limits.max_running: jobs may fail "
+		       "to spawn and clients to connect (raise it: ulimit -n)",
+		       "limit", have, "suggested", want, NULL);
 	}
 }
 
@@ -393,7 +409,7 @@ int cmd_serve(int argc, char **argv)
 		config_free(c);
 		return rc;
 	}
-	raise_fd_limit();
+	raise_fd_limit(c);
 	/* Block the stop signals in every thread created from here on; the
 	 * signal thread takes them with sigwait(). */
 	signal(SIGPIPE, SIG_IGN);

@@ -267,6 +267,30 @@ def test_config_from_a_pipe(tmp_path):
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, (r.returncode, r.stderr)
 
 
+def test_a_low_fd_limit_for_max_running_is_named_at_start(tmp_path):
+    """Under a hard limit of 256 descriptors, max_running 300 cannot run:
+    the start says so (a taken port then ends it at once)."""
+    import resource
+    import socket
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"jobs": {"echo": {"builtin": "echo"}},
+                               "limits": {"max_running": 300}}))
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    held.listen(1)
+    try:
+        r = subprocess.run([BIN, "serve", "--config", str(cfg), "--listen",
+                            "127.0.0.1:%d" % held.getsockname()[1], "--data-dir",
+                            str(tmp_path / "d")], capture_output=True, text=True, timeout=30,
+                           preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE,
+                                                                 (256, 256)))
+    finally:
+        held.close()
+    lines = [json.loads(l) for l in r.stderr.splitlines() if l.startswith("{")]
+    low = [l for l in lines if "open file limit is low" in l["msg"]]
+    assert low and low[0]["limit"] == "256" and int(low[0]["suggested"]) > 256, r.stderr
+
+
 def test_port_in_use_says_what_to_do_and_keeps_no_unseen_token(tmp_path):
     """A first start on a taken port names the way out, and does not leave
     behind a generated token it never printed (tester, session 5: the next
