@@ -222,7 +222,7 @@ static int setup_tokens(Config *c, char *tok, size_t cap, int *created, int *hav
 /* A job whose command cannot be executed would fail every attempt with
  * "spawn failed": refuse it at start-up with the key's path, like any
  * other bad value.  (A command removed later still fails per attempt.) */
-static int check_commands(const Config *c)
+static int check_commands(const Config *c, const char *file)
 {
 	char path[4096];
 	struct stat st;
@@ -241,8 +241,8 @@ static int check_commands(const Config *c)
 			why = "not an executable file";
 		else
 			continue;
-		fprintf(stderr, "jobgate serve: jobs.%s.command[0]: %s: %s\n", j->name,
-			j->argv[0], why);
+		fprintf(stderr, "jobgate serve: %s: jobs.%s.command[0]: %s: %s\n",
+			file ? file : "default config", j->name, j->argv[0], why);
 		return 2;
 	}
 	return 0;
@@ -388,7 +388,7 @@ int cmd_serve(int argc, char **argv)
 			return 0;
 		}
 	if ((rc = parse_args(argc, argv, &a)) != 0 || (rc = load_config(&a, &c)) != 0 ||
-	    (rc = check_commands(c)) != 0) {
+	    (rc = check_commands(c, a.config)) != 0) {
 		config_free(c);
 		return rc;
 	}

@@ -248,8 +248,10 @@ static void show_value(sqlite3_stmt *st, int i, char *out, size_t cap)
 
 #define ROWS_SQL "SELECT * FROM jobs ORDER BY id"
 
-/* Walk both jobs tables in id order; describe the first difference. */
-static int compare_rows(sqlite3 *a, sqlite3 *b, char *msg, size_t cap)
+/* Walk both jobs tables in id order; describe the first difference,
+ * naming the sides a_name and b_name. */
+static int compare_rows(sqlite3 *a, sqlite3 *b, const char *a_name, const char *b_name,
+			char *msg, size_t cap)
 {
 	sqlite3_stmt *sa = NULL, *sb = NULL;
 	int ra, rb, i, rc = 0;
@@ -286,7 +288,7 @@ static int compare_rows(sqlite3 *a, sqlite3 *b, char *msg, size_t cap)
 				sqlite3_column_int64(sa, 0) < sqlite3_column_int64(sb, 0) ? sa : sb;
 			snprintf(msg, cap, "job %lld is only in %s",
 				 (long long)sqlite3_column_int64(extra, 0),
-				 extra == sa ? "the first" : "the second");
+				 extra == sa ? a_name : b_name);
 			rc = JG_ECONFLICT;
 			break;
 		}
@@ -296,9 +298,9 @@ static int compare_rows(sqlite3 *a, sqlite3 *b, char *msg, size_t cap)
 		if (i < sqlite3_column_count(sa)) {
 			show_value(sa, i, va, sizeof va);
 			show_value(sb, i, vb, sizeof vb);
-			snprintf(msg, cap, "job %lld: %s is %s vs %s",
+			snprintf(msg, cap, "job %lld: %s is %s in %s vs %s in %s",
 				 (long long)sqlite3_column_int64(sa, 0),
-				 sqlite3_column_name(sa, i), va, vb);
+				 sqlite3_column_name(sa, i), va, a_name, vb, b_name);
 			rc = JG_ECONFLICT;
 			break;
 		}
@@ -309,7 +311,8 @@ out:
 	return rc;
 }
 
-static int compare_dbs(sqlite3 *a, sqlite3 *b, char *msg, size_t cap)
+static int compare_dbs(sqlite3 *a, sqlite3 *b, const char *a_name, const char *b_name,
+		       char *msg, size_t cap)
 {
 	uint64_t sa, sb;
 	int rc;
@@ -317,10 +320,11 @@ static int compare_dbs(sqlite3 *a, sqlite3 *b, char *msg, size_t cap)
 	if ((rc = pdb_read_applied(a, &sa)) != 0 || (rc = pdb_read_applied(b, &sb)) != 0)
 		return rc;
 	if (sa != sb) {
-		snprintf(msg, cap, "applied_seq is %" PRIu64 " vs %" PRIu64, sa, sb);
+		snprintf(msg, cap, "applied_seq is %" PRIu64 " in %s vs %" PRIu64 " in %s",
+			 sa, a_name, sb, b_name);
 		return JG_ECONFLICT;
 	}
-	return compare_rows(a, b, msg, cap);
+	return compare_rows(a, b, a_name, b_name, msg, cap);
 }
 
 int proj_compare(const char *a, const char *b, char *msg, size_t cap)
@@ -331,7 +335,7 @@ int proj_compare(const char *a, const char *b, char *msg, size_t cap)
 	if (cap)
 		msg[0] = '\0';
 	if ((rc = open_snapshot(a, &da)) == 0 && (rc = open_snapshot(b, &db)) == 0)
-		rc = compare_dbs(da, db, msg, cap);
+		rc = compare_dbs(da, db, "the first", "the second", msg, cap);
 	close_snapshot(da);
 	close_snapshot(db);
 	return rc;
@@ -360,7 +364,7 @@ int proj_check(Log *log, const char *db_path, const char *tmp_path,
 	}
 	if (rc != 0 || (rc = open_snapshot(tmp_path, &fresh)) != 0)
 		goto out;
-	rc = compare_dbs(fresh, live, msg, cap);
+	rc = compare_dbs(fresh, live, "the log's replay", "the projection", msg, cap);
 out:
 	close_snapshot(fresh);
 	close_snapshot(live);

@@ -255,7 +255,7 @@ void runner_reaper_note(int add, pid_t pgid)
 	}
 	pend[pend_off + pend_n] = m;
 	pend_n++;
-	if (reaper_flush() && !pend_wait_said++)
+	if (reaper_flush() && !reaper_broken && !pend_wait_said++)	/* gone: said above */
 		jg_log(JG_WARN, "runner: the reaper process is not reading; job groups "
 		       "started now are covered once it reads again", NULL);
 out:
