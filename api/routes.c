@@ -220,7 +220,7 @@ int api_route_begin(Api *a, struct lws *wsi, ApiSession *sess, const char *path,
 	sess->kind = SESS_HTTP;
 	/* Pipelined behind an earlier request and with a body: lws 4.1
 	 * cannot frame it (pipeline.c).  Close cleanly before it tries. */
-	if (api_conn_pipelined(wsi) && api_conn_may_have_body(wsi))
+	if (api_conn_may_have_body(wsi) && api_conn_pipelined(wsi))	/* cheap test first */
 		return -1;
 	/* A previous transaction's leftover: it may still be with the log or
 	 * the runner, or parked with a timer, so let go of it the way a
