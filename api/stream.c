@@ -102,6 +102,7 @@ struct StreamSub {
 	uint64_t    next_seq;		/* cursor: first seq not yet examined */
 	int         armed;		/* writable requested, callback not yet run */
 	int         finished;		/* job stream sent its final event: close next */
+	int         ahead;		/* job stream whose cursor is past head + 1 */
 	int         ping_due;
 	int         hup;		/* SSE: the client closed or wrote: end it */
 	int         going_away;		/* the server is stopping: end it */
@@ -219,8 +220,8 @@ static void streams_arm(StreamSub *sub)
 }
 
 /* Api thread: ask every subscriber behind the head for a writable, and
- * every job stream that starts past it (its job may have just ended: see
- * streams_fill). */
+ * every job stream that started past it until the head reaches its cursor
+ * (its job may end below the cursor: see streams_fill). */
 static void streams_wake_all(Streams *s)
 {
 	StreamSub *sub;
@@ -228,7 +229,7 @@ static void streams_wake_all(Streams *s)
 	s->wake_pending = 0;
 	s->last_wake_ns = jg_mono_ns();
 	for (sub = s->subs; sub; sub = sub->next)
-		if (sub->next_seq <= s->head || (sub->job_id && sub->next_seq > s->head + 1))
+		if (sub->next_seq <= s->head || sub->ahead)
 			streams_arm(sub);
 }
 
@@ -486,6 +487,7 @@ static StreamSub *streams_sub_add(Streams *s, struct lws *wsi, int kind,
 	sub->job_len = a->job_len;
 	memcpy(sub->job, a->job, sizeof sub->job);
 	sub->next_seq = a->start;
+	sub->ahead = a->job_id && a->start > s->head + 1;
 	sub->last_tx_ns = jg_mono_ns();
 	sub->next = s->subs;
 	if (s->subs)
@@ -584,6 +586,10 @@ static int streams_fill(Streams *s, StreamSub *sub, int *np, uint64_t *scan_end,
 	head = log_reader_head(s->rd);
 	if (head > s->head)
 		s->head = head;
+	/* From here every event of the job has a seq >= the cursor or was
+	 * seen by the check at the end: the usual wake rule covers it. */
+	if (end <= head + 1)
+		sub->ahead = 0;
 	if (end > head) {
 		rc = JG_ENOTFOUND;
 		goto out;

@@ -382,8 +382,7 @@ def test_ws_filters_job_name_and_job_id(make_server):
 
 
 def test_ws_job_id_stream_ends_after_final_event(make_server):
-    # Pings far apart: none of them may be what wakes a stream here.
-    s = make_server(config=SLOW_CONFIG, env={"JOBGATE_STREAM_PING_MS": "120000"})
+    s = make_server(config=SLOW_CONFIG)
     jid = trigger(s, 1, job="slow")[0]
     # Live job stream opened while the job runs: ends with its final event.
     msgs, code = run(ws_read(ws_url(s, "job_id=%d&from_seq=%d" % (jid, jid)),
@@ -399,11 +398,18 @@ def test_ws_job_id_stream_ends_after_final_event(make_server):
     assert msgs == [] and code == 1000
     # One opened while the job runs but from a seq past all its events
     # ends when the job does, with nothing to deliver.
-    jid = trigger(s, 1, job="slow")[0]
-    msgs, code = run(ws_read(ws_url(s, "job_id=%d&from_seq=%d" % (jid, log_seq(s) + 1000)),
-                             until_close=True, timeout=30))
-    assert msgs == [] and code == 1000
-    assert [e["type"] for e in s.dump() if e["job_id"] == jid][-1] == "job.succeeded"
+    # Also when the final event lands just below the cursor (a slow job's
+    # events are jid, jid+1, jid+2: from_seq jid+3 sees none of them).  The
+    # job takes 1 s; a close that only came with the first ping (18-24 s of
+    # quiet) would miss the 10 s.
+    for ahead in (1000, 3):
+        jid = trigger(s, 1, job="slow")[0]
+        start = log_seq(s) + 1000 if ahead == 1000 else jid + 3
+        msgs, code = run(ws_read(ws_url(s, "job_id=%d&from_seq=%d" % (jid, start)),
+                                 until_close=True, timeout=10))
+        assert msgs == [] and code == 1000, ahead
+        evs = [e for e in s.dump() if e["job_id"] == jid]
+        assert evs[-1]["type"] == "job.succeeded" and evs[-1]["seq"] < start
 
 
 def test_ws_auth_refused_without_token_and_access_token_works(server):
