@@ -737,10 +737,15 @@ void runner_attempt_end(Runner *r, int idx)
 	} else if (rp->why == WHY_TIMEOUT) {
 		runner_job_fail(r, j, code, sig, "timeout", dur, 1);
 	} else if (code == 0) {
-		runner_result_json(p->out.p ? p->out.p : "", p->out.len, p->out_truncated, &b);
+		/* Only whitespace dropped at the cap: a JSON result lost nothing,
+		 * a string result lost its tail. */
+		int json = runner_result_json(p->out.p ? p->out.p : "", p->out.len,
+					      p->out_truncated, &b);
+		int cut = p->out_truncated || (p->out_ws_cut && !json);
+
 		j->status = JG_ST_SUCCEEDED;
 		EMIT(r, j, x, event_succeeded(&x->e, j->name, j->id, j->attempt, 0, b.p, b.len,
-					      p->out_truncated, dur), NULL);
+					      cut, dur), NULL);
 	} else {
 		runner_error_text(p, &b);
 		buf_add(&b, "", 1);

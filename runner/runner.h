@@ -85,6 +85,7 @@ typedef struct RunnerProc {
 	Buf     out;			/* stdout, at most out_cap bytes */
 	size_t  out_cap;
 	int     out_truncated;
+	int     out_ws_cut;		/* only whitespace was dropped at the cap */
 	char    err[2 * RUNNER_ERR_TAIL];	/* stderr tail */
 	size_t  err_len;
 	int     err_cut;		/* earlier stderr bytes were dropped */
@@ -127,8 +128,9 @@ int  runner_reaper_child_note(pid_t pgid);
 void runner_resolve(const char *argv0, char *out, size_t cap);
 /* The result member: stdout as JSON when it is valid JSON and complete
  * (surrounding whitespace dropped), else as a JSON string.  When truncated,
- * a UTF-8 character split by the cut is dropped whole first. */
-void runner_result_json(const char *p, size_t n, int truncated, Buf *out);
+ * a UTF-8 character split by the cut is dropped whole first.  1 if it was
+ * stored as JSON. */
+int  runner_result_json(const char *p, size_t n, int truncated, Buf *out);
 /* The error text of a failed exit: the last lines of the stderr tail, or
  * "exit status N" / "killed by signal N" when stderr was empty. */
 void runner_error_text(const RunnerProc *p, Buf *out);

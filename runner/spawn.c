@@ -318,11 +318,14 @@ static void keep_out(RunnerProc *p, const char *b, size_t n)
 	size_t room = p->out_cap > p->out.len ? p->out_cap - p->out.len : 0;
 
 	if (n > room) {
-		/* Whitespace past the cap (print's newline after a result of
-		 * exactly the cap) cuts nothing off the result. */
+		/* Whitespace past the cap (print's newline after a JSON result
+		 * of exactly the cap) cuts nothing off a JSON result; whether it
+		 * is one is decided at the end (runner_attempt_end). */
 		for (size_t k = room; k < n && !p->out_truncated; k++)
 			if (!is_ws(b[k]))
 				p->out_truncated = 1;
+		if (!p->out_truncated && room < n)
+			p->out_ws_cut = 1;
 		n = room;
 	}
 	if (n > 0)
@@ -509,7 +512,7 @@ static size_t utf8_cut(const unsigned char *p, size_t n)
 }
 
 /* Any thread.  See runner.h. */
-void runner_result_json(const char *p, size_t n, int truncated, Buf *out)
+int runner_result_json(const char *p, size_t n, int truncated, Buf *out)
 {
 	size_t a = 0, b = n;
 
@@ -522,10 +525,12 @@ void runner_result_json(const char *p, size_t n, int truncated, Buf *out)
 		a++;
 	while (b > a && is_ws(p[b - 1]))
 		b--;
-	if (!truncated && b > a && json_valid(p + a, b - a) == 0)
+	if (!truncated && b > a && json_valid(p + a, b - a) == 0) {
 		buf_add(out, p + a, b - a);
-	else
-		buf_json_str(out, p, n);
+		return 1;
+	}
+	buf_json_str(out, p, n);
+	return 0;
 }
 
 /* Any thread.  See runner.h. */

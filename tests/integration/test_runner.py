@@ -137,7 +137,9 @@ def test_result_cap_holds_for_echo_and_spares_trailing_whitespace(make_server):
     result_truncated) like a command's stdout; a command printing JSON of
     exactly 1,000 bytes plus print's newline keeps its JSON result."""
     s = make_server(config=cfg({"exact": {"command": [
-        "/usr/bin/python3", "-c", "print('\"' + 'x' * 998 + '\"')"]}}, max_result_bytes=1000))
+        "/usr/bin/python3", "-c", "print('\"' + 'x' * 998 + '\"')"]},
+        "text": {"command": ["/usr/bin/python3", "-c", "print('x' * 1000)"]}},
+        max_result_bytes=1000))
     r = s.post("/trigger/echo/wait", json.dumps("x" * 5000))   # a str body goes as is
     assert r.status == 200, r.body
     job = r.json()
@@ -150,6 +152,9 @@ def test_result_cap_holds_for_echo_and_spares_trailing_whitespace(make_server):
     job = r.json()
     assert job["status"] == "succeeded", job
     assert job["result"] == "x" * 998 and not job.get("result_truncated")
+    # Not JSON: a string keeps its whitespace, so losing the newline is a cut.
+    job = s.post("/trigger/text/wait").json()
+    assert job["result"] == "x" * 1000 and job.get("result_truncated") is True, job
 
 
 def test_cancel_running_kills_group_then_409(make_server, tmp_path):
