@@ -76,7 +76,7 @@ int64_t api_conn_rx(struct lws *wsi)
 
 	if (fd < 0)
 		return -1;
-	for (tries = 0; tries < 4; tries++) {
+	for (tries = 0; tries < 8; tries++) {
 		if (tcp_received(fd, &before) != 0 || ioctl(fd, SIOCINQ, &inq) != 0 ||
 		    tcp_received(fd, &after) != 0)
 			return -1;

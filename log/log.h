@@ -124,7 +124,8 @@ int  log_reader_next(LogReader *r, LogEvent *ev);
 int  log_reader_job_seek(LogReader *r, uint64_t job_id, uint64_t from, LogEvent *ev);
 int  log_reader_job_next(LogReader *r, LogEvent *ev);
 /* Seq of the job's last event, or 0 if the job does not exist (or
- * cannot be read: damage ends a server, other errors are logged). */
+ * cannot be read: damage ends a server, an unexpected LMDB code is logged,
+ * a system error reads as 0 too). */
 uint64_t log_reader_job_last(LogReader *r, uint64_t job_id);
 
 /* Operator views for `jobgate log stat|verify` (readonly logs too). */

@@ -163,9 +163,13 @@ def test_log_dump_and_verify_across_their_read_batches(server):
         time.sleep(0.1)
     head = server.get("/healthz", token=None).json()["log_seq"]
     assert [e["seq"] for e in server.dump()] == list(range(1, head + 1))
-    r = server.jobgate("log", "dump", "--data-dir", server.data_dir, "--from", "4090",
+    # Batches count from --from: 1..4096 is the first, so this crosses an edge.
+    r = server.jobgate("log", "dump", "--data-dir", server.data_dir, "--from", "1",
                        "--to", "4200", check=True)
-    assert [json.loads(l)["seq"] for l in r.stdout.splitlines()] == list(range(4090, 4201))
+    assert [json.loads(l)["seq"] for l in r.stdout.splitlines()] == list(range(1, 4201))
+    r = server.jobgate("log", "dump", "--data-dir", server.data_dir, "--from", "4090",
+                       "--to", "4100", check=True)
+    assert [json.loads(l)["seq"] for l in r.stdout.splitlines()] == list(range(4090, 4101))
     v = server.jobgate("log", "verify", "--data-dir", server.data_dir)
     assert v.returncode == 0 and v.stdout.startswith("ok: %d events" % head), v.stdout
 

@@ -1014,11 +1014,15 @@ TEST(unreadable_payload_fails_the_attempt)
 	char path[4200];
 	struct stat sb;
 
+	/* Job a holds the one run slot until the gate file exists, so b is
+	 * dispatched only after its record was damaged. */
+	char gate[4200], cfg[16384];
 	snprintf(path, sizeof path, "%s/ran", t_dir());
-	char cfg[8192];
+	snprintf(gate, sizeof gate, "%s/gate", t_dir());
 	snprintf(cfg, sizeof cfg, CFG_HEAD
-		 "\"slow\":{\"command\":[\"/bin/sh\",\"-c\",\"sleep 0.3; cat >> %s\"],"
-		 "\"concurrency\":1,\"max_attempts\":3}}}", path);
+		 "\"slow\":{\"command\":[\"/bin/sh\",\"-c\","
+		 "\"while [ ! -e %s ]; do sleep 0.01; done; cat >> %s\"],"
+		 "\"concurrency\":1,\"max_attempts\":3}}}", gate, path);
 	env_open(&e, cfg, 1);
 	a = enqueue(e.log, "slow", "1", 3);
 	wait_status(e.log, a, JG_ST_RUNNING, 10);
@@ -1026,6 +1030,7 @@ TEST(unreadable_payload_fails_the_attempt)
 	c = enqueue(e.log, "echo", "3", 1);
 	wait_status(e.log, c, JG_ST_SUCCEEDED, 10);	/* the runner has read b */
 	damage_record(e.log, b);
+	close(open(gate, O_WRONLY | O_CREAT, 0600));
 	wait_status(e.log, a, JG_ST_SUCCEEDED, 10);
 	last = wait_status(e.log, b, JG_ST_FAILED, 10);
 	CHECK_RC(log_reader_open(e.log, &rd));
