@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
@@ -44,6 +45,14 @@ def responses(buf):
         buf = rest[n:]
     return out
 
+
+def in_threads(fn, n, timeout=120):
+    """Run fn(k) for k in range(n), each on a thread of its own; wait for all."""
+    ts = [threading.Thread(target=fn, args=(k,)) for k in range(n)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(timeout)
 
 def raw_exchange(port, data, timeout=5.0, want=None):
     """Send data on a new connection in ONE write; read until the server

@@ -8,7 +8,7 @@ import socket
 import time
 
 
-from conftest import TOKEN, raw_exchange, responses
+from conftest import TOKEN, in_threads, raw_exchange, responses
 
 
 def raw(server, data, timeout=5.0, want=None):
@@ -206,7 +206,6 @@ def test_keepalive_posts_with_headers_and_body_sent_apart_all_answered(server):
     server sampled its socket counters once made a fresh request look
     pipelined, and the connection closed unanswered (6-9 of 16 connections
     per run).  16 keep-alive connections x 150 such POSTs: every one 202."""
-    import threading
     body_pad = "x" * 200
     fails, ok = [], []
 
@@ -234,11 +233,7 @@ def test_keepalive_posts_with_headers_and_body_sent_apart_all_answered(server):
                 ok.append(1)
         finally:
             s.close()
-    ts = [threading.Thread(target=client, args=(k,)) for k in range(16)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join(120)
+    in_threads(client, 16)
     assert not fails, fails[:5]
     assert len(ok) == 16 * 150
     assert_healthy(server)

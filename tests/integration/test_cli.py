@@ -8,7 +8,19 @@ import stat
 import subprocess
 import time
 
-from conftest import BIN, Server
+from conftest import BIN, Server, in_threads
+
+
+def post_echo(server, nconns, per_conn, body):
+    """nconns keep-alive connections, per_conn echo triggers each, all 202."""
+    def client(k):
+        c = server.conn()
+        try:
+            for i in range(per_conn):
+                assert server.post("/trigger/echo", body(k, i), conn=c).status == 202
+        finally:
+            c.close()
+    in_threads(client, nconns)
 
 
 def run(*args, env=None, cwd=None):
@@ -143,20 +155,7 @@ def test_log_dump_and_verify_across_their_read_batches(server):
     """dump reads 4,096 events per snapshot and verify 65,536: a log of
     more than 4,096 events is printed whole, once, in order, and a range
     across a batch edge is exact."""
-    import threading
-
-    def client(k):
-        c = server.conn()
-        try:
-            for i in range(200):
-                assert server.post("/trigger/echo", {"k": k, "i": i}, conn=c).status == 202
-        finally:
-            c.close()
-    ts = [threading.Thread(target=client, args=(k,)) for k in range(8)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join(120)
+    post_echo(server, 8, 200, lambda k, i: {"k": k, "i": i})
     deadline = time.time() + 30       # 1,600 echo jobs: 4,800 events
     while server.get("/healthz", token=None).json()["log_seq"] < 4800:
         assert time.time() < deadline
@@ -178,21 +177,8 @@ def test_a_blocked_log_dump_does_not_grow_the_servers_log(server):
     """A dump whose reader stopped reading (a pager) must hold no read txn:
     one would pin every page the writer replaces.  The log grows the same
     with and without it (one long txn made it ~16x)."""
-    import threading
-
     def fire(n):
-        def client():
-            c = server.conn()
-            try:
-                for _ in range(n // 8):
-                    assert server.post("/trigger/echo", {"x": "p" * 100}, conn=c).status == 202
-            finally:
-                c.close()
-        ts = [threading.Thread(target=client) for _ in range(8)]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join(120)
+        post_echo(server, 8, n // 8, lambda k, i: {"x": "p" * 100})
         time.sleep(0.5)             # the echo runs settle
 
     def used():

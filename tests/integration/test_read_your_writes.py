@@ -1,6 +1,6 @@
 """Read-your-writes (SPEC §1, issue 3): a job whose trigger was acknowledged
 is never reported missing, whatever the projector's lag."""
-import threading
+from conftest import in_threads
 
 
 def test_800_post_then_get_pairs_from_8_connections_never_miss(server):
@@ -25,11 +25,7 @@ def test_800_post_then_get_pairs_from_8_connections_never_miss(server):
         finally:
             c.close()
 
-    threads = [threading.Thread(target=worker, args=(w,)) for w in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
+    in_threads(worker, 8)
     assert not errors, errors[:3]
     assert not misses, misses[:3]
     enq = [e for e in server.dump() if e["type"] == "job.enqueued"]
@@ -39,7 +35,6 @@ def test_800_post_then_get_pairs_from_8_connections_never_miss(server):
 def test_lists_show_every_acknowledged_job(server):
     """SPEC §1 read-your-writes holds for GET /jobs too: a list requested
     after a 202 contains that job (the list waits for the projector)."""
-    import threading
     misses, errors = [], []
 
     def worker(k):
@@ -55,10 +50,6 @@ def test_lists_show_every_acknowledged_job(server):
                     misses.append((jid, ids))
         except Exception as e:  # noqa: BLE001 - reported below
             errors.append(repr(e))
-    ts = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join(120)
+    in_threads(worker, 8)
     assert not errors, errors[:3]
     assert not misses, misses[:3]

@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from conftest import in_threads
+
 ECHO = {"builtin": "echo"}
 
 
@@ -491,7 +493,6 @@ def test_kill9_during_spawn_churn_leaves_no_group(make_server):
     announces its group to the reaper before exec, not after.  (Announcing
     after vfork returned let the newest group escape in about one round in
     six here; this runs 4 rounds.)"""
-    import threading
     tag = b"sleep 306 "
     for rnd in range(4):
         s = make_server(config=cfg({"quick": {
@@ -506,11 +507,7 @@ def test_kill9_during_spawn_churn_leaves_no_group(make_server):
                     s.post("/trigger/quick", None, conn=c)
             finally:
                 c.close()
-        ts = [threading.Thread(target=worker) for _ in range(6)]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join(30)
+        in_threads(lambda k: worker(), 6, timeout=30)
         s.kill9()
         deadline = time.time() + 5
         while time.time() < deadline and _pids_running(tag):
