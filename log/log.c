@@ -597,6 +597,26 @@ static void prealloc(Log *l, int at_start)
 	l->file_end = end;
 }
 
+/* Writer thread: log a failed commit.  A full disk fails every commit
+ * until someone acts, and a line per trigger would flood the log (maybe
+ * onto that disk): after one line, the next comes 10 s later at the
+ * earliest and counts the failures between. */
+static void commit_failed(Log *l, int level, const char *msg, int rc)
+{
+	int64_t now = jg_mono_ns();
+	char n[24];
+
+	if (l->fail_said_ns && now - l->fail_said_ns < 10 * 1000000000LL) {
+		l->fail_quiet++;
+		return;
+	}
+	snprintf(n, sizeof n, "%llu", (unsigned long long)l->fail_quiet);
+	jg_log(level, msg, "error", jg_strerror(rc),
+	       l->fail_quiet ? "failures_not_logged_since" : NULL, n, NULL);
+	l->fail_said_ns = now;
+	l->fail_quiet = 0;
+}
+
 /* Writer thread: write the batch; if that fails and it holds several
  * groups, write each group (an entry and the ones joined to it) in its own
  * txn, so one bad entry (a payload larger than the space left, an
@@ -614,11 +634,10 @@ static int write_all(Log *l, LogEntry *batch, uint64_t n)
 		for (e = batch; e; e = e->next)
 			e->rc = rc;
 		if (rc != 0)
-			jg_log(JG_ERROR, "log commit failed", "error", jg_strerror(rc), NULL);
+			commit_failed(l, JG_ERROR, "log commit failed", rc);
 		return rc == 0;
 	}
-	jg_log(JG_WARN, "log batch failed; writing its entries one by one",
-	       "error", jg_strerror(rc), NULL);
+	commit_failed(l, JG_WARN, "log batch failed; writing its entries one by one", rc);
 	for (e = batch; e; e = rest) {
 		for (k = 1, last = e; last->next && last->next->joined; last = last->next)
 			k++;
@@ -630,7 +649,7 @@ static int write_all(Log *l, LogEntry *batch, uint64_t n)
 		if (rc == 0)
 			map_used(l);	/* the reserve check counts what this committed */
 		if (rc != 0)
-			jg_log(JG_ERROR, "log commit failed", "error", jg_strerror(rc), NULL);
+			commit_failed(l, JG_ERROR, "log commit failed", rc);
 		for (; e != rest; e = e->next)
 			e->rc = rc;
 	}

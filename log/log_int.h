@@ -36,6 +36,8 @@ struct Log {
 	uint64_t  used, map_bytes;	/* {writer} as of the last commit */
 	uint64_t  txn_bytes;		/* {writer} records put in the open txn, x2 */
 	int       prealloc_off;		/* {writer} gave up (ENOSPC, no fd) */
+	int64_t   fail_said_ns;		/* {writer} last commit failure logged */
+	uint64_t  fail_quiet;		/* {writer} failures not logged since */
 	Buf       rec;			/* {writer} scratch record */
 };
 

@@ -426,6 +426,10 @@ def test_full_filesystem_is_storage_full_and_loses_nothing(make_server, tmp_path
                 assert r.json()["error"] == "storage_full" and r.headers.get("retry-after")
         assert ids and codes.get(503), codes
         assert s.get("/healthz", token=None).status in (200, 503)
+        # Every failed commit is not a line of its own: at most one per 10 s.
+        said = [l for l in s.log_lines() if l.get("msg", "").startswith("log ")
+                and "failed" in l.get("msg", "")]
+        assert 1 <= len(said) <= 3, (len(said), codes)
         s.kill9()
         subprocess.run(["mount", "-o", "remount,size=256m", str(mnt)], check=True)
         s.start()
