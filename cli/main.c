@@ -17,9 +17,9 @@ static const char usage[] =
 	"commands:\n"
 	"  serve [--config FILE] [--listen HOST:PORT] [--data-dir DIR]\n"
 	"                      run the gateway\n"
-	"  replay --data-dir DIR [--out FILE] [--check]\n"
+	"  replay [--data-dir DIR] [--out FILE] [--check]\n"
 	"                      rebuild the SQLite read model from the log\n"
-	"  log dump|stat|verify --data-dir DIR\n"
+	"  log dump|stat|verify [--data-dir DIR]\n"
 	"                      inspect the event log\n"
 	"\n"
 	"Run 'jobgate <command> --help' for a command's options.\n";

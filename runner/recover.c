@@ -319,8 +319,12 @@ int runner_recover(Runner *r)
 	for (i = 0; i < n; i++)
 		recover_job(r, all[i]);
 	free(all);
-	if (n)
-		jg_log(JG_INFO, "runner: recovered unfinished jobs", NULL);
+	if (n) {
+		char cnt[24];
+
+		snprintf(cnt, sizeof cnt, "%zu", n);
+		jg_log(JG_INFO, "runner: recovered unfinished jobs", "jobs", cnt, NULL);
+	}
 out:
 	runner_snap_end(r);
 	return rc;
