@@ -573,7 +573,7 @@ static int streams_fill(Streams *s, StreamSub *sub, int *np, uint64_t *scan_end,
 			int *final, int *more)
 {
 	uint64_t head, end = sub->next_seq, last_final = 0;
-	int rc, n = 0, scanned = 0;
+	int rc, n = 0, scanned = 0, was_ahead = 0;
 	LogEvent ev;
 
 	*final = 0;
@@ -588,6 +588,7 @@ static int streams_fill(Streams *s, StreamSub *sub, int *np, uint64_t *scan_end,
 		s->head = head;
 	/* From here every event of the job has a seq >= the cursor or was
 	 * seen by the check at the end: the usual wake rule covers it. */
+	was_ahead = sub->ahead;
 	if (end <= head + 1)
 		sub->ahead = 0;
 	if (end > head) {
@@ -628,8 +629,10 @@ out:
 		*final = 1;
 	/* A job stream that started past its job's events (from_seq beyond
 	 * the head) sees none of them, the final one included: the job's
-	 * last event, final and before the cursor, ends it all the same. */
-	if (rc == 0 && sub->job_id && n == 0) {
+	 * last event, final and before the cursor, ends it all the same.
+	 * Only such a stream can have its job end below its cursor (any
+	 * other examined every event it passed), so only it pays the look. */
+	if (rc == 0 && was_ahead && n == 0) {
 		uint64_t last = log_reader_job_last(s->rd, sub->job_id);
 
 		if (last && last < sub->next_seq && log_reader_get(s->rd, last, &ev) == 0 &&
