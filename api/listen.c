@@ -132,7 +132,7 @@ void api_lws_log(int level, const char *line)
 		return;
 	if (dropped) {
 		snprintf(dropped_s, sizeof dropped_s, "%u", dropped);
-		jg_log(lv, "libwebsockets", "detail", msg, "suppressed", dropped_s, NULL);
+		jg_log(lv, "libwebsockets", "detail", msg, "#suppressed", dropped_s, NULL);
 	} else {
 		jg_log(lv, "libwebsockets", "detail", msg, NULL);
 	}

@@ -271,7 +271,7 @@ static void raise_fd_limit(const Config *c)
 		snprintf(want, sizeof want, "%llu", (unsigned long long)need);
 		jg_log(JG_WARN, "the open file limit is low for limits.max_running: jobs may fail "
 		       "to spawn and clients to connect (raise it: ulimit -n)",
-		       "limit", have, "suggested", want, NULL);
+		       "#limit", have, "#suggested", want, NULL);
 	}
 }
 

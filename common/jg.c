@@ -88,19 +88,54 @@ static void jg_write_all(int fd, const char *p, size_t n)
 	}
 }
 
+/* Is s a JSON number: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)? */
+static int jg_is_number(const char *s)
+{
+	const char *d;
+
+	if (*s == '-')
+		s++;
+	if (*s == '0')
+		s++;
+	else if (*s >= '1' && *s <= '9')
+		while (*s >= '0' && *s <= '9')
+			s++;
+	else
+		return 0;
+	if (*s == '.') {
+		for (d = ++s; *s >= '0' && *s <= '9'; s++) {}
+		if (s == d)
+			return 0;
+	}
+	if (*s == 'e' || *s == 'E') {
+		if (*++s == '+' || *s == '-')
+			s++;
+		for (d = s; *s >= '0' && *s <= '9'; s++) {}
+		if (s == d)
+			return 0;
+	}
+	return *s == 0;
+}
+
 static void jg_log_attrs(Buf *b, va_list ap)
 {
 	for (;;) {
 		const char *k = va_arg(ap, const char *);
 		const char *v;
+		int num;
 
 		if (!k)
 			return;
 		v = va_arg(ap, const char *);
+		if ((num = k[0] == '#'))
+			k++;
 		buf_puts(b, ",");
 		buf_json_cstr(b, k);
 		buf_puts(b, ":");
-		buf_json_cstr(b, v);	/* NULL value ends the list as null */
+		if (num && v && jg_is_number(v))
+			buf_puts(b, v);
+		else
+			buf_json_cstr(b, v);	/* NULL value ends the list as null */
 		if (!v)
 			return;
 	}

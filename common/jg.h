@@ -39,7 +39,10 @@ const char *jg_strerror(int rc);	/* static string, never NULL */
 enum { JG_DEBUG = 0, JG_INFO = 1, JG_WARN = 2, JG_ERROR = 3 };
 extern int jg_log_level;		/* lines below this level are dropped */
 
-/* Log msg with attributes: jg_log(JG_INFO, "started", "listen", addr, NULL). */
+/* Log msg with attributes: jg_log(JG_INFO, "started", "listen", addr, NULL).
+ * A key that starts with '#' names a number: jg_log(..., "#seq", "42", NULL)
+ * writes "seq":42 (and "seq":"42x", quoted, if the text is not a JSON
+ * number), so that jq can compare it. */
 void jg_log(int level, const char *msg, ...) __attribute__((sentinel));
 
 /* Wall clock in milliseconds since the epoch; monotonic clock in ns. */

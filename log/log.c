@@ -612,7 +612,7 @@ static void commit_failed(Log *l, int level, const char *msg, int rc)
 	}
 	snprintf(n, sizeof n, "%llu", (unsigned long long)l->fail_quiet);
 	jg_log(level, msg, "error", jg_strerror(rc),
-	       l->fail_quiet ? "failures_not_logged_since" : NULL, n, NULL);
+	       l->fail_quiet ? "#failures_not_logged_since" : NULL, n, NULL);
 	l->fail_said_ns = now;
 	l->fail_quiet = 0;
 }

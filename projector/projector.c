@@ -300,7 +300,7 @@ fail:
 	__atomic_add_fetch(&p->errors, 1, __ATOMIC_RELAXED);
 	snprintf(seq, sizeof seq, "%llu", (unsigned long long)bad);
 	jg_log(JG_ERROR, "projector batch failed", "error", jg_strerror(rc),
-	       "seq", seq, NULL);
+	       "#seq", seq, NULL);
 	return rc;
 }
 

@@ -110,7 +110,7 @@ int pdb_err(sqlite3 *db, int rc, const char *what)
 	char code[16];
 
 	snprintf(code, sizeof code, "%d", rc);
-	jg_log(JG_ERROR, "sqlite failed", "op", what, "code", code,
+	jg_log(JG_ERROR, "sqlite failed", "op", what, "#code", code,
 	       "error", db ? sqlite3_errmsg(db) : sqlite3_errstr(rc), NULL);
 	return JG_ESQLITE;
 }
@@ -169,7 +169,7 @@ static int pdb_migrate(sqlite3 *db)
 	if (v > PDB_VERSION || v < 0) {
 		snprintf(sql, sizeof sql, "%lld", (long long)v);
 		jg_log(JG_ERROR, "read model schema is newer than this jobgate;"
-		       " rebuild it with scripts/replay", "user_version", sql, NULL);
+		       " rebuild it with scripts/replay", "#user_version", sql, NULL);
 		rc = JG_ECORRUPT;
 		goto out;
 	}

@@ -322,6 +322,15 @@ static void evq_pop(Runner *r, RJob *j, RunEnt *x, int rc)
 	runner_job_forget(r, j);
 }
 
+static void ent_log(int level, const char *msg, const RunEnt *x, int rc)
+{
+	char id[24];
+
+	snprintf(id, sizeof id, "%llu", (unsigned long long)x->job_id);
+	jg_log(level, msg, "job", x->e.job, "#job_id", id, "type", log_type_name(x->e.type),
+	       rc ? "error" : NULL, jg_strerror(rc), NULL);
+}
+
 /* Runner thread: the log is done with x: durable (rc 0) or refused. */
 void runner_ent_finish(Runner *r, RunEnt *x)
 {
@@ -339,22 +348,18 @@ void runner_ent_finish(Runner *r, RunEnt *x)
 	}
 	if (rc == 0) {
 		if (x->failures)
-			jg_log(JG_INFO, "runner: event written after retries", "job", x->e.job,
-			       "type", log_type_name(x->e.type), NULL);
+			ent_log(JG_INFO, "runner: event written after retries", x, 0);
 		evq_pop(r, j, x, 0);
 		return;
 	}
 	if (x->brc || rc == JG_ECLOSED) {
 		/* Nothing to write, or no log to write to: give it up. */
-		jg_log(JG_ERROR, "runner: event not written", "error", jg_strerror(rc),
-		       "job", x->e.job, "type", log_type_name(x->e.type), NULL);
+		ent_log(JG_ERROR, "runner: event not written", x, rc);
 		evq_pop(r, j, x, rc);
 		return;
 	}
 	if (!x->failures++)
-		jg_log(JG_ERROR, "runner: event not written; retrying until it is",
-		       "error", jg_strerror(rc), "job", x->e.job,
-		       "type", log_type_name(x->e.type), NULL);
+		ent_log(JG_ERROR, "runner: event not written; retrying until it is", x, rc);
 	/* Answer who waits now (503 storage_full), not when the outage ends. */
 	runner_reqs_answer(&x->reqs, rc, 0);
 	runner_reqs_answer(&j->deferred, rc, 0);
@@ -571,10 +576,11 @@ static void spawn_failed(Runner *r, RJob *j, int rc)
  * other input would record a result for a payload it never saw. */
 static void payload_unreadable(Runner *r, RJob *j, int rc)
 {
-	char msg[160];
+	char msg[160], id[24];
 
+	snprintf(id, sizeof id, "%llu", (unsigned long long)j->id);
 	jg_log(JG_ERROR, "cannot read a job's payload from the log", "job", j->name,
-	       "error", jg_strerror(rc), NULL);
+	       "#job_id", id, "error", jg_strerror(rc), NULL);
 	snprintf(msg, sizeof msg, "payload unreadable: %s", jg_strerror(rc));
 	runner_job_fail(r, j, -1, 0, msg, 0, 0);
 }

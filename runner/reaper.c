@@ -103,7 +103,7 @@ static void reaper_main(int fd)
 		char num[24];
 		snprintf(num, sizeof num, "%zu", killed);
 		jg_log(JG_WARN, "gateway gone: killed the job process groups it left",
-		       "groups", num, NULL);
+		       "#groups", num, NULL);
 	}
 	_exit(0);	/* no atexit handlers, no leak check of the parent's heap */
 }

@@ -323,7 +323,7 @@ int runner_recover(Runner *r)
 		char cnt[24];
 
 		snprintf(cnt, sizeof cnt, "%zu", n);
-		jg_log(JG_INFO, "runner: recovered unfinished jobs", "jobs", cnt, NULL);
+		jg_log(JG_INFO, "runner: recovered unfinished jobs", "#jobs", cnt, NULL);
 	}
 out:
 	runner_snap_end(r);

@@ -100,8 +100,8 @@ static void take_inputs(Runner *r, RunEnt **done, RProc **spawned, RunnerReq **r
 
 		snprintf(n, sizeof n, "%d", r->nprocs + r->nspawning);
 		snprintf(g, sizeof g, "%d", r->grace_s);
-		jg_log(JG_INFO, "waiting for running jobs before stopping them", "running", n,
-		       "grace_s", g, NULL);
+		jg_log(JG_INFO, "waiting for running jobs before stopping them", "#running", n,
+		       "#grace_s", g, NULL);
 	}
 }
 

@@ -278,7 +278,7 @@ def test_a_low_fd_limit_for_max_running_is_named_at_start(tmp_path):
         held.close()
     lines = [json.loads(l) for l in r.stderr.splitlines() if l.startswith("{")]
     low = [l for l in lines if "open file limit is low" in l["msg"]]
-    assert low and low[0]["limit"] == "256" and int(low[0]["suggested"]) > 256, r.stderr
+    assert low and low[0]["limit"] == 256 and low[0]["suggested"] > 256, r.stderr
 
 
 def test_port_in_use_says_what_to_do_and_keeps_no_unseen_token(tmp_path):

@@ -310,7 +310,7 @@ def test_shutdown_interrupts_and_next_start_resumes(make_server, tmp_path, sig):
     assert any(l.get("msg") == "shutting down" and l.get("signal") == sig.name for l in lines)
     # the 10 s wait for the running job is announced, not silent
     assert any(l.get("msg") == "waiting for running jobs before stopping them" and
-               l.get("running") == "1" and l.get("grace_s") == "10" for l in lines), lines
+               l.get("running") == 1 and l.get("grace_s") == 10 for l in lines), lines
     s.start()
     job = wait_job(s, jid, ["succeeded"], timeout=20)
     assert job["result"] == "ok\n"

@@ -510,6 +510,24 @@ TEST(log_lines_are_json)
 	CHECK(strstr(nl + 1, "\"level\":\"INFO\",\"msg\":\"bad \xef\xbf\xbd byte\"}\n") != NULL);
 }
 
+static void log_numbers(void)
+{
+	jg_log_level = JG_INFO;
+	jg_log(JG_INFO, "n", "#a", "42", "#b", "-0.5e+3", "#c", "007", "#d", "1.",
+	       "#e", "", "#f", "12x", "g", "7", NULL);
+}
+
+TEST(log_number_attrs_are_json_numbers)
+{
+	char *out = capture_stderr(log_numbers);
+
+	CHECK(strstr(out, "\"a\":42,\"b\":-0.5e+3,") != NULL);
+	/* not JSON numbers: quoted as given, so the line stays valid JSON */
+	CHECK(strstr(out, "\"c\":\"007\",\"d\":\"1.\",\"e\":\"\",\"f\":\"12x\",") != NULL);
+	CHECK(strstr(out, "\"g\":\"7\"}") != NULL);	/* no '#': a string */
+	CHECK(strchr(out, '#') == NULL);
+}
+
 static void *log_thread(void *arg)
 {
 	char val[3000];
@@ -573,6 +591,7 @@ int main(void)
 	RUN(datadir_lock_excludes);
 	RUN(datadir_lock_reports_errno);
 	RUN(log_lines_are_json);
+	RUN(log_number_attrs_are_json_numbers);
 	RUN(log_threads_never_interleave);
 	return t_done();
 }
