@@ -513,13 +513,13 @@ void runner_attempt_start(Runner *r, RJob *j, const char *p, size_t n)
 
 	j->attempt++;
 	j->status = JG_ST_RUNNING;
-	runner_stats_started(r->stats, j->spec);
 	if (spec->builtin_echo) {
 		/* Nothing runs, so nothing waits for job.started to be durable:
 		 * it and job.succeeded share one txn, both or neither.  (Only
 		 * when memory runs out can one go alone: a started that cannot
 		 * be built or a succeeded that cannot be allocated.) */
 		RunEnt *su;
+		runner_stats_started(r->stats, j->spec);
 		st = runner_ent_new(r);
 		su = runner_ent_new(r);
 		if (st && su)
@@ -601,6 +601,9 @@ void runner_attempt_spawn(Runner *r, RJob *j)
 		return;
 	j->starting = 0;
 	r->nstarting--;
+	/* Counted once job.started is durable: a start given up
+	 * (attempt_not_started) is no attempt. */
+	runner_stats_started(r->stats, j->spec);
 	if (r->closing_seen) {
 		s->running--;
 		runner_stats_finished(r->stats, j->spec, JG_ST_FAILED, 0);
