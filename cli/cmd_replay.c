@@ -174,7 +174,7 @@ static int do_out(Log *l, const char *out)
 
 static int do_check(Log *l, const char *dir, const char *target)
 {
-	char db[4200], tmp[4300], msg[512];
+	char db[4200], tmp[4300], tmpd[4200] = "", msg[512];
 	uint64_t n = 0;
 	int64_t t0 = jg_mono_ns();
 	int rc;
@@ -200,13 +200,23 @@ static int do_check(Log *l, const char *dir, const char *target)
 				"somewhere writable to check it\n", target);
 			return 1;
 		}
-		snprintf(tmp, sizeof tmp, "%s/jobgate-check-%ld.db",
-			 tmpdir && *tmpdir ? tmpdir : "/tmp", (long)getpid());
+		/* A private directory: a name in a shared /tmp that another
+		 * user can guess can also be taken first. */
+		snprintf(tmpd, sizeof tmpd, "%s/jobgate-check-XXXXXX",
+			 tmpdir && *tmpdir ? tmpdir : "/tmp");
+		if (!mkdtemp(tmpd)) {
+			fprintf(stderr, "jobgate replay: cannot make a scratch directory %s: %s\n",
+				tmpd, strerror(errno));
+			return 1;
+		}
+		snprintf(tmp, sizeof tmp, "%s/check.db", tmpd);
 	} else {
 		snprintf(tmp, sizeof tmp, "%s.check-%ld", target, (long)getpid());
 	}
 	rc = proj_check(l, target, tmp, &n, msg, sizeof msg);
 	unlink(tmp);
+	if (tmpd[0])
+		rmdir(tmpd);
 	if (rc == JG_ECONFLICT) {
 		printf("check failed: %s differs from the log: %s\n", target, msg);
 		return 1;

@@ -535,16 +535,34 @@ static int write_batch(Log *l, LogEntry *batch, uint64_t n)
 	rc = log_commit_fn(txn);	/* frees txn whatever it returns */
 	if (rc != 0) {
 		l->next = first;
-		if (rc == EIO && disk_full(l))
+		if (rc == EIO && disk_full(l)) {
+			/* Once per episode: a real device error on a nearly
+			 * full disk must still be seen as one. */
+			if (!l->eio_as_full)
+				jg_log(JG_WARN, "log commit failed with EIO on a nearly full "
+				       "filesystem: answered as storage full", NULL);
+			l->eio_as_full = 1;
 			rc = ENOSPC;
+		}
 		return log_mdb_rc(rc);
 	}
+	l->eio_as_full = 0;
 	count_batch(l, n, l->next - first, jg_mono_ns() - t0);
 	return 0;
 fail:
 	mdb_txn_abort(txn);
 	l->next = first;
 	return log_mdb_rc(rc);
+}
+
+/* A full disk (the usual cause) frees up again: try a second later, and say
+ * so only once per episode. */
+static void prealloc_failed(Log *l, int err)
+{
+	if (!l->prealloc_retry_ns)
+		jg_log(JG_WARN, "cannot preallocate the log file; trying again every second",
+		       "error", strerror(err), NULL);
+	l->prealloc_retry_ns = jg_mono_ns() + 1000000000LL;
 }
 
 /*
@@ -570,7 +588,8 @@ static void prealloc(Log *l, int at_start)
 
 	map_used(l);
 	used = l->used;
-	if (l->prealloc_off || mdb_env_get_fd(l->env, &fd) != 0)
+	if ((l->prealloc_retry_ns && jg_mono_ns() < l->prealloc_retry_ns) ||
+	    mdb_env_get_fd(l->env, &fd) != 0)
 		return;
 	if (l->file_end == 0 && fstat(fd, &sb) == 0)
 		l->file_end = (uint64_t)sb.st_size;
@@ -584,37 +603,43 @@ static void prealloc(Log *l, int at_start)
 		end = off + PREALLOC_CHUNK;
 	for (; off < end; off += sizeof zero) {
 		size_t n = end - off < sizeof zero ? end - off : sizeof zero;
-		if (pwrite(fd, zero, n, (off_t)off) != (ssize_t)n) {
-			jg_log(JG_WARN, "cannot preallocate the log file", "error", strerror(errno), NULL);
-			l->prealloc_off = 1;
+		ssize_t w = pwrite(fd, zero, n, (off_t)off);
+		if (w != (ssize_t)n) {
+			prealloc_failed(l, w < 0 ? errno : ENOSPC);
 			return;
 		}
 	}
 	if (at_start && fdatasync(fd) != 0) {
-		l->prealloc_off = 1;
+		prealloc_failed(l, errno);
 		return;
 	}
+	if (l->prealloc_retry_ns)
+		jg_log(JG_INFO, "preallocating the log file again", NULL);
+	l->prealloc_retry_ns = 0;
 	l->file_end = end;
 }
 
 /* Writer thread: log a failed commit.  A full disk fails every commit
  * until someone acts, and a line per trigger would flood the log (maybe
- * onto that disk): after one line, the next comes 10 s later at the
- * earliest and counts the failures between. */
+ * onto that disk): after one line, the next of its kind comes 10 s later
+ * at the earliest and counts ("suppressed") the lines not written.  The
+ * batch warning and the error of the entry that then fails alone are
+ * limited apart, so the warning never hides that error. */
 static void commit_failed(Log *l, int level, const char *msg, int rc)
 {
 	int64_t now = jg_mono_ns();
+	int k = level == JG_ERROR;	/* the batch warning must not hide an entry's error */
 	char n[24];
 
-	if (l->fail_said_ns && now - l->fail_said_ns < 10 * 1000000000LL) {
-		l->fail_quiet++;
+	if (l->fail_said_ns[k] && now - l->fail_said_ns[k] < 10 * 1000000000LL) {
+		l->fail_quiet[k]++;
 		return;
 	}
-	snprintf(n, sizeof n, "%llu", (unsigned long long)l->fail_quiet);
+	snprintf(n, sizeof n, "%llu", (unsigned long long)l->fail_quiet[k]);
 	jg_log(level, msg, "error", jg_strerror(rc),
-	       l->fail_quiet ? "#failures_not_logged_since" : NULL, n, NULL);
-	l->fail_said_ns = now;
-	l->fail_quiet = 0;
+	       l->fail_quiet[k] ? "#suppressed" : NULL, n, NULL);
+	l->fail_said_ns[k] = now;
+	l->fail_quiet[k] = 0;
 }
 
 /* Writer thread: write the batch; if that fails and it holds several

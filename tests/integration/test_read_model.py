@@ -280,6 +280,15 @@ def test_check_a_read_only_copy(make_server, tmp_path):
         assert not os.access(ro, os.W_OK)
         r = s.jobgate("replay", "--data-dir", ro, "--check")
         assert r.returncode == 0 and r.stdout.startswith("check ok"), (r.stdout, r.stderr)
+        # The scratch file goes in a private directory of its own (not a
+        # name others can guess in a shared /tmp), removed afterwards.
+        scratch = str(tmp_path / "scratch")
+        os.mkdir(scratch)
+        r = subprocess.run([s.cmd()[0], "replay", "--data-dir", ro, "--check"],
+                           capture_output=True, text=True, timeout=60,
+                           env=dict(os.environ, TMPDIR=scratch))
+        assert r.returncode == 0 and r.stdout.startswith("check ok"), (r.stdout, r.stderr)
+        assert os.listdir(scratch) == []
         r = subprocess.run([SCRIPT, "--data-dir", ro, "--check"], capture_output=True,
                            text=True, timeout=60, env=dict(os.environ, JOBGATE_BIN=s.cmd()[0]))
         assert r.returncode == 0, (r.stdout, r.stderr)

@@ -426,12 +426,33 @@ def test_full_filesystem_is_storage_full_and_loses_nothing(make_server, tmp_path
                 assert r.json()["error"] == "storage_full" and r.headers.get("retry-after")
         assert ids and codes.get(503), codes
         assert s.get("/healthz", token=None).status in (200, 503)
-        # Every failed commit is not a line of its own: at most one per 10 s.
+        # Every failed commit is not a line of its own: at most one of each kind
+        # (batch warning, entry error) per 10 s.
         said = [l for l in s.log_lines() if l.get("msg", "").startswith("log ")
                 and "failed" in l.get("msg", "")]
         assert 1 <= len(said) <= 3, (len(said), codes)
-        s.kill9()
+        assert any(l.get("msg", "").startswith("cannot preallocate the log file")
+                   for l in s.log_lines())
+        # Room again, no restart: triggers are taken, and the data file is
+        # preallocated again (it was given up for good until the fix).
         subprocess.run(["mount", "-o", "remount,size=256m", str(mnt)], check=True)
+        more, deadline = [], time.time() + 15
+        while len(more) < 20 and time.time() < deadline:
+            r = s.post("/trigger/echo", payload)
+            if r.status == 202:
+                more.append(r.json()["id"])
+            else:
+                assert r.status == 503 and r.json()["error"] == "storage_full", r.body
+                time.sleep(0.1)
+        assert len(more) == 20
+        ids += more
+        deadline = time.time() + 10
+        while time.time() < deadline and not any(
+                l.get("msg") == "preallocating the log file again" for l in s.log_lines()):
+            s.post("/trigger/echo", "1")
+            time.sleep(0.2)
+        assert any(l.get("msg") == "preallocating the log file again" for l in s.log_lines())
+        s.kill9()
         s.start()
         dumped = {e["job_id"] for e in s.dump() if e["type"] == "job.enqueued"}
         assert set(ids) <= dumped

@@ -1,6 +1,7 @@
 /* test_log.c -- the LMDB log: append, group commit, readers, indexes,
  * idempotency, failure seam, verify. */
 #include <errno.h>
+#include <fcntl.h>
 #include <lmdb.h>
 #include <pthread.h>
 #include <string.h>
@@ -362,6 +363,54 @@ TEST(bad_entry_fails_alone_in_its_batch)
 	free(payload);
 }
 
+/* The entry that fails alone after its batch failed is logged as an error:
+ * the batch's warning just before must not use up the rate limit. */
+TEST(bad_entry_failure_is_logged_after_the_batch_warning)
+{
+	LogOptions o = { 0, 0, 1 };	/* 1 MiB map */
+	size_t big = 2u << 20;
+	char *payload = malloc(big), path[4200], text[8192];
+	LogEntry es[3];
+	Waiter w;
+	Log *l;
+	int fd, saved;
+	ssize_t n;
+
+	memset(payload, 'a', big);
+	payload[0] = payload[big - 1] = '"';
+	snprintf(path, sizeof path, "%s/stderr", t_dir());
+	fflush(stderr);
+	saved = dup(2);
+	fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	dup2(fd, 2);
+	CHECK_RC(log_open(&l, t_dir(), &o));
+	waiter_init(&w, 3);
+	memset(es, 0, sizeof es);
+	CHECK_RC(event_enqueued(&es[0], "echo", "1", 1, NULL, 0, "ci", 1));
+	CHECK_RC(event_enqueued(&es[1], "echo", payload, big, NULL, 0, "ci", 1));
+	CHECK_RC(event_enqueued(&es[2], "echo", "3", 1, NULL, 0, "ci", 1));
+	for (int i = 0; i < 3; i++) {
+		es[i].done = done_cb;
+		es[i].ctx = &w;
+		CHECK_RC(log_submit(l, &es[i]));
+	}
+	CHECK_RC(log_start(l));
+	waiter_wait(&w);
+	log_close(l);
+	dup2(saved, 2);
+	close(saved);
+	n = pread(fd, text, sizeof text - 1, 0);
+	close(fd);
+	CHECK(n > 0);
+	text[n] = 0;
+	fputs(text, stderr);
+	CHECK(es[1].rc == JG_ESTORAGE);
+	CHECK(strstr(text, "\"log commit failed\"") != NULL);
+	for (int i = 0; i < 3; i++)
+		event_entry_free(&es[i]);
+	free(payload);
+}
+
 /* A pair (log_submit_pair) commits in one txn, and when its batch fails
  * and is rewritten entry by entry, it still fails or commits as one. */
 TEST(pair_commits_together_or_not_at_all)
@@ -613,6 +662,7 @@ int main(void)
 	RUN(reader_seek_next_and_job_index);
 	RUN(failed_commit_loses_batch_only_and_seqs_stay_contiguous);
 	RUN(bad_entry_fails_alone_in_its_batch);
+	RUN(bad_entry_failure_is_logged_after_the_batch_warning);
 	RUN(pair_commits_together_or_not_at_all);
 	RUN(status_events_have_room_when_enqueues_are_refused);
 	RUN(status_events_have_room_after_a_burst_of_enqueues);
