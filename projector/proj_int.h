@@ -25,20 +25,31 @@ enum {
 
 enum {
 	PS_ENQUEUED, PS_STARTED, PS_SUCCEEDED, PS_FAILED, PS_CANCELED,
-	PS_RETRIED, PS_STARTED_SUCCEEDED, PS_APPLIED, PS_BEGIN, PS_COMMIT,
+	PS_RETRIED, PS_STARTED_SUCCEEDED, PS_ROW, PS_APPLIED, PS_BEGIN, PS_COMMIT,
 	PS_ROLLBACK, PS_N
 };
+
+/* Jobs enqueued in the open snapshot, folded in memory and written as one
+ * row each by pdb_flush (schema.c says why).  Tests may lower the cap
+ * (0: every event is written as it comes). */
+#define PDB_HOLD_MAX 1024
+extern int pdb_hold_max;
+
+struct JobState;
 
 typedef struct ProjDb {
 	sqlite3      *db;
 	sqlite3_stmt *st[PS_N];
-	Buf           tmp;		/* unescaped JSON strings being bound */
+	Buf           tmp, tmp2;	/* unescaped JSON strings being bound */
 	uint64_t      applied;		/* seq of the last event applied */
 	uint64_t      committed;	/* applied as of the last commit */
 	int           in_txn;
 	int           mode;
 	/* A job.started held back by pdb_apply (schema.c says why). */
 	struct { int on; uint64_t id, seq; uint32_t attempt; int64_t at_ms; } pend;
+	struct JobState *held;		/* [PDB_HOLD_MAX], spans into the snapshot */
+	uint16_t     *slot;		/* [2 * PDB_HOLD_MAX]: 1 + index into held, 0 empty */
+	int           nheld;
 } ProjDb;
 
 /* Open path (created if missing) and bring its schema to PDB_VERSION.
@@ -48,8 +59,11 @@ int  pdb_open(ProjDb *d, const char *path, int mode);
 void pdb_close(ProjDb *d);			/* zeroed or closed: no-op */
 int  pdb_begin(ProjDb *d);
 /* Fold one log event into the rows; must be the event after d->applied
- * (JG_ECORRUPT on a gap or an undecodable record).  Inside a txn. */
+ * (JG_ECORRUPT on a gap or an undecodable record).  Inside a txn.  What
+ * it holds borrows from the snapshot ev came from: call pdb_flush before
+ * that snapshot ends. */
 int  pdb_apply(ProjDb *d, const LogEvent *ev);
+int  pdb_flush(ProjDb *d);			/* write the held jobs' rows */
 int  pdb_commit(ProjDb *d);			/* stores d->applied, commits */
 void pdb_rollback(ProjDb *d);			/* d->applied = committed */
 /* PDB_BULK only: build the indexes, stamp the version, switch to WAL. */

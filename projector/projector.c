@@ -244,6 +244,11 @@ static int proj_fold_some(ProjDb *d, LogReader *rd, uint64_t upto, int max, int 
 			break;
 		rc = log_reader_next(rd, &ev);
 	}
+	if (rc == 0 || rc == JG_ENOTFOUND) {
+		int frc = pdb_flush(d);		/* while the snapshot lives */
+		if (frc != 0)
+			rc = frc;
+	}
 	log_reader_end(rd);
 	return rc == JG_ENOTFOUND ? 0 : rc;
 }

@@ -88,6 +88,11 @@ static int replay_into(Log *log, const char *path, uint64_t upto, uint64_t *even
 		while (rc == 0 && (rc = pdb_apply(&d, &ev)) == 0 &&
 		       ++n < REPLAY_BATCH && ev.seq < upto)
 			rc = log_reader_next(rd, &ev);
+		if (rc == 0 || rc == JG_ENOTFOUND) {
+			int frc = pdb_flush(&d);	/* while the snapshot lives */
+			if (frc != 0)
+				rc = frc;
+		}
 		log_reader_end(rd);
 		if (rc != 0 && rc != JG_ENOTFOUND)
 			goto out;

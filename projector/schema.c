@@ -24,17 +24,23 @@
  *
  * The fold (one UPDATE per event type) mirrors job_fold() in job.c and
  * the rules in docs/architecture.md; tests/unit/test_projector.c checks
- * both paths render every job identically.
+ * both paths render every job identically.  Jobs enqueued in the snapshot
+ * being applied skip the UPDATEs: job_fold() itself folds them and
+ * pdb_flush() writes one row each (see held_find).
  */
 #include "proj_int.h"
 
 #include <assert.h>
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../common/jg.h"
 #include "../log/event.h"
+#include "job.h"
+
+int pdb_hold_max = PDB_HOLD_MAX;
 
 #define SCHEMA_V1_TABLES \
 	"CREATE TABLE jobs(" \
@@ -96,6 +102,12 @@ static const char *const stmt_sql[PS_N] = {
 		" attempts = ?4, started_at = ?5, exit_code = ?6, result = ?7,"
 		" result_truncated = ?8, finished_at = ?9, error = NULL,"
 		" signal = NULL WHERE id = ?1",
+	/* A job enqueued in this snapshot, folded in memory (pdb_flush). */
+	[PS_ROW] = "INSERT OR REPLACE INTO jobs(id, status, seq, job, attempts,"
+		" max_attempts, payload, result, result_truncated, error, exit_code,"
+		" signal, created_at, started_at, finished_at, idempotency_key)"
+		" VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,"
+		" ?15, ?16)",
 	[PS_APPLIED] = "UPDATE meta SET value = ?1 WHERE key = 'applied_seq'",
 	/* IMMEDIATE: take the write lock up front so a competing writer (an
 	 * operator's sqlite3 shell) shows up as a busy BEGIN, never as a
@@ -255,6 +267,12 @@ int pdb_open(ProjDb *d, const char *path, int mode)
 
 	memset(d, 0, sizeof *d);
 	d->mode = mode;
+	d->held = calloc(PDB_HOLD_MAX, sizeof *d->held);
+	d->slot = calloc(2 * PDB_HOLD_MAX, sizeof *d->slot);
+	if (!d->held || !d->slot) {
+		pdb_close(d);
+		return ENOMEM;
+	}
 	rc = sqlite3_open_v2(path, &d->db, flags, NULL);
 	if (rc != SQLITE_OK) {
 		rc = pdb_err(d->db, rc, "open");
@@ -294,6 +312,9 @@ void pdb_close(ProjDb *d)
 	if (d->db)
 		sqlite3_close(d->db);
 	buf_free(&d->tmp);
+	buf_free(&d->tmp2);
+	free(d->held);
+	free(d->slot);
 	memset(d, 0, sizeof *d);
 }
 
@@ -328,6 +349,11 @@ int pdb_commit(ProjDb *d)
 	int rc;
 
 	assert(d->in_txn);
+	assert(d->nheld == 0);		/* pdb_flush before the snapshot ended */
+	if (d->nheld) {
+		pdb_rollback(d);
+		return JG_EINVAL;
+	}
 	sqlite3_bind_int64(st, 1, (sqlite3_int64)d->applied);
 	if ((rc = pdb_flush_started(d)) != 0 ||
 	    (rc = pdb_step(d, PS_APPLIED)) != 0 ||
@@ -347,6 +373,10 @@ void pdb_rollback(ProjDb *d)
 	sqlite3_reset(d->st[PS_ROLLBACK]);
 	d->in_txn = 0;
 	d->pend.on = 0;
+	if (d->nheld) {
+		d->nheld = 0;
+		memset(d->slot, 0, 2 * PDB_HOLD_MAX * sizeof *d->slot);
+	}
 	d->applied = d->committed;
 }
 
@@ -437,8 +467,8 @@ static int json_unquote(const char *s, size_t n, Buf *b)
 }
 
 /* Bind a JSON string span as decoded text, or NULL when absent/null.  The
- * text lives in d->tmp, which holds at most one string per event. */
-static int bind_jstr(ProjDb *d, sqlite3_stmt *st, int col, Span v)
+ * text lives in tmp, which holds at most one string per statement. */
+static int bind_jstr_in(Buf *tmp, sqlite3_stmt *st, int col, Span v)
 {
 	int rc;
 
@@ -450,12 +480,16 @@ static int bind_jstr(ProjDb *d, sqlite3_stmt *st, int col, Span v)
 		sqlite3_bind_text(st, col, v.p + 1, (int)(v.n - 2), SQLITE_STATIC);
 		return 0;
 	}
-	buf_reset(&d->tmp);
-	if ((rc = json_unquote(v.p, v.n, &d->tmp)) != 0)
+	buf_reset(tmp);
+	if ((rc = json_unquote(v.p, v.n, tmp)) != 0)
 		return rc;
-	sqlite3_bind_text(st, col, d->tmp.len ? d->tmp.p : "", (int)d->tmp.len,
-			  SQLITE_STATIC);
+	sqlite3_bind_text(st, col, tmp->len ? tmp->p : "", (int)tmp->len, SQLITE_STATIC);
 	return 0;
+}
+
+static int bind_jstr(ProjDb *d, sqlite3_stmt *st, int col, Span v)
+{
+	return bind_jstr_in(&d->tmp, st, col, v);
 }
 
 /* Raw JSON span as text, NULL when absent. */
@@ -615,9 +649,99 @@ static int pdb_apply_pair(ProjDb *d, const EventView *v)
 	return pdb_step(d, PS_STARTED_SUCCEEDED);
 }
 
+/*
+ * A job enqueued in the current snapshot is not written at once: its
+ * events are folded in memory (job_fold, the same rules as the SQL above)
+ * and pdb_flush writes the result as one row.  Under load a snapshot
+ * usually holds a job's enqueue and its echo pair, which then cost one
+ * INSERT instead of an INSERT and an UPDATE (a row rewrite and a move in
+ * the status index).  Rows of different jobs are independent, so writing
+ * one later than events of others changes nothing, and the txn only
+ * commits after the flush.  Only held jobs are looked up: seqs are keys,
+ * linear probing in a table twice the cap.
+ */
+static JobState *held_find(ProjDb *d, uint64_t id)
+{
+	uint32_t mask = 2 * PDB_HOLD_MAX - 1, i;
+
+	for (i = (uint32_t)id & mask; d->slot[i]; i = (i + 1) & mask)
+		if (d->held[d->slot[i] - 1].id == id)
+			return &d->held[d->slot[i] - 1];
+	return NULL;
+}
+
+static JobState *held_add(ProjDb *d, uint64_t id)
+{
+	uint32_t mask = 2 * PDB_HOLD_MAX - 1, i;
+
+	for (i = (uint32_t)id & mask; d->slot[i]; i = (i + 1) & mask) {}
+	d->slot[i] = (uint16_t)(++d->nheld);
+	return &d->held[d->nheld - 1];
+}
+
+static int pdb_write_row(ProjDb *d, const JobState *js)
+{
+	sqlite3_stmt *st = d->st[PS_ROW];
+	int rc;
+
+	sqlite3_bind_int64(st, 1, (sqlite3_int64)js->id);
+	sqlite3_bind_text(st, 2, log_status_name(js->status), -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, (sqlite3_int64)js->seq);
+	sqlite3_bind_text(st, 4, js->job.p, (int)js->job.n, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 5, js->attempts);
+	sqlite3_bind_int64(st, 6, js->max_attempts);
+	if (js->payload.n == 0)
+		sqlite3_bind_text(st, 7, "null", 4, SQLITE_STATIC);
+	else
+		bind_span(st, 7, js->payload);
+	if (js->result.n == 4 && memcmp(js->result.p, "null", 4) == 0)
+		sqlite3_bind_null(st, 8);	/* as PS_SUCCEEDED does */
+	else
+		bind_span(st, 8, js->result);
+	sqlite3_bind_int(st, 9, js->result_truncated != 0);
+	if (js->has_exit_code)
+		sqlite3_bind_int64(st, 11, js->exit_code);
+	else
+		sqlite3_bind_null(st, 11);
+	if (js->signal)
+		sqlite3_bind_int(st, 12, js->signal);
+	else
+		sqlite3_bind_null(st, 12);
+	bind_time(st, 13, js->created_at);
+	bind_time(st, 14, js->started_at);
+	bind_time(st, 15, js->finished_at);
+	if ((rc = bind_jstr_in(&d->tmp, st, 10, js->error)) != 0 ||
+	    (rc = bind_jstr_in(&d->tmp2, st, 16, js->idem)) != 0) {
+		sqlite3_reset(st);
+		return rc;
+	}
+	return pdb_step(d, PS_ROW);
+}
+
+int pdb_flush(ProjDb *d)
+{
+	int i, rc = 0;
+
+	for (i = 0; i < d->nheld && rc == 0; i++)
+		rc = pdb_write_row(d, &d->held[i]);
+	if (d->nheld) {
+		d->nheld = 0;
+		memset(d->slot, 0, 2 * PDB_HOLD_MAX * sizeof *d->slot);
+	}
+	return rc;
+}
+
+/* The checks pdb_bind_event makes, for an event folded in memory. */
+static int event_known(const EventView *v)
+{
+	return v->type >= JG_EV_ENQUEUED && v->type <= JG_EV_RETRIED &&
+	       log_status_name(v->status)[0] != '?';
+}
+
 int pdb_apply(ProjDb *d, const LogEvent *ev)
 {
 	EventView v;
+	JobState *js = NULL;
 	int which = 0, rc;
 
 	assert(d->in_txn);
@@ -625,6 +749,23 @@ int pdb_apply(ProjDb *d, const LogEvent *ev)
 		return JG_ECORRUPT;	/* the log has a gap: never skip */
 	if ((rc = pdb_decode(ev, &v)) != 0)
 		return rc;
+	if (v.type == JG_EV_ENQUEUED && pdb_hold_max > 0) {
+		if (d->nheld >= pdb_hold_max || d->nheld >= PDB_HOLD_MAX)
+			if ((rc = pdb_flush(d)) != 0)
+				return rc;
+		if (!event_known(&v))
+			return JG_ECORRUPT;
+		js = held_add(d, v.job_id);
+	} else if (d->nheld) {
+		js = held_find(d, v.job_id);
+	}
+	if (js) {
+		if (!event_known(&v))
+			return JG_ECORRUPT;
+		job_fold(js, &v);
+		d->applied = ev->seq;
+		return 0;
+	}
 	if (d->pend.on && v.type == JG_EV_SUCCEEDED && v.job_id == d->pend.id &&
 	    v.attempt == d->pend.attempt && v.status == JG_ST_SUCCEEDED) {
 		if ((rc = pdb_apply_pair(d, &v)) != 0)
