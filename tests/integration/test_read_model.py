@@ -250,6 +250,14 @@ def test_scripts_replay(server):
     assert rows(db_path(server))[1] == rows(out)[1]
     assert rows(db_path(server))[1] == before[1]
     assert run("--bogus").returncode == 2
+    # A wrong JOBGATE_BIN is refused before anything is read or backed up
+    # (it was bash's exit 126/127 after the counts, and a stray backup).
+    for wrong in ("/nonexistent", "/etc/passwd", "/bin/true"):
+        r = subprocess.run([SCRIPT, "--data-dir", server.data_dir], capture_output=True,
+                           text=True, timeout=60, env=dict(os.environ, JOBGATE_BIN=wrong))
+        assert r.returncode == 1 and "JOBGATE_BIN" in r.stderr, (wrong, r.stderr)
+        assert r.stdout == "", r.stdout
+    assert [f for f in os.listdir(server.data_dir) if f.startswith("jobs.db.bak-")] == baks
     # The server starts on the rebuilt projection and keeps going.
     server.start()
     assert server.get("/jobs/%d" % ids[0]).json()["status"] == "succeeded"
