@@ -41,13 +41,37 @@
 
 /* ---- parser helpers (declared in config_int.h) ------------------------ */
 
-/* A printable, bounded rendering of untrusted text for error messages. */
+/* Length of the valid UTF-8 sequence of 2-4 bytes at s[0..n), else 0. */
+static size_t utf8_seq(const unsigned char *s, size_t n)
+{
+	size_t len = s[0] >= 0xf0 && s[0] <= 0xf4 ? 4 : s[0] >= 0xe0 ? 3 : s[0] >= 0xc2 ? 2 : 0;
+
+	if (len == 0 || len > n)
+		return 0;
+	for (size_t i = 1; i < len; i++)
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+	return len;
+}
+
+/* A printable, bounded rendering of untrusted text for error messages:
+ * what the file holds, UTF-8 included ("tökens"); control characters and
+ * bytes that are not UTF-8 as \xNN. */
 void cfg_show(const char *s, size_t n, char *out, size_t cap)
 {
-	size_t i, k = 0;
+	const unsigned char *u = (const unsigned char *)s;
+	size_t i = 0, k = 0, m;
 
-	for (i = 0; i < n && k + 4 < cap; i++)
-		out[k++] = s[i] >= 0x20 && s[i] < 0x7f ? s[i] : '?';
+	while (i < n && k + 8 < cap) {
+		if (u[i] >= 0x20 && u[i] < 0x7f) {
+			out[k++] = s[i++];
+		} else if (u[i] >= 0x80 && (m = utf8_seq(u + i, n - i)) != 0) {
+			memcpy(out + k, s + i, m);
+			k += m, i += m;
+		} else {
+			k += (size_t)snprintf(out + k, cap - k, "\\x%02x", u[i++]);
+		}
+	}
 	if (i < n && k + 3 < cap)
 		memcpy(out + k, "...", 3), k += 3;
 	out[k] = '\0';
@@ -290,13 +314,21 @@ int config_parse(const char *js, size_t n, Config **out, char *err, size_t errle
 	*out = NULL;
 	if (err && errlen)
 		err[0] = '\0';
-	if (json_parse(js, n, &toks) < 0) {
+	if ((rc = json_parse(js, n, &toks)) < 0) {
 		size_t at, k, line = 1, col = 1;
 		json_error_at(js, n, &at);
 		for (k = 0; k < at && k < n; k++, col++)
 			if (js[k] == '\n')
 				line++, col = 0;
-		rc = cfg_fail(&p, "config", "invalid JSON at line %zu, column %zu", line, col);
+		if (n >= 3 && memcmp(js, "\xef\xbb\xbf", 3) == 0)
+			rc = cfg_fail(&p, "config", "the file starts with a UTF-8 byte order "
+				      "mark; save it without one");
+		else if (rc == JG_ETOODEEP)
+			rc = cfg_fail(&p, "config", "JSON nested deeper than %d levels at "
+				      "line %zu, column %zu", JSON_MAX_DEPTH, line, col);
+		else
+			rc = cfg_fail(&p, "config", "invalid JSON at line %zu, column %zu",
+				      line, col);
 		goto out;
 	}
 	p.t = toks;

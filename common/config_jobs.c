@@ -202,7 +202,8 @@ static int cfg_job(CfgParse *p, int k, JgJob *j)
 	cfg_key(p, k, name, sizeof name);
 	if (json_str(p->js, &p->t[k], j->name, sizeof j->name) != 0 ||
 	    !config_name_ok(j->name, strlen(j->name)))
-		return cfg_fail(p, "jobs", "bad job name \"%s\": use 1-64 of A-Z a-z 0-9 _ . -",
+		return cfg_fail(p, "jobs", "bad job name \"%s\": use 1-64 of A-Z a-z 0-9 _ . -"
+				" (not . or ..)",
 				name);
 	cfg_path(path, "jobs", j->name);
 	for (q = p->c->jobs; q < j; q++)
@@ -261,7 +262,8 @@ static int cfg_tok_name(CfgParse *p, int i, const char *path, void *obj,
 	if ((rc = cfg_str(p, i, path, ct->t->name, sizeof ct->t->name)) != 0)
 		return rc;
 	if (!config_name_ok(ct->t->name, strlen(ct->t->name)))
-		return cfg_fail(p, path, "bad token name: use 1-64 of A-Z a-z 0-9 _ . -");
+		return cfg_fail(p, path, "bad token name: use 1-64 of A-Z a-z 0-9 _ . -"
+				" (not . or ..)");
 	for (k = 0; &p->c->tokens[k] != ct->t; k++)
 		if (strcmp(p->c->tokens[k].name, ct->t->name) == 0)
 			return cfg_fail(p, path, "duplicate token name \"%s\"", ct->t->name);

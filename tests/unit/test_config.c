@@ -152,7 +152,11 @@ static const struct {
 	{"{'jobs':{'e':{'builtin':'echo'},'e':{'builtin':'echo'}}}", "jobs.e: duplicate key"},
 	{"{'jobs':{'bad name':{'builtin':'echo'}}}", "jobs: bad job name \"bad name\""},
 	{"{'jobs':{'':{'builtin':'echo'}}}", "jobs: bad job name"},
-	{"{'jobs':{'..':{'builtin':'echo'}}}", "jobs: bad job name"},
+	{"{'jobs':{'..':{'builtin':'echo'}}}", "jobs: bad job name \"..\": use 1-64 of A-Z a-z 0-9 _ . - (not . or ..)"},
+	{"\xef\xbb\xbf{" MINJOBS "}", "config: the file starts with a UTF-8 byte order mark"},
+	/* Key paths show the file's text, UTF-8 included, escapes as written. */
+	{"{" MINJOBS ",'t\xc3\xb6kens':1}", "t\xc3\xb6kens: unknown key"},
+	{"{'jobs':{'\xe6\x97\xa5\\u0001':{'builtin':'echo'}}}", "jobs: bad job name \"\xe6\x97\xa5\\u0001\""},
 	{"{'jobs':{'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa':"
 	 "{'builtin':'echo'}}}", "jobs: bad job name"},
 	{"{'jobs':{'x':1}}", "jobs.x: expected an object"},
@@ -261,6 +265,21 @@ TEST(every_error_names_its_path)
 		CHECK(c == NULL);
 		CHECK(strncmp(err, bad_docs[k].prefix, strlen(bad_docs[k].prefix)) == 0);
 	}
+}
+
+/* Valid JSON nested too deep is named as such, not as invalid JSON. */
+TEST(deep_nesting_is_named)
+{
+	size_t depth = 100000, n = 2 * depth;
+	char *js = malloc(n), err[256];
+	Config *c = NULL;
+
+	CHECK(js != NULL);
+	memset(js, '[', depth);
+	memset(js + depth, ']', depth);
+	CHECK(config_parse(js, n, &c, err, sizeof err) == JG_EINVAL && c == NULL);
+	CHECK(strstr(err, "config: JSON nested deeper than 512 levels at line 1, column 513") != NULL);
+	free(js);
 }
 
 TEST(small_err_buffers_are_safe)
@@ -459,6 +478,7 @@ int main(void)
 	RUN(embedded_default);
 	RUN(missing_jobs_means_builtin_echo);
 	RUN(every_error_names_its_path);
+	RUN(deep_nesting_is_named);
 	RUN(small_err_buffers_are_safe);
 	RUN(listen_forms);
 	RUN(names);
