@@ -41,7 +41,7 @@ static int parse_seq(const char *cmd, const char *opt, const char *s, uint64_t *
 static int parse_args(int argc, char **argv, const char *cmd, int seqs, LogArgs *a)
 {
 	const char *v;
-	int rc;
+	int rc, from_set = 0;
 
 	a->dir = "./data";
 	a->from = 1;
@@ -54,6 +54,7 @@ static int parse_args(int argc, char **argv, const char *cmd, int seqs, LogArgs 
 			if ((rc = cli_value(argc, argv, &i, cmd, &v)) != 0 ||
 			    (rc = parse_seq(cmd, "--from", v, &a->from)) != 0)
 				return rc;
+			from_set = 1;
 		} else if (seqs && !strcmp(argv[i], "--to")) {
 			if ((rc = cli_value(argc, argv, &i, cmd, &v)) != 0 ||
 			    (rc = parse_seq(cmd, "--to", v, &a->to)) != 0)
@@ -62,7 +63,9 @@ static int parse_args(int argc, char **argv, const char *cmd, int seqs, LogArgs 
 			return cli_bad(cmd, "unknown argument '%s'", argv[i]);
 		}
 	}
-	if (a->from > a->to)
+	/* Seqs start at 1: --to 0 alone is an empty range, like
+	 * --from 0 --to 0; only a --from given after --to is a mistake. */
+	if (from_set && a->from > a->to)
 		return cli_bad(cmd, "--from %llu is after --to %llu",
 			       (unsigned long long)a->from, (unsigned long long)a->to);
 	return 0;

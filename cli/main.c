@@ -1,6 +1,7 @@
 /*
  * main.c -- the jobgate binary: dispatch to a subcommand.
  */
+#include <errno.h>
 #include <sqlite3.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -68,6 +69,17 @@ int cli_open_log(const char *cmd, const char *dir, Log **l)
 	return 0;
 }
 
+/* A command whose output was lost (a full disk, a closed pipe) did not
+ * succeed: exit 1, whatever it returned. */
+static int out_checked(int rc)
+{
+	if (rc == 0 && (fflush(stdout) != 0 || ferror(stdout))) {
+		fprintf(stderr, "jobgate: cannot write the output: %s\n", strerror(errno));
+		return 1;
+	}
+	return rc;
+}
+
 int main(int argc, char **argv)
 {
 	/* No allocation statistics: they take a global mutex on every
@@ -80,14 +92,14 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
 		fputs(usage, stdout);
-		return 0;
+		return out_checked(0);
 	}
 	if (!strcmp(argv[1], "serve"))
 		return cmd_serve(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "log"))
-		return cmd_log(argc - 1, argv + 1);
+		return out_checked(cmd_log(argc - 1, argv + 1));
 	if (!strcmp(argv[1], "replay"))
-		return cmd_replay(argc - 1, argv + 1);
+		return out_checked(cmd_replay(argc - 1, argv + 1));
 	fprintf(stderr, "jobgate: unknown command '%s' (see 'jobgate --help')\n", argv[1]);
 	return 2;
 }

@@ -8,6 +8,8 @@ import stat
 import subprocess
 import time
 
+import pytest
+
 from conftest import BIN, Server, in_threads
 
 
@@ -34,6 +36,17 @@ def test_help_for_every_subcommand_exits_0():
         r = run(*args)
         assert r.returncode == 0, args
         assert "usage" in r.stdout.lower(), args
+
+
+def test_lost_output_is_a_failure():
+    """Help printed into a full disk did not reach anyone: exit 1 and say so."""
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full")
+    for args in (["--help"], ["replay", "--help"], ["log", "--help"]):
+        with open("/dev/full", "w") as full:
+            r = subprocess.run([BIN] + args, stdout=full, stderr=subprocess.PIPE, text=True,
+                               timeout=30)
+        assert r.returncode == 1 and "No space left" in r.stderr, (args, r.returncode, r.stderr)
 
 
 def test_bad_arguments_exit_2_with_one_line():
@@ -149,6 +162,10 @@ def test_log_stat_and_verify(server):
     r = server.jobgate("log", "dump", "--data-dir", server.data_dir, "--from", "2", "--to", "2")
     lines = r.stdout.splitlines()
     assert len(lines) == 1 and json.loads(lines[0])["seq"] == 2
+    # Seqs start at 1: --to 0 is an empty range (it named a --from 1 nobody gave).
+    for args in (("--to", "0"), ("--from", "0", "--to", "0")):
+        r = server.jobgate("log", "dump", "--data-dir", server.data_dir, *args)
+        assert r.returncode == 0 and r.stdout == "" and r.stderr == "", (args, r.stderr)
 
 
 def test_log_dump_and_verify_across_their_read_batches(server):
