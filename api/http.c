@@ -283,6 +283,11 @@ static void api_qname_msg(char *msg, size_t cap, const char *what, const char *n
 	}
 	if (j > 0 && j == n)
 		snprintf(msg, cap, "%s: %.*s", what, (int)n, name);
+	else if (n == 0)
+		snprintf(msg, cap, "%s with an empty name", what);
+	else if (j < n && j < API_QNAME_MAX)
+		snprintf(msg, cap, "%s (its name is not shown: it holds characters other "
+			 "than letters, digits, _ - .)", what);
 	else
 		snprintf(msg, cap, "%s", what);
 }

@@ -362,6 +362,16 @@ def test_refused_request_still_has_a_body_deadline(srv):
     assert b'"error":"not_found"' in got
 
 
+def test_query_parameter_without_a_name_says_so(srv):
+    for path, msg in (("/jobs?=1", "unknown query parameter with an empty name"),
+                      ("/jobs?limit=1&&x", "unknown query parameter: x"),
+                      ("/jobs??", "unknown query parameter (its name is not shown"),
+                      ("/jobs?a%3Cb=1", "unknown query parameter (its name is not shown")):
+        r = srv.request("GET", path, token="ci-secret")
+        check_error(r, 400, "bad_request")
+        assert r.json()["message"].startswith(msg), (path, r.body)
+
+
 @pytest.mark.parametrize("method,path,name", [
     ("POST", "/trigger/echo/wait?timeout=1&timeout=2", "timeout"),
     ("GET", "/jobs?limit=1&limit=2", "limit"),
