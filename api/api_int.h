@@ -287,6 +287,7 @@ int  api_hmac_ok(Api *a, ApiReq *r);		/* 1 if the signature matches */
 const char *api_outcome_name(int o);
 
 /* pipeline.c: HTTP/1.1 pipelining on lws 4.1 (see the essay there). */
+void api_conn_init(void);			/* before the lws context */
 int64_t api_conn_rx(struct lws *wsi);
 void api_conn_mark(struct lws *wsi);		/* before transaction_completed */
 int  api_conn_pipelined(struct lws *wsi);

@@ -241,6 +241,7 @@ int api_listen(Api *a)
 	void *loops[1] = { api_loop_ev(a) };
 	info.foreign_loops = loops;
 	info.options |= LWS_SERVER_OPTION_LIBEV;
+	api_conn_init();		/* count what lws reads (pipeline.c) */
 	if (!(a->ctx = lws_create_context(&info)))
 		return api_listen_fail(addr, EADDRNOTAVAIL, "libwebsockets could not bind it (see its log line)");
 	a->vh = lws_get_vhost_by_name(a->ctx, "jobgate");
