@@ -290,8 +290,14 @@ static int proj_catch_up(Projector *p)
 
 	while (p->d.applied < head) {
 		bad = p->d.applied + 1;	/* the batch, unless one event is named */
-		if ((rc = proj_batch(p, head, &n, &bad)) != 0)
+		if ((rc = proj_batch(p, head, &n, &bad)) != 0) {
+			/* The events before a named bad one are good: apply
+			 * them, so the read model stops just short of it. */
+			uint64_t b2 = bad;
+			if (bad > p->d.applied + 1)
+				(void)proj_batch(p, bad - 1, &n, &b2);
 			goto fail;
+		}
 		if (n == 0) {		/* head moved but the snapshot lacks it */
 			rc = JG_ECORRUPT;
 			goto fail;
