@@ -42,7 +42,8 @@ static const char usage[] =
 	"\n"
 	"Token: env JOBGATE_TOKEN adds one; with no token at all, one is\n"
 	"generated, saved in DIR/token (mode 0600) and printed once.\n"
-	"SIGINT/SIGTERM/SIGHUP stop gracefully; a second one exits at once.\n";
+	"SIGINT/SIGTERM/SIGHUP stop gracefully; a second one, 0.5 s or more later,\n"
+	"exits at once (code 1).\n";
 
 typedef struct ServeArgs {
 	const char *config, *listen, *data_dir;

@@ -231,14 +231,16 @@ static int json_scan_after(JsonScan *sc, int *state)
 	}
 	if (sc->i >= sc->n)
 		return JG_EINVAL;
-	c = sc->s[sc->i++];
+	c = sc->s[sc->i];
 	obj = json_top_is_obj(sc);
 	if (c == ',') {
+		sc->i++;
 		*state = obj ? JS_KEY : JS_VALUE;
 		return 0;
 	}
 	if (c != (obj ? '}' : ']'))
-		return JG_EINVAL;
+		return JG_EINVAL;	/* at the culprit: error positions name it */
+	sc->i++;
 	sc->depth--;
 	return 0;
 }

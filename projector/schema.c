@@ -170,7 +170,7 @@ int pdb_read_applied(sqlite3 *db, uint64_t *out)
  * once (a server and a replay --check) cannot both migrate. */
 static int pdb_migrate(sqlite3 *db)
 {
-	int64_t v = 0;
+	int64_t v = 0, n = 0;
 	char sql[64];
 	int rc;
 
@@ -185,6 +185,16 @@ static int pdb_migrate(sqlite3 *db)
 		rc = JG_ECORRUPT;
 		goto out;
 	}
+	/* Version 0 is a fresh file, or someone else's database: never
+	 * migrate into one that already holds tables. */
+	if (v == 0 && (rc = pdb_int(db, "SELECT count(*) FROM sqlite_master", &n)) == 0 && n > 0) {
+		jg_log(JG_ERROR, "jobs.db is not a jobgate read model (it holds tables and no "
+		       "schema version): move it away, the server then builds a new one", NULL);
+		rc = JG_ECORRUPT;
+		goto out;
+	}
+	if (rc != 0)
+		goto out;
 	for (; v < PDB_VERSION && rc == 0; v++)
 		rc = pdb_exec(db, migrations[v]);
 	if (rc != 0)

@@ -154,6 +154,9 @@ static const struct {
 	{"{'jobs':{'':{'builtin':'echo'}}}", "jobs: bad job name"},
 	{"{'jobs':{'..':{'builtin':'echo'}}}", "jobs: bad job name \"..\": use 1-64 of A-Z a-z 0-9 _ . - (not . or ..)"},
 	{"\xef\xbb\xbf{" MINJOBS "}", "config: the file starts with a UTF-8 byte order mark"},
+	/* the position names the character that breaks it */
+	{"{'a':1 2}", "config: invalid JSON at line 1, column 8"},
+	{"{\n 'listen': 'x'\n 'jobs': {}}", "config: invalid JSON at line 3, column 2"},
 	/* Key paths show the file's text, UTF-8 included, escapes as written. */
 	{"{" MINJOBS ",'t\xc3\xb6kens':1}", "t\xc3\xb6kens: unknown key"},
 	{"{'jobs':{'\xe6\x97\xa5\\u0001':{'builtin':'echo'}}}", "jobs: bad job name \"\xe6\x97\xa5\\u0001\""},

@@ -306,6 +306,25 @@ TEST(proj_refuses_newer_schema)
 	log_close(l);
 }
 
+/* Someone else's database (tables, user_version 0) is not migrated into. */
+TEST(proj_refuses_a_foreign_database)
+{
+	char db[300];
+	Log *l = open_log();
+	Projector *p = NULL;
+	sqlite3 *s;
+
+	db_path(db, sizeof db, "foreign.db");
+	CHECK(sqlite3_open(db, &s) == SQLITE_OK);
+	CHECK(sqlite3_exec(s, "CREATE TABLE foo(x)", NULL, NULL, NULL) == SQLITE_OK);
+	sqlite3_close(s);
+	CHECK(proj_open(&p, db, l) == JG_ECORRUPT);
+	CHECK(p == NULL);
+	CHECK(sql_int(db, "SELECT count(*) FROM sqlite_master") == 1);
+	CHECK(sql_int(db, "PRAGMA user_version") == 0);
+	log_close(l);
+}
+
 TEST(proj_rows_render_like_the_fold)
 {
 	char db[300];
@@ -709,6 +728,7 @@ int main(void)
 	jg_log_level = JG_ERROR;
 	RUN(proj_schema_created);
 	RUN(proj_refuses_newer_schema);
+	RUN(proj_refuses_a_foreign_database);
 	RUN(proj_rows_render_like_the_fold);
 	RUN(query_list_pages_filters_and_cursors);
 	RUN(replay_twice_is_identical_and_equals_live);
