@@ -375,13 +375,31 @@ out:
 	return code;
 }
 
+/* A start that failed before it served (the port was taken, say) in a
+ * data dir it created itself: remove what it made there, an empty log
+ * with its preallocated 8 MiB among them, so nothing is left of it.  Only
+ * the names serve creates; a dir that holds anything else stays. */
+static void drop_fresh_dir(const char *dir)
+{
+	static const char *const made[] = { "token", "log/data.mdb", "log/lock.mdb", "log",
+					    "jobs.db", "jobs.db-wal", "jobs.db-shm", "lock" };
+	char path[4200];
+
+	for (size_t i = 0; i < sizeof made / sizeof made[0]; i++) {
+		snprintf(path, sizeof path, "%s/%s", dir, made[i]);
+		if (unlink(path) != 0 && (errno == EISDIR || errno == EPERM))
+			rmdir(path);	/* "log" */
+	}
+	rmdir(dir);
+}
+
 int cmd_serve(int argc, char **argv)
 {
 	ServeArgs a;
 	Config *c = NULL;
 	char tok[JG_TOKEN_MAX + 2] = "", msg[4608];	/* + 1 to tell "too long" */
 	sigset_t set;
-	int rc, lockfd, created = 0, have_data_token = 0, welcomed = 0, code;
+	int rc, lockfd, created = 0, have_data_token = 0, welcomed = 0, code, fresh;
 
 	for (int i = 1; i < argc; i++)
 		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
@@ -393,6 +411,7 @@ int cmd_serve(int argc, char **argv)
 		config_free(c);
 		return rc;
 	}
+	fresh = access(c->data_dir, F_OK) != 0 && errno == ENOENT;
 	rc = jg_datadir_lock(c->data_dir, &lockfd);
 	if (rc == JG_ELOCKED) {
 		fprintf(stderr, "jobgate serve: data dir %s is in use by another jobgate serve\n", c->data_dir);
@@ -429,6 +448,8 @@ int cmd_serve(int argc, char **argv)
 		snprintf(path, sizeof path, "%s/token", c->data_dir);
 		unlink(path);
 	}
+	if (fresh && code != 0 && !welcomed)
+		drop_fresh_dir(c->data_dir);
 	memset(tok, 0, sizeof tok);
 	config_free(c);
 	return code;

@@ -317,6 +317,19 @@ def test_port_in_use_says_what_to_do_and_keeps_no_unseen_token(tmp_path):
     line = json.loads(r.stderr.strip().splitlines()[-1])
     assert "in use" in line["msg"] and "PORT=" in line["hint"], line
     assert not os.path.exists(os.path.join(data, "token"))
+    # The data dir this failed start created is gone with it (an empty
+    # log with 8 MiB preallocated was left behind); one that existed stays.
+    assert not os.path.exists(data), os.listdir(data)
+    os.mkdir(data)
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    held.listen(1)
+    try:
+        r = run("serve", "--listen", "127.0.0.1:%d" % held.getsockname()[1],
+                "--data-dir", data, env=env)
+    finally:
+        held.close()
+    assert r.returncode == 1 and os.path.isdir(data) and "token" not in os.listdir(data)
     p = subprocess.Popen([BIN, "serve", "--listen", "127.0.0.1:0", "--data-dir", data],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
