@@ -511,6 +511,25 @@ static void bind_span(sqlite3_stmt *st, int col, Span v)
 		sqlite3_bind_text(st, col, v.p, (int)v.n, SQLITE_STATIC);
 }
 
+/* A result: a JSON null is SQL NULL (same rendering, and `WHERE result
+ * IS NULL` means what an operator expects), as is an absent one. */
+static void bind_result(sqlite3_stmt *st, int col, Span v)
+{
+	if (v.n == 4 && memcmp(v.p, "null", 4) == 0)
+		sqlite3_bind_null(st, col);
+	else
+		bind_span(st, col, v);
+}
+
+/* An integer, or NULL when the event has none. */
+static void bind_opt(sqlite3_stmt *st, int col, int has, int64_t v)
+{
+	if (has)
+		sqlite3_bind_int64(st, col, v);
+	else
+		sqlite3_bind_null(st, col);
+}
+
 /* Times are bound SQLITE_TRANSIENT: the text lives on our stack. */
 static void bind_time(sqlite3_stmt *st, int col, int64_t ms)
 {
@@ -562,28 +581,14 @@ static int pdb_bind_event(ProjDb *d, const EventView *v, int *which)
 		bind_time(st, 5, v->at_ms);
 		break;
 	case JG_EV_SUCCEEDED:
-		if (v->has_exit_code)
-			sqlite3_bind_int64(st, 4, v->exit_code);
-		else
-			sqlite3_bind_null(st, 4);
-		/* A JSON null result is SQL NULL: same rendering, and
-		 * `WHERE result IS NULL` means what an operator expects. */
-		if (v->result.n == 4 && memcmp(v->result.p, "null", 4) == 0)
-			sqlite3_bind_null(st, 5);
-		else
-			bind_span(st, 5, v->result);
+		bind_opt(st, 4, v->has_exit_code, v->exit_code);
+		bind_result(st, 5, v->result);
 		sqlite3_bind_int(st, 6, v->result_truncated != 0);
 		bind_time(st, 7, v->at_ms);
 		break;
 	case JG_EV_FAILED:
-		if (v->has_exit_code)
-			sqlite3_bind_int64(st, 4, v->exit_code);
-		else
-			sqlite3_bind_null(st, 4);
-		if (v->signal)
-			sqlite3_bind_int(st, 5, v->signal);
-		else
-			sqlite3_bind_null(st, 5);
+		bind_opt(st, 4, v->has_exit_code, v->exit_code);
+		bind_opt(st, 5, v->signal != 0, v->signal);
 		rc = bind_jstr(d, st, 6, v->error);
 		bind_time(st, 7, v->status == JG_ST_FAILED ? v->at_ms : 0);
 		break;
@@ -591,10 +596,7 @@ static int pdb_bind_event(ProjDb *d, const EventView *v, int *which)
 		bind_time(st, 4, v->at_ms);
 		break;
 	case JG_EV_RETRIED:
-		if (v->max_attempts > 0)
-			sqlite3_bind_int(st, 4, v->max_attempts);
-		else
-			sqlite3_bind_null(st, 4);
+		bind_opt(st, 4, v->max_attempts > 0, v->max_attempts);
 		break;
 	}
 	return rc;
@@ -646,14 +648,8 @@ static int pdb_apply_pair(ProjDb *d, const EventView *v)
 	sqlite3_bind_int64(st, 3, (sqlite3_int64)v->seq);
 	sqlite3_bind_int64(st, 4, d->pend.attempt);
 	bind_time(st, 5, d->pend.at_ms);
-	if (v->has_exit_code)
-		sqlite3_bind_int64(st, 6, v->exit_code);
-	else
-		sqlite3_bind_null(st, 6);
-	if (v->result.n == 4 && memcmp(v->result.p, "null", 4) == 0)
-		sqlite3_bind_null(st, 7);	/* as PS_SUCCEEDED does */
-	else
-		bind_span(st, 7, v->result);
+	bind_opt(st, 6, v->has_exit_code, v->exit_code);
+	bind_result(st, 7, v->result);
 	sqlite3_bind_int(st, 8, v->result_truncated != 0);
 	bind_time(st, 9, v->at_ms);
 	return pdb_step(d, PS_STARTED_SUCCEEDED);
@@ -704,19 +700,10 @@ static int pdb_write_row(ProjDb *d, const JobState *js)
 		sqlite3_bind_text(st, 7, "null", 4, SQLITE_STATIC);
 	else
 		bind_span(st, 7, js->payload);
-	if (js->result.n == 4 && memcmp(js->result.p, "null", 4) == 0)
-		sqlite3_bind_null(st, 8);	/* as PS_SUCCEEDED does */
-	else
-		bind_span(st, 8, js->result);
+	bind_result(st, 8, js->result);
 	sqlite3_bind_int(st, 9, js->result_truncated != 0);
-	if (js->has_exit_code)
-		sqlite3_bind_int64(st, 11, js->exit_code);
-	else
-		sqlite3_bind_null(st, 11);
-	if (js->signal)
-		sqlite3_bind_int(st, 12, js->signal);
-	else
-		sqlite3_bind_null(st, 12);
+	bind_opt(st, 11, js->has_exit_code, js->exit_code);
+	bind_opt(st, 12, js->signal != 0, js->signal);
 	bind_time(st, 13, js->created_at);
 	bind_time(st, 14, js->started_at);
 	bind_time(st, 15, js->finished_at);

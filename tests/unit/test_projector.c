@@ -290,38 +290,29 @@ TEST(proj_schema_created)
 	CHECK(sql_int(db, "PRAGMA user_version") == 1);
 }
 
-TEST(proj_refuses_newer_schema)
+/* A schema newer than this binary, and someone else's database (tables,
+ * user_version 0), are refused and left as they were, not migrated. */
+TEST(proj_refuses_newer_schema_and_foreign_databases)
 {
+	static const struct { const char *sql; int tables, version; } cases[] = {
+		{ "PRAGMA user_version = 99", 0, 99 },
+		{ "CREATE TABLE foo(x)", 1, 0 },
+	};
 	char db[300];
 	sqlite3 *s;
 	Log *l = open_log();
 	Projector *p = NULL;
 
-	db_path(db, sizeof db, "jobs.db");
-	CHECK(sqlite3_open(db, &s) == SQLITE_OK);
-	CHECK(sqlite3_exec(s, "PRAGMA user_version = 99", NULL, NULL, NULL) == SQLITE_OK);
-	sqlite3_close(s);
-	CHECK(proj_open(&p, db, l) == JG_ECORRUPT);
-	CHECK(p == NULL);
-	log_close(l);
-}
-
-/* Someone else's database (tables, user_version 0) is not migrated into. */
-TEST(proj_refuses_a_foreign_database)
-{
-	char db[300];
-	Log *l = open_log();
-	Projector *p = NULL;
-	sqlite3 *s;
-
-	db_path(db, sizeof db, "foreign.db");
-	CHECK(sqlite3_open(db, &s) == SQLITE_OK);
-	CHECK(sqlite3_exec(s, "CREATE TABLE foo(x)", NULL, NULL, NULL) == SQLITE_OK);
-	sqlite3_close(s);
-	CHECK(proj_open(&p, db, l) == JG_ECORRUPT);
-	CHECK(p == NULL);
-	CHECK(sql_int(db, "SELECT count(*) FROM sqlite_master") == 1);
-	CHECK(sql_int(db, "PRAGMA user_version") == 0);
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		snprintf(db, sizeof db, "%s/refused-%zu.db", t_dir(), i);
+		CHECK(sqlite3_open(db, &s) == SQLITE_OK);
+		CHECK(sqlite3_exec(s, cases[i].sql, NULL, NULL, NULL) == SQLITE_OK);
+		sqlite3_close(s);
+		CHECK(proj_open(&p, db, l) == JG_ECORRUPT);
+		CHECK(p == NULL);
+		CHECK(sql_int(db, "SELECT count(*) FROM sqlite_master") == cases[i].tables);
+		CHECK(sql_int(db, "PRAGMA user_version") == cases[i].version);
+	}
 	log_close(l);
 }
 
@@ -727,8 +718,7 @@ int main(void)
 {
 	jg_log_level = JG_ERROR;
 	RUN(proj_schema_created);
-	RUN(proj_refuses_newer_schema);
-	RUN(proj_refuses_a_foreign_database);
+	RUN(proj_refuses_newer_schema_and_foreign_databases);
 	RUN(proj_rows_render_like_the_fold);
 	RUN(query_list_pages_filters_and_cursors);
 	RUN(replay_twice_is_identical_and_equals_live);
