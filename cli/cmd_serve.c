@@ -325,9 +325,10 @@ static int fail(const char *what, int rc)
 }
 
 /* Build, run and tear down the roles.  Returns the exit code; *welcomed
- * says whether the token and curl line were printed. */
+ * says whether the token and curl line were printed, *served whether the
+ * api ever ran (took requests). */
 static int run(Config *c, const char *tok, int created, int have_data_token,
-	       int *welcomed)
+	       int *welcomed, int *served)
 {
 	char db[4200];
 	Log *log = NULL;
@@ -357,6 +358,7 @@ static int run(Config *c, const char *tok, int created, int have_data_token,
 		print_welcome(c, api_port(api), tok, created);
 		*welcomed = 1;
 	}
+	*served = 1;
 	rc = api_run(api);
 	code = rc == 0 ? 0 : fail("api loop failed", rc);
 out:
@@ -375,10 +377,11 @@ out:
 	return code;
 }
 
-/* A start that failed before it served (the port was taken, say) in a
+/* A start that failed before its api ran (the port was taken, say), in a
  * data dir it created itself: remove what it made there, an empty log
- * with its preallocated 8 MiB among them, so nothing is left of it.  Only
- * the names serve creates; a dir that holds anything else stays. */
+ * with its preallocated 8 MiB among them, so nothing is left of it.  No
+ * request was taken, so nothing acknowledged can be in it.  Only the
+ * names serve creates; a dir that holds anything else stays. */
 static void drop_fresh_dir(const char *dir)
 {
 	static const char *const made[] = { "token", "log/data.mdb", "log/lock.mdb", "log",
@@ -399,7 +402,7 @@ int cmd_serve(int argc, char **argv)
 	Config *c = NULL;
 	char tok[JG_TOKEN_MAX + 2] = "", msg[4608];	/* + 1 to tell "too long" */
 	sigset_t set;
-	int rc, lockfd, created = 0, have_data_token = 0, welcomed = 0, code, fresh;
+	int rc, lockfd, created = 0, have_data_token = 0, welcomed = 0, served = 0, code, fresh;
 
 	for (int i = 1; i < argc; i++)
 		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
@@ -438,7 +441,7 @@ int cmd_serve(int argc, char **argv)
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
-	code = run(c, tok, created, have_data_token, &welcomed);
+	code = run(c, tok, created, have_data_token, &welcomed, &served);
 	if (created && !welcomed) {
 		/* The token generated for this start was never shown (the port
 		 * was taken, say): drop it, so the next start makes and prints
@@ -448,7 +451,7 @@ int cmd_serve(int argc, char **argv)
 		snprintf(path, sizeof path, "%s/token", c->data_dir);
 		unlink(path);
 	}
-	if (fresh && code != 0 && !welcomed)
+	if (fresh && code != 0 && !served)	/* never after taking a request */
 		drop_fresh_dir(c->data_dir);
 	memset(tok, 0, sizeof tok);
 	config_free(c);
