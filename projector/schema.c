@@ -735,6 +735,20 @@ static int event_known(const EventView *v)
 	       log_status_name(v->status)[0] != '?';
 }
 
+/* What bind_jstr_in would refuse at flush time, refused now, so that the
+ * failure names this event (proj_catch_up applies the ones before it). */
+static int jstr_check(Buf *tmp, Span v)
+{
+	if (v.n == 0 || (v.n == 4 && memcmp(v.p, "null", 4) == 0))
+		return 0;
+	if (v.n < 2 || v.p[0] != '"' || v.p[v.n - 1] != '"')
+		return JG_ECORRUPT;
+	if (!memchr(v.p, '\\', v.n))
+		return 0;
+	buf_reset(tmp);
+	return json_unquote(v.p, v.n, tmp);
+}
+
 int pdb_apply(ProjDb *d, const LogEvent *ev)
 {
 	EventView v;
@@ -752,13 +766,19 @@ int pdb_apply(ProjDb *d, const LogEvent *ev)
 				return rc;
 		if (!event_known(&v))
 			return JG_ECORRUPT;
-		js = held_add(d, v.job_id);
+		/* A repeated id (a damaged header) resets its state, as
+		 * INSERT OR REPLACE resets its row. */
+		if (!(js = held_find(d, v.job_id)))
+			js = held_add(d, v.job_id);
 	} else if (d->nheld) {
 		js = held_find(d, v.job_id);
 	}
 	if (js) {
 		if (!event_known(&v))
 			return JG_ECORRUPT;
+		if ((rc = jstr_check(&d->tmp, v.type == JG_EV_FAILED ? v.error :
+				     v.type == JG_EV_ENQUEUED ? v.idem : (Span){0})) != 0)
+			return rc;
 		job_fold(js, &v);
 		d->applied = ev->seq;
 		return 0;

@@ -239,6 +239,37 @@ def test_keepalive_posts_with_headers_and_body_sent_apart_all_answered(server):
     assert_healthy(server)
 
 
+def test_post_split_behind_a_get_is_answered_or_closed_cleanly(server):
+    """A GET and the first 1-60 bytes of a POST in one write, the rest of
+    the POST 0.3 s later: the GET is answered, and the POST either gets its
+    202 or (read into lws's buffer with the GET: pipelined) a clean close
+    the client retries; never a hang or a spinning api thread (reviewer,
+    session 7, after the byte count moved into recv())."""
+    post = ("POST /trigger/echo HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+            "Content-Length: 7\r\n\r\n{\"a\":1}" % TOKEN).encode()
+    for prefix in (1, 10, 30, 60):
+        s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.sendall(get("/healthz") + post[:prefix])
+        time.sleep(0.3)
+        s.sendall(post[prefix:])
+        out, eof, deadline = b"", False, time.time() + 3
+        try:
+            while time.time() < deadline and len(responses(out)) < 2:
+                b = s.recv(65536)
+                if not b:
+                    eof = True
+                    break
+                out += b
+        except socket.timeout:
+            pass
+        s.close()
+        st = [r[0] for r in responses(out)]
+        assert st and st[0] == 200, (prefix, st)
+        assert st[1:] == [202] or (len(st) == 1 and eof), (prefix, st, eof)
+    assert_healthy(server)
+
+
 def test_sigterm_with_requests_in_flight(make_server):
     """Shutdown while triggers are with the log and /wait requests are
     parked: exit 0, quickly, and (under SAN=1) no sanitizer report."""

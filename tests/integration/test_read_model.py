@@ -258,6 +258,13 @@ def test_scripts_replay(server):
         assert r.returncode == 1 and "JOBGATE_BIN" in r.stderr, (wrong, r.stderr)
         assert r.stdout == "", r.stdout
     assert [f for f in os.listdir(server.data_dir) if f.startswith("jobs.db.bak-")] == baks
+    # A bare command name is looked up on PATH, as the default is.
+    bindir = os.path.dirname(server.cmd()[0])
+    r = subprocess.run([SCRIPT, "--data-dir", server.data_dir, "--check"], capture_output=True,
+                       text=True, timeout=60,
+                       env=dict(os.environ, JOBGATE_BIN="jobgate",
+                                PATH=bindir + os.pathsep + os.environ.get("PATH", "")))
+    assert r.returncode == 0, r.stderr
     # The server starts on the rebuilt projection and keeps going.
     server.start()
     assert server.get("/jobs/%d" % ids[0]).json()["status"] == "succeeded"

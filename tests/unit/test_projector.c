@@ -714,6 +714,57 @@ TEST(replay_rate)
 	log_close(l);
 }
 
+/* A held job's event that decodes but cannot be written (an error member
+ * that is not a string) is named as it is without a hold, and the read
+ * model stops just short of it (reviewer, session 7).  Returns the fail
+ * seq. */
+static uint64_t bad_error_run(int hold, uint64_t *applied)
+{
+	char db[300];
+	Log *l;
+	Projector *p;
+	LogEntry es[3];
+	uint64_t seq = 0;
+	char *at;
+	int i;
+
+	memset(es, 0, sizeof es);
+	l = open_log();
+	snprintf(db, sizeof db, "%s/hold%d.db", t_dir(), hold);
+	CHECK_RC(log_start(l));
+	CHECK_RC(event_enqueued(&es[0], "echo", "1", 1, NULL, 0, "ci", 1));
+	CHECK_RC(event_enqueued(&es[1], "echo", "2", 1, NULL, 0, "ci", 1));
+	submit_all(l, es, 2);
+	CHECK_RC(event_failed(&es[2], "echo", es[0].seq, 1, 1, 0, "x", 0, 5));
+	at = strstr(es[2].extra.p, "\"error\":\"x\"");
+	CHECK(at != NULL);
+	memcpy(at + 8, "123", 3);		/* "error":123 */
+	submit_all(l, &es[2], 1);
+	pdb_hold_max = hold;
+	CHECK_RC(proj_open(&p, db, l));
+	CHECK_RC(proj_start(p));
+	for (i = 0; i < 400 && !proj_failing(p, &seq); i++)
+		usleep(5000);
+	CHECK(proj_failing(p, &seq) != 0);
+	*applied = proj_applied(p);
+	proj_close(p);
+	log_close(l);
+	pdb_hold_max = PDB_HOLD_MAX;
+	for (i = 0; i < 3; i++)
+		event_entry_free(&es[i]);
+	return seq;
+}
+
+TEST(held_job_failure_names_the_bad_event)
+{
+	uint64_t a0 = 0, a1 = 0, s0, s1;
+
+	s0 = bad_error_run(0, &a0);
+	s1 = bad_error_run(PDB_HOLD_MAX, &a1);
+	CHECK(s0 == 3 && a0 == 2);
+	CHECK(s1 == s0 && a1 == a0);
+}
+
 int main(void)
 {
 	jg_log_level = JG_ERROR;
@@ -723,6 +774,7 @@ int main(void)
 	RUN(query_list_pages_filters_and_cursors);
 	RUN(replay_twice_is_identical_and_equals_live);
 	RUN(held_rows_equal_rows_written_event_by_event);
+	RUN(held_job_failure_names_the_bad_event);
 	RUN(exactly_once_across_kill9);
 	RUN(outside_reader_does_not_stall_projector);
 	RUN(projector_wakes_on_commit_without_polling);
