@@ -143,10 +143,14 @@ int64_t api_conn_rx(struct lws *wsi)
  * (ApiSession) at every transaction end (lws_bind_protocol), so what must
  * outlive a transaction is packed into the wsi's opaque user pointer,
  * which lws keeps for the connection's life and never dereferences:
- * bit 0 "marked", bit 1 "rx paused", bits 2.. the rx mark.
+ * bit 0 "marked", bit 1 "rx paused", bit 2 "mark unreadable", bits 3..
+ * the rx mark -- the count's low bits only, compared modulo that width
+ * (a 32-bit pointer wraps after 512 MiB through one fd number).
  */
 #define API_CONN_MARKED 1u
 #define API_CONN_PAUSED 2u
+#define API_CONN_UNREAD 4u
+#define API_CONN_SHIFT  3
 
 static uintptr_t api_conn_get(struct lws *wsi)
 {
@@ -164,28 +168,30 @@ void api_conn_mark(struct lws *wsi)
 	int64_t rx = api_conn_rx(wsi);
 	uintptr_t v = api_conn_get(wsi) & API_CONN_PAUSED;
 
-	/* An unreadable count is stored as "always ahead": the next request
-	 * with a body then reads as buffered and gets the clean close, the
-	 * safe side (taking a buffered one for fresh runs lws's faulty path). */
+	/* An unreadable count makes the next request with a body read as
+	 * buffered, so it gets the clean close: the safe side (taking a
+	 * buffered one for fresh runs lws's faulty path). */
 	api_conn_set(wsi, v | API_CONN_MARKED |
-		      (rx < 0 ? UINTPTR_MAX & ~(uintptr_t)3 : (uintptr_t)rx << 2));
+		      (rx < 0 ? API_CONN_UNREAD : (uintptr_t)rx << API_CONN_SHIFT));
 }
 
 /* Api thread, LWS_CALLBACK_HTTP: 1 if this request was parsed from bytes
  * lws buffered with an earlier one (see above). */
 int api_conn_pipelined(struct lws *wsi)
 {
-	uintptr_t v = api_conn_get(wsi);
+	uintptr_t v = api_conn_get(wsi), moved;
 	int64_t now;
 
 	if (!(v & API_CONN_MARKED))
 		return 0;	/* the connection's first request */
-	now = api_conn_rx(wsi);
+	if ((v & API_CONN_UNREAD) || (now = api_conn_rx(wsi)) < 0)
+		return 1;
 	/* Fresh bytes are a whole request line and headers at least (18
 	 * bytes: "GET / HTTP/1.1\r\n\r\n"), so fewer than 16 new bytes is no
-	 * new request: the count moved by the peer's FIN alone (it counts
-	 * one), and the request came from the buffer. */
-	return now < 0 || (uint64_t)now < (uint64_t)(v >> 2) + 16;
+	 * new request: the count moved by the peer's FIN alone (the socket
+	 * sample counts it as one), and the request came from the buffer. */
+	moved = (((uintptr_t)now << API_CONN_SHIFT) - (v & ~(uintptr_t)7)) >> API_CONN_SHIFT;
+	return moved < 16;
 }
 
 /* 1 if lws will run its body path for this request: a Transfer-Encoding,
