@@ -41,16 +41,26 @@
 
 /* ---- parser helpers (declared in config_int.h) ------------------------ */
 
-/* Length of the valid UTF-8 sequence of 2-4 bytes at s[0..n), else 0. */
+/* Length of the UTF-8 sequence of 2-4 bytes at s[0..n) when it is valid
+ * (no overlong form, surrogate or code point past U+10FFFF) and safe to
+ * print (not a C1 control, not a bidi override or isolate), else 0. */
 static size_t utf8_seq(const unsigned char *s, size_t n)
 {
 	size_t len = s[0] >= 0xf0 && s[0] <= 0xf4 ? 4 : s[0] >= 0xe0 ? 3 : s[0] >= 0xc2 ? 2 : 0;
+	uint32_t c;
 
 	if (len == 0 || len > n)
 		return 0;
-	for (size_t i = 1; i < len; i++)
+	c = s[0] & (0x7f >> len);
+	for (size_t i = 1; i < len; i++) {
 		if ((s[i] & 0xc0) != 0x80)
 			return 0;
+		c = c << 6 | (s[i] & 0x3f);
+	}
+	if ((len == 3 && c < 0x800) || (len == 4 && (c < 0x10000 || c > 0x10ffff)) ||
+	    (c >= 0xd800 && c <= 0xdfff) || c < 0xa0 ||
+	    (c >= 0x202a && c <= 0x202e) || (c >= 0x2066 && c <= 0x2069))
+		return 0;
 	return len;
 }
 
