@@ -221,6 +221,10 @@ static int do_check(Log *l, const char *dir, const char *target)
 		printf("check failed: %s differs from the log: %s\n", target, msg);
 		return 1;
 	}
+	if (rc == JG_ECORRUPT && msg[0]) {
+		fprintf(stderr, "jobgate replay: check failed for %s: %s\n", target, msg);
+		return 1;
+	}
 	if (rc != 0)
 		return err1("check failed for", target, rc);
 	printf("check ok: %s equals the log replayed to seq %" PRIu64

@@ -346,6 +346,21 @@ int proj_compare(const char *a, const char *b, char *msg, size_t cap)
 	return rc;
 }
 
+/* 1 if db has the tables of a read model (asked without logging: a file
+ * that is not a database at all fails here too). */
+static int is_projection(sqlite3 *db)
+{
+	sqlite3_stmt *st = NULL;
+	int ok = 0;
+
+	if (sqlite3_prepare_v2(db, "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
+			       " AND name IN ('jobs', 'meta')", -1, &st, NULL) == SQLITE_OK &&
+	    sqlite3_step(st) == SQLITE_ROW)
+		ok = sqlite3_column_int(st, 0) == 2;
+	sqlite3_finalize(st);
+	return ok;
+}
+
 int proj_check(Log *log, const char *db_path, const char *tmp_path,
 	       uint64_t *events, char *msg, size_t cap)
 {
@@ -358,8 +373,14 @@ int proj_check(Log *log, const char *db_path, const char *tmp_path,
 		msg[0] = '\0';
 	/* Hold one snapshot of the live file for the whole check, so a
 	 * running projector that commits meanwhile cannot skew it. */
-	if ((rc = open_snapshot(db_path, &live)) != 0 ||
-	    (rc = pdb_read_applied(live, &applied)) != 0)
+	if ((rc = open_snapshot(db_path, &live)) != 0)
+		goto out;
+	if (!is_projection(live)) {
+		snprintf(msg, cap, "it is not a jobgate read model (no jobs and meta tables)");
+		rc = JG_ECORRUPT;
+		goto out;
+	}
+	if ((rc = pdb_read_applied(live, &applied)) != 0)
 		goto out;
 	rc = replay_into(log, tmp_path, applied, events);
 	if (rc == JG_ECONFLICT) {

@@ -222,6 +222,19 @@ def test_check_reports_a_difference(server):
     c.close()
     r = replay(server, "--check")
     assert r.returncode == 1 and "is only in the log's replay" in r.stdout, r.stdout
+    # A file that is no read model is named as such, not as "SQLite failure".
+    other = os.path.join(server.tmp, "other.db")
+    c = sqlite3.connect(other)
+    c.execute("create table foo(x)")
+    c.close()
+    text = os.path.join(server.tmp, "notes.txt")
+    with open(text, "w") as f:
+        f.write("not a database\n" * 100)
+    for f in (other, text):
+        r = replay(server, "--check", "--out", f)
+        assert r.returncode == 1 and r.stderr.strip().endswith(
+            "it is not a jobgate read model (no jobs and meta tables)"), r.stderr
+        assert "sqlite failed" not in r.stderr, r.stderr
 
 
 def test_scripts_replay(server):
