@@ -160,7 +160,7 @@ static const struct {
 	/* Key paths show the file's text, UTF-8 included, escapes as written. */
 	{"{" MINJOBS ",'t\xc3\xb6kens':1}", "t\xc3\xb6kens: unknown key"},
 	/* a C1 control (U+009B) and a bidi override (U+202E) are escaped */
-	{"{" MINJOBS ",'a\xc2\x9b\xe2\x80\xaeb':1}", "a\\xc2\\x9b\\xe2\\x80\\xaeb: unknown key"},
+	{"{" MINJOBS ",'a\xc2\x9b\xe2\x80\xae" "b':1}", "a\\xc2\\x9b\\xe2\\x80\\xaeb: unknown key"},
 	{"{'jobs':{'\xe6\x97\xa5\\u0001':{'builtin':'echo'}}}", "jobs: bad job name \"\xe6\x97\xa5\\u0001\""},
 	{"{'jobs':{'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa':"
 	 "{'builtin':'echo'}}}", "jobs: bad job name"},
