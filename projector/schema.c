@@ -476,25 +476,41 @@ static int json_unquote(const char *s, size_t n, Buf *b)
 	return b->oom ? ENOMEM : 0;
 }
 
-/* Bind a JSON string span as decoded text, or NULL when absent/null.  The
- * text lives in tmp, which holds at most one string per statement. */
-static int bind_jstr_in(Buf *tmp, sqlite3_stmt *st, int col, Span v)
+/* The decoded text of a JSON string span into *p and *n (NULL when absent or
+ * null).  The text is the span's own bytes, or lives in tmp when it had
+ * escapes, so tmp holds at most one string at a time. */
+static int jstr_text(Buf *tmp, Span v, const char **p, size_t *n)
 {
 	int rc;
 
+	*p = NULL, *n = 0;
 	if (v.n == 0 || (v.n == 4 && memcmp(v.p, "null", 4) == 0))
-		return sqlite3_bind_null(st, col), 0;
+		return 0;
+	if (v.n < 2 || v.p[0] != '"' || v.p[v.n - 1] != '"')
+		return JG_ECORRUPT;
 	if (!memchr(v.p, '\\', v.n)) {
-		if (v.n < 2 || v.p[0] != '"' || v.p[v.n - 1] != '"')
-			return JG_ECORRUPT;
-		sqlite3_bind_text(st, col, v.p + 1, (int)(v.n - 2), SQLITE_STATIC);
+		*p = v.p + 1, *n = v.n - 2;
 		return 0;
 	}
 	buf_reset(tmp);
 	if ((rc = json_unquote(v.p, v.n, tmp)) != 0)
 		return rc;
-	sqlite3_bind_text(st, col, tmp->len ? tmp->p : "", (int)tmp->len, SQLITE_STATIC);
+	*p = tmp->len ? tmp->p : "", *n = tmp->len;
 	return 0;
+}
+
+/* Bind a JSON string span as decoded text, or NULL when absent/null. */
+static int bind_jstr_in(Buf *tmp, sqlite3_stmt *st, int col, Span v)
+{
+	const char *p;
+	size_t n;
+	int rc = jstr_text(tmp, v, &p, &n);
+
+	if (rc == 0 && !p)
+		sqlite3_bind_null(st, col);
+	else if (rc == 0)
+		sqlite3_bind_text(st, col, p, (int)n, SQLITE_STATIC);
+	return rc;
 }
 
 static int bind_jstr(ProjDb *d, sqlite3_stmt *st, int col, Span v)
@@ -735,20 +751,6 @@ static int event_known(const EventView *v)
 	       log_status_name(v->status)[0] != '?';
 }
 
-/* What bind_jstr_in would refuse at flush time, refused now, so that the
- * failure names this event (proj_catch_up applies the ones before it). */
-static int jstr_check(Buf *tmp, Span v)
-{
-	if (v.n == 0 || (v.n == 4 && memcmp(v.p, "null", 4) == 0))
-		return 0;
-	if (v.n < 2 || v.p[0] != '"' || v.p[v.n - 1] != '"')
-		return JG_ECORRUPT;
-	if (!memchr(v.p, '\\', v.n))
-		return 0;
-	buf_reset(tmp);
-	return json_unquote(v.p, v.n, tmp);
-}
-
 int pdb_apply(ProjDb *d, const LogEvent *ev)
 {
 	EventView v;
@@ -776,8 +778,13 @@ int pdb_apply(ProjDb *d, const LogEvent *ev)
 	if (js) {
 		if (!event_known(&v))
 			return JG_ECORRUPT;
-		if ((rc = jstr_check(&d->tmp, v.type == JG_EV_FAILED ? v.error :
-				     v.type == JG_EV_ENQUEUED ? v.idem : (Span){0})) != 0)
+		/* What pdb_write_row would refuse at flush time, refused
+		 * now, so the failure names this event (proj_catch_up then
+		 * applies the ones before it). */
+		const char *tp;
+		size_t tn;
+		if ((rc = jstr_text(&d->tmp, v.type == JG_EV_FAILED ? v.error :
+				    v.type == JG_EV_ENQUEUED ? v.idem : (Span){0}, &tp, &tn)) != 0)
 			return rc;
 		job_fold(js, &v);
 		d->applied = ev->seq;
