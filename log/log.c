@@ -536,17 +536,18 @@ static int write_batch(Log *l, LogEntry *batch, uint64_t n)
 	if (rc != 0) {
 		l->next = first;
 		if (rc == EIO && disk_full(l)) {
-			/* Once per episode: a real device error on a nearly
-			 * full disk must still be seen as one. */
-			if (!l->eio_as_full)
+			/* At most once per 10 s: a real device error on a
+			 * nearly full disk must still be seen as one. */
+			int64_t now = jg_mono_ns();
+			if (!l->eio_said_ns || now - l->eio_said_ns >= 10 * 1000000000LL) {
 				jg_log(JG_WARN, "log commit failed with EIO on a nearly full "
 				       "filesystem: answered as storage full", NULL);
-			l->eio_as_full = 1;
+				l->eio_said_ns = now;
+			}
 			rc = ENOSPC;
 		}
 		return log_mdb_rc(rc);
 	}
-	l->eio_as_full = 0;
 	count_batch(l, n, l->next - first, jg_mono_ns() - t0);
 	return 0;
 fail:

@@ -35,7 +35,7 @@ struct Log {
 	uint64_t  file_end;		/* {writer} bytes of data.mdb already allocated */
 	uint64_t  used, map_bytes;	/* {writer} as of the last commit */
 	uint64_t  txn_bytes;		/* {writer} records put in the open txn, x2 */
-	int       eio_as_full;		/* {writer} an EIO was read as ENOSPC since the last commit */
+	int64_t   eio_said_ns;		/* {writer} last "EIO read as ENOSPC" line */
 	int64_t   prealloc_retry_ns;	/* {writer} failed (ENOSPC): not before this */
 	int64_t   fail_said_ns[2];	/* {writer} last logged: [0] batch warning, [1] error */
 	uint64_t  fail_quiet[2];	/* {writer} lines of that kind not logged since */
