@@ -11,6 +11,7 @@
  * with the head, and the log commits the rest.
  */
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <openssl/rand.h>
 #include <pthread.h>
@@ -377,23 +378,72 @@ out:
 	return code;
 }
 
-/* A start that failed before its api ran (the port was taken, say), in a
- * data dir it created itself: remove what it made there, an empty log
- * with its preallocated 8 MiB among them, so nothing is left of it.  No
- * request was taken, so nothing acknowledged can be in it.  Only the
- * names serve creates; a dir that holds anything else stays. */
-static void drop_fresh_dir(const char *dir)
-{
-	static const char *const made[] = { "token", "log/data.mdb", "log/lock.mdb", "log",
-					    "jobs.db", "jobs.db-wal", "jobs.db-shm", "lock" };
-	char path[4200];
+/* How much of the data dir a start may take back if it fails before its
+ * api ran (the port was taken, say): nothing of an existing dir that holds
+ * anything; the files of an existing empty dir; or, when part of the path
+ * is missing, everything from its first missing directory (*top_len bytes
+ * of dir) down.  No request was taken, so nothing acknowledged can be in
+ * what is removed. */
+enum { FRESH_NO, FRESH_EMPTY, FRESH_MADE };
 
-	for (size_t i = 0; i < sizeof made / sizeof made[0]; i++) {
-		snprintf(path, sizeof path, "%s/%s", dir, made[i]);
-		if (unlink(path) != 0 && (errno == EISDIR || errno == EPERM))
-			rmdir(path);	/* "log" */
+static int fresh_kind(const char *dir, size_t *top_len)
+{
+	char path[4096];
+	size_t n = strlen(dir);
+	struct dirent *de;
+	DIR *d;
+	int empty = 1;
+
+	if (n == 0 || n >= sizeof path)
+		return FRESH_NO;
+	memcpy(path, dir, n + 1);
+	for (size_t i = 1; i <= n; i++) {
+		if ((path[i] != '/' && path[i] != '\0') || path[i - 1] == '/')
+			continue;
+		path[i] = '\0';
+		if (access(path, F_OK) != 0) {
+			*top_len = i;
+			return errno == ENOENT ? FRESH_MADE : FRESH_NO;
+		}
+		path[i] = dir[i];
 	}
-	rmdir(dir);
+	if (!(d = opendir(dir)))
+		return FRESH_NO;
+	while (empty && (de = readdir(d)))
+		empty = !strcmp(de->d_name, ".") || !strcmp(de->d_name, "..");
+	closedir(d);
+	return empty ? FRESH_EMPTY : FRESH_NO;
+}
+
+/* Remove what serve made in a fresh data dir (each module names its own
+ * files), then the directories it created, deepest first.  A directory
+ * that holds anything else stays, and so do its parents. */
+static void drop_fresh(const char *dir, int kind, size_t top_len)
+{
+	char path[4200];
+	size_t n;
+
+	snprintf(path, sizeof path, "%s/token", dir);
+	unlink(path);
+	snprintf(path, sizeof path, "%s/jobs.db", dir);
+	proj_remove(path);
+	log_remove(dir);
+	snprintf(path, sizeof path, "%s/lock", dir);
+	unlink(path);
+	if (kind != FRESH_MADE)
+		return;
+	snprintf(path, sizeof path, "%s", dir);
+	for (n = strlen(path); n >= top_len; n = strlen(path)) {
+		while (n > 1 && path[n - 1] == '/')
+			path[--n] = '\0';
+		if (n < top_len || rmdir(path) != 0)
+			return;
+		while (n > 0 && path[n - 1] != '/')
+			n--;		/* up to the parent */
+		if (n == 0)
+			return;
+		path[n] = '\0';
+	}
 }
 
 int cmd_serve(int argc, char **argv)
@@ -403,6 +453,7 @@ int cmd_serve(int argc, char **argv)
 	char tok[JG_TOKEN_MAX + 2] = "", msg[4608];	/* + 1 to tell "too long" */
 	sigset_t set;
 	int rc, lockfd, created = 0, have_data_token = 0, welcomed = 0, served = 0, code, fresh;
+	size_t top_len = 0;
 
 	for (int i = 1; i < argc; i++)
 		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
@@ -414,7 +465,7 @@ int cmd_serve(int argc, char **argv)
 		config_free(c);
 		return rc;
 	}
-	fresh = access(c->data_dir, F_OK) != 0 && errno == ENOENT;
+	fresh = fresh_kind(c->data_dir, &top_len);
 	rc = jg_datadir_lock(c->data_dir, &lockfd);
 	if (rc == JG_ELOCKED) {
 		fprintf(stderr, "jobgate serve: data dir %s is in use by another jobgate serve\n", c->data_dir);
@@ -451,8 +502,8 @@ int cmd_serve(int argc, char **argv)
 		snprintf(path, sizeof path, "%s/token", c->data_dir);
 		unlink(path);
 	}
-	if (fresh && code != 0 && !served)	/* never after taking a request */
-		drop_fresh_dir(c->data_dir);
+	if (fresh != FRESH_NO && code != 0 && !served)	/* never after taking a request */
+		drop_fresh(c->data_dir, fresh, top_len);
 	memset(tok, 0, sizeof tok);
 	config_free(c);
 	return code;

@@ -735,6 +735,19 @@ int log_start(Log *l)
 	return 0;
 }
 
+void log_remove(const char *dir)
+{
+	static const char *const made[] = { "data.mdb", "lock.mdb" };
+	char path[4200];
+
+	for (size_t i = 0; i < sizeof made / sizeof made[0]; i++) {
+		snprintf(path, sizeof path, "%s/log/%s", dir, made[i]);
+		unlink(path);
+	}
+	snprintf(path, sizeof path, "%s/log", dir);
+	rmdir(path);
+}
+
 void log_close(Log *l)
 {
 	if (!l)

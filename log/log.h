@@ -75,6 +75,10 @@ int  log_submit_pair(Log *l, LogEntry *a, LogEntry *b);
 /* Stop accepting, commit what is queued, join the writer, close the env.
  * NULL is a no-op.  Readers must be closed first. */
 void log_close(Log *l);
+/* Delete what log_open made under dir (DATA/log and its two files), for a
+ * start that failed before anything was written; closed logs only.  A
+ * DATA/log that holds anything else stays. */
+void log_remove(const char *dir);
 
 /* Call fn(ctx, head) on the writer thread after every commit; at most 8
  * watchers.  Register before log_start() to see every commit.  fn runs

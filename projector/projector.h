@@ -58,5 +58,8 @@ int  proj_check(Log *log, const char *db_path, const char *tmp_path,
  * read-only directory (a mounted backup) is read immutable: SQLite cannot
  * make its -shm there, and its -wal, if it holds anything, is not read. */
 int  proj_dir_writable(const char *path);
+/* Delete the projection at db_path with its -wal and -shm (closed, for a
+ * start that failed before anything was projected). */
+void proj_remove(const char *db_path);
 
 #endif

@@ -123,6 +123,17 @@ int proj_replay(Log *log, const char *out_path, uint64_t *events)
 
 /* 1 if the directory holding path may be written (SQLite needs that for a
  * WAL file's -shm). */
+void proj_remove(const char *db_path)
+{
+	static const char *const side[] = { "", "-wal", "-shm" };
+	char path[4300];
+
+	for (size_t i = 0; i < sizeof side / sizeof side[0]; i++) {
+		snprintf(path, sizeof path, "%s%s", db_path, side[i]);
+		unlink(path);
+	}
+}
+
 int proj_dir_writable(const char *path)
 {
 	char dir[4200];

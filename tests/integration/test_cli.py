@@ -329,7 +329,32 @@ def test_port_in_use_says_what_to_do_and_keeps_no_unseen_token(tmp_path):
                 "--data-dir", data, env=env)
     finally:
         held.close()
-    assert r.returncode == 1 and os.path.isdir(data) and "token" not in os.listdir(data)
+    # An existing empty dir stays, emptied of what the failed start made.
+    assert r.returncode == 1 and os.path.isdir(data) and os.listdir(data) == []
+    # A nested path: every directory the failed start created goes, the
+    # existing parent stays.
+    nested = tmp_path / "a" / "b" / "c"
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    held.listen(1)
+    try:
+        r = run("serve", "--listen", "127.0.0.1:%d" % held.getsockname()[1],
+                "--data-dir", str(nested) + "/", env=env)
+    finally:
+        held.close()
+    assert r.returncode == 1 and not (tmp_path / "a").exists() and tmp_path.is_dir()
+    # A dir that holds anything else keeps it.
+    (tmp_path / "own").mkdir()
+    (tmp_path / "own" / "notes").write_text("mine")
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    held.listen(1)
+    try:
+        r = run("serve", "--listen", "127.0.0.1:%d" % held.getsockname()[1],
+                "--data-dir", str(tmp_path / "own"), env=env)
+    finally:
+        held.close()
+    assert r.returncode == 1 and (tmp_path / "own" / "notes").read_text() == "mine"
     p = subprocess.Popen([BIN, "serve", "--listen", "127.0.0.1:0", "--data-dir", data],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
