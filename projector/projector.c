@@ -303,6 +303,11 @@ static int proj_catch_up(Projector *p)
 			goto fail;
 		}
 	}
+	if (__atomic_load_n(&p->fail_rc, __ATOMIC_RELAXED) != 0) {
+		/* Say it is over: the error line alone reads as still failing. */
+		snprintf(seq, sizeof seq, "%llu", (unsigned long long)p->d.applied);
+		jg_log(JG_INFO, "projector applying again", "#projected_seq", seq, NULL);
+	}
 	__atomic_store_n(&p->fail_rc, 0, __ATOMIC_RELAXED);
 	return 0;
 fail:

@@ -183,3 +183,34 @@ def test_pipelined_list_parked_for_the_projector_does_not_spin(make_server):
     finally:
         db.execute("ROLLBACK")
         db.close()
+
+
+def test_projector_says_when_it_applies_again_after_a_lock(make_server):
+    """An operator's write lock held past the projector's 5 s busy timeout
+    fails its batch (an ERROR line, /healthz says so); once the lock goes,
+    a line says the projector applies again, so the log does not read as
+    still failing (session 7's known gap)."""
+    import os
+    import sqlite3
+    s = make_server(config=CFG)
+    db = sqlite3.connect(os.path.join(s.data_dir, "jobs.db"), isolation_level=None, timeout=5)
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        assert s.post("/trigger/echo", {"p": 1}).status == 202
+        deadline = time.time() + 15
+        while time.time() < deadline and not any(
+                l["msg"] == "projector batch failed" for l in s.log_lines()):
+            time.sleep(0.1)
+        assert any(l["msg"] == "projector batch failed" for l in s.log_lines())
+        assert not any(l["msg"] == "projector applying again" for l in s.log_lines())
+    finally:
+        db.execute("ROLLBACK")
+        db.close()
+    deadline = time.time() + 15
+    while time.time() < deadline:
+        h = s.get("/healthz").json()
+        if h["projected_seq"] == h["log_seq"] and h["status"] == "ok":
+            break
+        time.sleep(0.1)
+    again = [l for l in s.log_lines() if l["msg"] == "projector applying again"]
+    assert len(again) == 1 and again[0]["projected_seq"] == h["log_seq"], s.read_log()
