@@ -121,7 +121,9 @@ void log_reader_close(LogReader *r);	/* NULL is a no-op */
 uint64_t log_reader_head(LogReader *r);	/* last seq in the snapshot */
 /* Exact seq; JG_ENOTFOUND if absent, JG_ECORRUPT if undecodable. */
 int  log_reader_get(LogReader *r, uint64_t seq, LogEvent *ev);
-/* First event with seq >= from, then the next ones; JG_ENOTFOUND at end. */
+/* First event with seq >= from, then the next ones; JG_ENOTFOUND at end.
+ * JG_ECORRUPT for a record that does not decode: ev->seq then names it
+ * (unless its key is damaged too), and next() goes on past it. */
 int  log_reader_seek(LogReader *r, uint64_t from, LogEvent *ev);
 int  log_reader_next(LogReader *r, LogEvent *ev);
 /* This job's events with seq >= from, in order (by-job index). */

@@ -23,9 +23,9 @@ static int log_decode(uint64_t seq, const MDB_val *v, LogEvent *ev)
 	const unsigned char *p = v->mv_data;
 	size_t n = v->mv_size;
 
+	ev->seq = seq;		/* also when damaged: callers name it */
 	if (n < REC_HDR + 2 || p[0] != REC_VERSION)
 		return JG_ECORRUPT;
-	ev->seq = seq;
 	ev->type = p[1];
 	ev->status = p[2];
 	ev->job_len = p[3];

@@ -37,6 +37,25 @@ static void on_enqueued(Runner *r, const LogEvent *ev, int closing)
 	}
 }
 
+/* A record of the log that does not decode (restored badly, a disk
+ * fault): say so and go on past it, so one damaged record does not stop
+ * every job after it.  What it said is lost to the runner: a damaged
+ * job.enqueued is a job that never runs, a damaged final event one that
+ * recovery sees as unfinished and runs again (at-least-once).  0 when
+ * the record cannot even be named (its key is damaged): stop there. */
+static int skip_damaged(Runner *r, const LogEvent *ev)
+{
+	char seq[24];
+
+	if (ev->seq <= r->tail)
+		return 0;
+	snprintf(seq, sizeof seq, "%llu", (unsigned long long)ev->seq);
+	jg_log(JG_ERROR, "runner: skipping a damaged log record (restore the log from a backup)",
+	       "#seq", seq, NULL);
+	r->tail = ev->seq;
+	return 1;
+}
+
 /* Read new events up to the head (at most TAIL_BATCH per call). */
 void runner_tail(Runner *r, int closing)
 {
@@ -48,15 +67,22 @@ void runner_tail(Runner *r, int closing)
 		return;
 	if (runner_snap_begin(r) != 0)
 		return;
+	ev.seq = 0;
 	rc = log_reader_seek(r->rd, r->tail + 1, &ev);
-	for (i = 0; rc == 0 && i < TAIL_BATCH; i++) {
+	for (i = 0; i < TAIL_BATCH; i++) {
+		if (rc == JG_ECORRUPT && skip_damaged(r, &ev)) {
+			rc = log_reader_next(r->rd, &ev);
+			continue;
+		}
+		if (rc != 0)
+			break;
 		r->tail = ev.seq;
 		if (ev.type == JG_EV_ENQUEUED)
 			on_enqueued(r, &ev, closing);
 		rc = log_reader_next(r->rd, &ev);
 	}
-	if (rc == 0)
-		r->more = 1;
+	if (rc == 0 || (rc == JG_ECORRUPT && ev.seq > r->tail))
+		r->more = 1;	/* a damaged record next is skipped next time */
 	else if (rc != JG_ENOTFOUND)
 		jg_log(JG_ERROR, "runner: log read failed", "error", jg_strerror(rc), NULL);
 }
@@ -301,7 +327,11 @@ int runner_recover(Runner *r)
 
 	if ((rc = runner_snap_begin(r)) != 0)
 		return rc;
-	for (rc = log_reader_seek(r->rd, 1, &ev); rc == 0; rc = log_reader_next(r->rd, &ev)) {
+	ev.seq = 0;
+	for (rc = log_reader_seek(r->rd, 1, &ev); rc == 0 || (rc == JG_ECORRUPT && skip_damaged(r, &ev));
+	     rc = log_reader_next(r->rd, &ev)) {
+		if (rc != 0)
+			continue;	/* skipped */
 		r->tail = ev.seq;
 		recover_fold(r, &ev);
 	}

@@ -258,3 +258,42 @@ def test_bare_command_name_is_not_looked_up_in_the_working_directory(tmp_path):
                         "--data-dir", str(tmp_path / "d")], capture_output=True, text=True,
                        timeout=30, cwd=str(tmp_path), env=dict(os.environ, JOBGATE_TOKEN=TOKEN))
     assert r.returncode == 2 and "not found in" in r.stderr, r.stderr
+
+
+def test_runner_skips_a_damaged_record_and_runs_new_jobs(make_server):
+    """A record whose binary header is damaged (here a finished job's
+    job.enqueued) used to stop the runner's start-up recovery at it: every
+    later trigger was answered 202 and never ran (reviewer, session 8).
+    The runner now names the record and goes on past it."""
+    s = filled_data_dir(make_server, n=12, marker="HDR-MARK-77c1")
+    mdb = os.path.join(s.data_dir, "log", "data.mdb")
+    with open(mdb, "r+b") as f:
+        data = f.read()
+        at = data.find(b"HDR-MARK-77c1")
+        starts = []
+        while at >= 0:
+            # The record: a 32-byte header, the job name ("echo"), then
+            # the event JSON, which begins with {"type":.
+            # the event JSON, which begins with {"type":.  Job i of the
+            # filled dir is seq 3i + 1; the marker is in job 6's payload
+            # (and, echoed, in its result: a record left alone).
+            j = data.rfind(b'{"type":"job.enqueued"', 0, at)
+            if j > 36 and b'"job_id":19,' in data[j:at] and at - j < 300:
+                assert data[j - 4:j] == b"echo"
+                starts.append(j - 4 - 32)
+            at = data.find(b"HDR-MARK-77c1", at + 1)
+        assert starts
+        for st in starts:
+            assert data[st] == 1  # the record version
+            f.seek(st)
+            f.write(b"\xff")
+    r = run("log", "verify", "--data-dir", s.data_dir)
+    assert r.returncode == 1 and "damaged" in r.stdout, r.stdout
+    s.start()
+    r = s.post("/trigger/echo/wait?timeout=10", {"after": "damage"})
+    assert r.status == 200 and r.json()["status"] == "succeeded", (r.status, r.body)
+    lines = s.log_lines()
+    skipped = [l for l in lines if l["msg"].startswith("runner: skipping a damaged log record")]
+    assert len(skipped) == 1 and skipped[0]["seq"] == 1 + 3 * 6, (skipped, s.read_log())
+    assert not [l for l in lines if "recovery failed" in l["msg"] or
+                "log read failed" in l["msg"]], s.read_log()
