@@ -123,6 +123,12 @@ static void timers(Runner *r, int closing)
 	}
 	if (r->norph)
 		runner_orphans_reap(r);
+	if (r->nprocs && t >= r->sweep_ns) {
+		for (i = 0; i < r->nprocs; i++)
+			if (!r->procs[i]->spawning && r->procs[i]->p.pid > 0 && !r->procs[i]->p.reaped)
+				runner_proc_reap_members(r->procs[i]->p.pid);
+		r->sweep_ns = t + SWEEP_NS;
+	}
 	runner_reaper_retry();
 	if (r->retry_head && !drain_over(r, t))
 		runner_ent_retry_due(r, t);
@@ -164,6 +170,8 @@ static int poll_timeout(Runner *r, int closing)
 		if (w < next)
 			next = w;
 	}
+	if (r->nprocs && r->sweep_ns < next)
+		next = r->sweep_ns;
 	if (r->norph && t + ORPHAN_POLL_MS * 1000000LL < next)
 		next = t + ORPHAN_POLL_MS * 1000000LL;
 	if (runner_reaper_retry() && t + 100 * 1000000LL < next)	/* sends, see above */

@@ -430,7 +430,7 @@ void runner_proc_signal(RunnerProc *p, int sig)
  * of that number has members, so such a process leads a new job's group
  * (a spawner may have started it; its exit belongs to its own pidfd), and
  * the old group is gone. */
-int runner_proc_reap_group(pid_t pgid)
+static int reap_members(pid_t pgid)
 {
 	siginfo_t si;
 
@@ -438,12 +438,25 @@ int runner_proc_reap_group(pid_t pgid)
 		memset(&si, 0, sizeof si);
 		if (waitid(P_PGID, (id_t)pgid, &si, WEXITED | WNOHANG | WNOWAIT) < 0 ||
 		    si.si_pid == 0)
-			break;
+			return 0;
 		if (si.si_pid == pgid)
 			return 1;
 		while (waitpid(si.si_pid, NULL, 0) < 0 && errno == EINTR) {}
 	}
+}
+
+int runner_proc_reap_group(pid_t pgid)
+{
+	if (reap_members(pgid))
+		return 1;
 	return kill(-pgid, 0) < 0 && errno == ESRCH;
+}
+
+/* Runner thread.  See runner.h.  A zombie member with pid == pgid is the
+ * leader (a job's leader leads its own group): reap_members stops there. */
+void runner_proc_reap_members(pid_t pgid)
+{
+	(void)reap_members(pgid);
 }
 
 /* Runner thread.  See runner.h. */

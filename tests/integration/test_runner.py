@@ -601,3 +601,38 @@ def test_jobs_run_on_after_the_reaper_is_killed(make_server):
         assert r.json()["result"] == "hi\n"
     assert "reaper process is gone" in s.read_log()
     assert not os.path.exists("/proc/%d" % reaper), "reaper left a zombie"
+
+
+def zombies_of(pid):
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open("/proc/%s/stat" % d) as f:
+                    st = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if st[0] == "Z" and int(st[1]) == pid:
+                out.append(int(d))
+    return out
+
+
+def test_orphans_of_a_running_job_are_reaped_while_it_runs(make_server):
+    """The gateway is the subreaper of its jobs: an orphan a long job leaves
+    (its parent in the job exited) becomes the gateway's child.  Those were
+    reaped only when the job's leader exited, so a long job that starts
+    short-lived helpers filled the gateway with zombies (reviewer, session
+    8: 50 zombies in 2 s).  They are reaped about once a second now."""
+    s = make_server(config=cfg({"spawner": {
+        "command": ["/bin/sh", "-c", "for i in $(seq 40); do (sleep 0.05 &); done; sleep 6"],
+        "timeout_s": 30}}))
+    r = s.post("/trigger/spawner")
+    assert r.status == 202
+    jid = r.json()["id"]
+    wait_job(s, jid, ("running",))
+    time.sleep(3)  # the helpers exited within ~0.5 s; a sweep came since
+    z = zombies_of(s.proc.pid)
+    assert len(z) == 0, z
+    assert s.get("/jobs/%d" % jid).json()["status"] == "running"
+    job = wait_job(s, jid, ("succeeded",), timeout=30)
+    assert job["status"] == "succeeded"
