@@ -805,6 +805,10 @@ void runner_orphans_reap(Runner *r)
 /* Ask rp's group to stop: SIGTERM now, SIGKILL after grace_ns. */
 void runner_attempt_stop(RProc *rp, int why, int64_t grace_ns)
 {
+	/* A leader that exited on its own since the last poll has its
+	 * outcome: a cancel, timeout or shutdown must not rewrite it. */
+	if (!rp->spawning && rp->why == WHY_NONE && runner_proc_exited(&rp->p))
+		return;
 	if (rp->why == WHY_NONE || why == WHY_CANCEL)
 		rp->why = why;
 	if (rp->kill_ns)

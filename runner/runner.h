@@ -105,6 +105,8 @@ int  runner_proc_fds(const RunnerProc *p, struct pollfd *pf);
  * read stdout/stderr, reap.  1 when finished (p->status valid), else 0. */
 int  runner_proc_step(RunnerProc *p, const struct pollfd *pf, int n);
 void runner_proc_signal(RunnerProc *p, int sig);	/* killpg while unreaped */
+/* 1 if p's leader has exited (reaped or not), without reaping it. */
+int  runner_proc_exited(const RunnerProc *p);
 /* After the leader was reaped: reap our children left in group pgid (the
  * gateway is their subreaper, see runner_start) and say whether the group
  * is empty (1) or has members left (0).  The caller must not pass a pgid

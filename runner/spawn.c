@@ -37,6 +37,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -422,6 +423,25 @@ void runner_proc_signal(RunnerProc *p, int sig)
 {
 	if (p->pid > 0 && !p->reaped)
 		kill(-p->pid, sig);
+}
+
+/* Runner thread.  See runner.h.  A pidfd polls readable once its process
+ * exited; without one, waitid can look without reaping. */
+int runner_proc_exited(const RunnerProc *p)
+{
+	struct pollfd pf;
+	siginfo_t si;
+
+	if (p->reaped || p->pid <= 0)
+		return p->reaped;
+	if (p->pidfd >= 0) {
+		pf.fd = p->pidfd;
+		pf.events = POLLIN;
+		pf.revents = 0;
+		return poll(&pf, 1, 0) == 1;
+	}
+	memset(&si, 0, sizeof si);
+	return waitid(P_PID, (id_t)p->pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid != 0;
 }
 
 /* Runner thread (needs PR_SET_CHILD_SUBREAPER to see orphans).  See

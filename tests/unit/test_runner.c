@@ -20,6 +20,7 @@
 #include "../../log/event.h"
 #include "../../log/log_int.h"	/* to damage a record under a live log */
 #include "../../runner/runner.h"
+#include "../../runner/runner_int.h"
 #include "t.h"
 
 /* ---- processes */
@@ -185,6 +186,58 @@ TEST(proc_leader_reaped_elsewhere_finishes)
 	CHECK(done && p.reaped);
 	CHECK(!WIFEXITED(p.status) && !WIFSIGNALED(p.status));
 	runner_proc_release(&p);
+}
+
+/* A leader that exited on its own keeps its outcome: a stop asked after
+ * that (a cancel, a timeout, a shutdown racing the exit) changes nothing,
+ * while a live one is signaled and remembers why (reviewer, session 8: a
+ * success was recorded as canceled). */
+TEST(stop_after_the_leader_exited_keeps_its_outcome)
+{
+	char *argv[] = { "/bin/sh", "-c", "read x; exit 0", NULL };
+	RunnerSpawn s = { .path = argv[0], .argv = argv, .job_id = 1, .job = "g",
+			  .attempt = 1, .in = "go\n", .in_len = 3, .out_cap = 10 };
+	char *slow[] = { "/bin/sleep", "100", NULL };
+	RunnerSpawn s2 = { .path = slow[0], .argv = slow, .job_id = 2, .job = "g",
+			   .attempt = 1, .in = "", .in_len = 0, .out_cap = 10 };
+	struct pollfd pf[RUNNER_PROC_FDS];
+	RProc rp, live;
+	int i, done = 0;
+
+	memset(&rp, 0, sizeof rp);
+	memset(&live, 0, sizeof live);
+	CHECK_RC(runner_proc_spawn(&rp.p, &s));
+	CHECK_RC(runner_proc_spawn(&live.p, &s2));
+	/* Feed stdin without reaping, until the leader is a zombie. */
+	for (i = 0; i < 500 && !runner_proc_exited(&rp.p); i++) {
+		int k = runner_proc_fds(&rp.p, pf);
+		CHECK(poll(pf, (nfds_t)k, 10) >= 0);
+		for (int m = 0; m < k; m++)
+			if (pf[m].fd == rp.p.pidfd)
+				pf[m].revents = 0;	/* not yet seen */
+		CHECK(!runner_proc_step(&rp.p, pf, k));
+	}
+	CHECK(runner_proc_exited(&rp.p) && !rp.p.reaped);
+	runner_attempt_stop(&rp, WHY_CANCEL, 1000000000);
+	CHECK(rp.why == WHY_NONE && rp.kill_ns == 0);
+	for (i = 0; i < 100 && !done; i++) {
+		int k = runner_proc_fds(&rp.p, pf);
+		CHECK(poll(pf, (nfds_t)k, 100) >= 0);
+		done = runner_proc_step(&rp.p, pf, k);
+	}
+	CHECK(done && WIFEXITED(rp.p.status) && WEXITSTATUS(rp.p.status) == 0);
+	runner_proc_release(&rp.p);
+
+	CHECK(!runner_proc_exited(&live.p));
+	runner_attempt_stop(&live, WHY_CANCEL, 1000000000);
+	CHECK(live.why == WHY_CANCEL && live.kill_ns != 0);
+	for (i = 0, done = 0; i < 100 && !done; i++) {
+		int k = runner_proc_fds(&live.p, pf);
+		CHECK(poll(pf, (nfds_t)k, 100) >= 0);
+		done = runner_proc_step(&live.p, pf, k);
+	}
+	CHECK(done && WIFSIGNALED(live.p.status) && WTERMSIG(live.p.status) == SIGTERM);
+	runner_proc_release(&live.p);
 }
 
 TEST(proc_signal_kills_whole_group)
@@ -1074,6 +1127,7 @@ int main(void)
 	RUN(stderr_nul_does_not_cut_the_error);
 	RUN(proc_exec_failure_reports_errno);
 	RUN(proc_leader_reaped_elsewhere_finishes);
+	RUN(stop_after_the_leader_exited_keeps_its_outcome);
 	RUN(proc_signal_kills_whole_group);
 	RUN(reap_group_leaves_the_leader);
 	RUN(result_json_or_string);
