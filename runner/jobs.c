@@ -445,7 +445,8 @@ void runner_job_fail(Runner *r, RJob *j, int exit_code, int sig, const char *err
 {
 	int64_t retry_at = 0;
 
-	if (allow_retry && j->spec >= 0 && j->attempt < j->max_attempts)
+	if (allow_retry && j->spec >= 0 &&
+	    (j->attempt < j->max_attempts || allow_retry == RETRY_ANYWAY))
 		retry_at = now_ms() + runner_backoff_ms(r->cfg->jobs[j->spec].backoff_s,
 							j->attempt, &r->rng);
 	j->status = retry_at ? JG_ST_QUEUED : JG_ST_FAILED;
@@ -605,9 +606,12 @@ void runner_attempt_spawn(Runner *r, RJob *j)
 	 * (attempt_not_started) is no attempt. */
 	runner_stats_started(r->stats, j->spec);
 	if (r->closing_seen) {
+		/* Its job.started is durable, but the server is stopping:
+		 * nothing was run, so another attempt follows whatever the
+		 * count (a last attempt must not be used up unrun). */
 		s->running--;
 		runner_stats_finished(r->stats, j->spec, JG_ST_FAILED, 0);
-		runner_job_fail(r, j, -1, 0, "interrupted", 0, 1);
+		runner_job_fail(r, j, -1, 0, "interrupted", 0, RETRY_ANYWAY);
 		return;
 	}
 	if ((rc = runner_snap_begin(r)) != 0) {

@@ -171,6 +171,9 @@ void runner_attempt_spawned(Runner *r, RProc *rp);
 void runner_spawners_start(Runner *r);
 void runner_spawners_stop(Runner *r);
 void runner_spawn_push(Runner *r, RProc *rp);
+/* allow_retry: 0 final; 1 by the job's policy; RETRY_ANYWAY also past
+ * max_attempts, for an attempt that never ran (it does not count). */
+#define RETRY_ANYWAY 2
 void runner_job_fail(Runner *r, RJob *j, int exit_code, int sig, const char *err,
 		     int64_t dur_ms, int allow_retry);
 void runner_job_ready(Runner *r, RJob *j);

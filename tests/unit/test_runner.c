@@ -1041,6 +1041,50 @@ TEST(refused_started_not_overtaken)
 		buf_free(&keep[i]);
 }
 
+static void *commits_back_later(void *arg)
+{
+	(void)arg;
+	usleep(300 * 1000);
+	atomic_store(&fail_commits, 0);
+	return NULL;
+}
+
+/* A job.started that becomes durable only once the server is stopping:
+ * nothing was run, so the attempt is interrupted with another to follow,
+ * even when it was the last one allowed (reviewer, session 8: a job with
+ * max_attempts 1 ended failed without ever running). */
+TEST(close_with_a_start_in_flight_keeps_the_last_attempt)
+{
+	Env e;
+	EventView v[8];
+	Buf keep[8] = {{0}};
+	pthread_t th;
+
+	real_commit = log_commit_fn;
+	log_commit_fn = flaky_commit;
+	env_open(&e, CFG_HEAD "\"one\":{\"command\":[\"/bin/true\"],\"max_attempts\":1}}}", 0);
+	uint64_t id = enqueue(e.log, "one", "null", 1);
+	atomic_store(&failed_commits, 0);
+	atomic_store(&fail_commits, 1);
+	CHECK_RC(runner_start(e.run));	/* recovery dispatches it: started refused */
+	int64_t end = jg_mono_ns() + 10LL * 1000000000;
+	while (atomic_load(&failed_commits) < 1 && jg_mono_ns() < end)
+		usleep(5 * 1000);
+	CHECK(atomic_load(&failed_commits) >= 1);
+	CHECK(pthread_create(&th, NULL, commits_back_later, NULL) == 0);
+	runner_close(e.run, 1);		/* the retried started lands meanwhile */
+	pthread_join(th, NULL);
+	log_commit_fn = real_commit;
+	int n = job_events(e.log, id, v, keep, 8);
+	CHECK(n == 3 && v[1].type == JG_EV_STARTED && v[2].type == JG_EV_FAILED);
+	CHECK(strcmp(v[2].error.p, "\"interrupted\"") == 0);
+	CHECK(v[2].status == JG_ST_QUEUED && v[2].retry_at_ms > 0);
+	log_close(e.log);
+	config_free(e.cfg);
+	for (int i = 0; i < 8; i++)
+		buf_free(&keep[i]);
+}
+
 /* Overwrite the record at seq with bytes that do not decode (the test's
  * own write txn: LMDB serializes it with the writer's). */
 static void damage_record(Log *l, uint64_t seq)
@@ -1149,5 +1193,6 @@ int main(void)
 	RUN(metrics_render);
 	RUN(refused_events_are_retried_until_durable);
 	RUN(refused_started_not_overtaken);
+	RUN(close_with_a_start_in_flight_keeps_the_last_attempt);
 	return t_done();
 }
