@@ -746,7 +746,9 @@ void runner_attempt_end(Runner *r, int idx)
 		j->status = JG_ST_CANCELED;
 		EMIT(r, j, x, event_canceled(&x->e, j->name, j->id, j->attempt, q ? q->actor : ""), q);
 	} else if (rp->why == WHY_CLOSE) {
-		runner_job_fail(r, j, code, sig, "interrupted", dur, 1);
+		/* The operator's stop, not the job's failure: the next start
+		 * runs it again even if this was its last attempt. */
+		runner_job_fail(r, j, code, sig, "interrupted", dur, RETRY_ANYWAY);
 	} else if (rp->why == WHY_TIMEOUT) {
 		runner_job_fail(r, j, code, sig, "timeout", dur, 1);
 	} else if (code == 0) {

@@ -636,3 +636,25 @@ def test_orphans_of_a_running_job_are_reaped_while_it_runs(make_server):
     assert s.get("/jobs/%d" % jid).json()["status"] == "running"
     job = wait_job(s, jid, ("succeeded",), timeout=30)
     assert job["status"] == "succeeded"
+
+
+def test_a_graceful_stop_does_not_use_up_the_last_attempt(make_server, tmp_path):
+    """A job with max_attempts 1 running when the server is stopped on
+    purpose runs again at the next start (tester, session 8: it ended
+    failed for good, though only the operator's stop ended it)."""
+    mark = str(tmp_path / "ran")
+    s = make_server(config=cfg({"once": {"command": ["/bin/sh", "-c",
+                                                     '[ "$JOBGATE_ATTEMPT" = 1 ] && echo 1 > %s && '
+                                                     'exec sleep 60; echo ok' % mark],
+                                         "max_attempts": 1}}))
+    jid = trigger(s, "once")
+    wait_job(s, jid, ["running"])
+    wait_file(mark)
+    assert s.stop(signal.SIGTERM, timeout=60) == 0
+    s.start()
+    job = wait_job(s, jid, ["succeeded", "failed"], timeout=20)
+    assert job["status"] == "succeeded" and job["result"] == "ok\n", job
+    assert job["attempts"] == 2 and job["max_attempts"] == 1, job
+    failed = [e for e in events_of(s, jid) if e["type"] == "job.failed"]
+    assert [(e["error"], e["status"]) for e in failed] == [("interrupted", "queued")], failed
+    assert "retry_at" in failed[0]
