@@ -684,16 +684,20 @@ void runner_attempt_spawned(Runner *r, RProc *rp)
 	}
 }
 
-/* Start what the caps allow, one job per spec per pass. */
+/* Start what the caps allow, one job per spec per pass.  A pass begins
+ * at the spec after the last one that got a slot, so when max_running is
+ * what holds jobs back, freed slots go round the specs in turn. */
 void runner_dispatch(Runner *r)
 {
 	const Config *c = r->cfg;
 	int progress = 1, k, rc;
 
 	while (progress) {
+		int first = r->rr;
+
 		progress = 0;
 		for (k = 0; k < c->njobs; k++) {
-			int i = (r->rr + k) % c->njobs;
+			int i = (first + k) % c->njobs;
 			Spec *s = &r->specs[i];
 			RJob *j = s->head;
 			LogEvent ev;
@@ -720,8 +724,8 @@ void runner_dispatch(Runner *r)
 			else
 				payload_unreadable(r, j, rc);
 			progress = 1;
+			r->rr = (i + 1) % c->njobs;
 		}
-		r->rr = c->njobs ? (r->rr + 1) % c->njobs : 0;
 	}
 }
 

@@ -658,3 +658,26 @@ def test_a_graceful_stop_does_not_use_up_the_last_attempt(make_server, tmp_path)
     failed = [e for e in events_of(s, jid) if e["type"] == "job.failed"]
     assert [(e["error"], e["status"]) for e in failed] == [("interrupted", "queued")], failed
     assert "retry_at" in failed[0]
+
+
+def test_freed_slots_go_round_the_jobs_in_turn(make_server):
+    """With limits.max_running the cap, each freed slot goes to the next
+    job (by config order) that has work, so one job cannot starve another
+    (tester, session 8: the first job in the config took 17 of 18 slots)."""
+    quick = {"command": ["/bin/sh", "-c", "sleep 0.05"], "concurrency": 4, "max_attempts": 1}
+    s = make_server(config=cfg({"hold": {"command": ["/bin/sh", "-c", "sleep 1"]},
+                                "a": quick, "b": quick}, max_running=1))
+    first = trigger(s, "hold")
+    wait_job(s, first, ["running"])
+    ids = []
+    for _ in range(6):
+        ids.append(trigger(s, "b"))
+        ids.append(trigger(s, "a"))
+    for jid in ids:
+        assert wait_job(s, jid, ["succeeded"], timeout=30)["status"] == "succeeded"
+    order = []
+    for line in s.dump():
+        if line["type"] == "job.started" and line["job"] in ("a", "b"):
+            order.append(line["job"])
+    assert len(order) == 12
+    assert all(order[i] != order[i + 1] for i in range(11)), order
