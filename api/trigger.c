@@ -201,10 +201,15 @@ int api_trigger_run(Api *a, ApiReq *r)
 	const char *actor = r->tok ? r->tok->name : API_HMAC_ACTOR;
 	int rc;
 
-	if (r->body.len && (rc = json_valid(r->body.p, r->body.len)) != 0)
+	if (r->body.len && (rc = json_valid(r->body.p, r->body.len)) != 0) {
+		size_t at;
 		return api_reply_error(a, r, 400, "invalid_json", rc == JG_ETOODEEP ?
 				       "body nests arrays/objects deeper than 512 levels" :
+				       json_error_at(r->body.p, r->body.len, &at) == 0 ?
+				       "body holds a lone surrogate escape (\\ud800-\\udfff "
+				       "without its pair): not Unicode text" :
 				       "body is not valid JSON");
+	}
 	rc = event_enqueued(&r->le, r->job->name, r->body.p, r->body.len,
 			    r->has_idem ? r->idem : NULL, r->idem_len, actor,
 			    r->job->max_attempts);

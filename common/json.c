@@ -15,8 +15,12 @@
  *
  * Nesting deeper than JSON_MAX_DEPTH is rejected (RFC 8259 §9 allows the
  * limit), so code that walks a document recursively cannot blow the stack.
- * Escapes such as "\ud800" that name a lone surrogate are grammatical JSON
- * and accepted; decoding turns them into U+FFFD.
+ * Escapes such as "\ud800" that name a lone surrogate are grammatical JSON,
+ * but no Unicode text: jq refuses them and SQLite's JSON functions turn
+ * them into invalid UTF-8 (RFC 8259 §8.2).  json_valid(), which checks
+ * what clients and jobs hand us, refuses them; json_parse() accepts them
+ * (config, and log records written before that check), and decoding turns
+ * them into U+FFFD.
  */
 #define JSMN_STRICT
 #define JSMN_PARENT_LINKS
@@ -37,6 +41,7 @@ typedef struct JsonScan {
 	size_t n, i;
 	int ntok;			/* tokens jsmn will emit */
 	int depth;
+	int strict_u;			/* refuse lone surrogate escapes */
 	unsigned char obj[JSON_MAX_DEPTH / 8];	/* bit set: level is an object */
 } JsonScan;
 
@@ -67,6 +72,36 @@ static size_t json_scan_esc(const char *s, size_t n, size_t i)
 	return 5;
 }
 
+/* The code unit of the \uXXXX escape at s[i] (the backslash), or -1. */
+static long json_u16_at(const char *s, size_t n, size_t i)
+{
+	long v = 0;
+
+	if (n - i < 6 || s[i] != '\\' || s[i + 1] != 'u')
+		return -1;
+	for (int k = 2; k < 6; k++) {
+		int h = jg_hexval(s[i + k]);
+		if (h < 0)
+			return -1;
+		v = v * 16 + h;
+	}
+	return v;
+}
+
+/* strict_u: a high surrogate escape at s[i] must be followed by a low one
+ * (the pair is consumed: 12 bytes); a low one alone is refused (0). */
+static size_t json_scan_pair(const char *s, size_t n, size_t i, size_t k)
+{
+	long hi = json_u16_at(s, n, i), lo;
+
+	if (hi < 0xd800 || hi > 0xdfff)
+		return k;
+	if (hi >= 0xdc00)
+		return 0;
+	lo = i + 6 < n ? json_u16_at(s, n, i + 6) : -1;
+	return lo >= 0xdc00 && lo <= 0xdfff ? 12 : 0;
+}
+
 /* String starting at the opening quote s[i]; 0 or JG_EINVAL. */
 static int json_scan_str(JsonScan *sc)
 {
@@ -82,8 +117,11 @@ static int json_scan_str(JsonScan *sc)
 		}
 		if (c < 0x20)
 			return JG_EINVAL;	/* raw control byte */
-		if (c == '\\')
+		if (c == '\\') {
 			k = json_scan_esc(s, n, i + 1), k = k ? k + 1 : 0;
+			if (k == 6 && sc->strict_u)
+				k = json_scan_pair(s, n, i, k);
+		}
 		else
 			k = buf_utf8_seq(s + i, n - i);
 		if (k == 0)
@@ -247,7 +285,7 @@ static int json_scan_after(JsonScan *sc, int *state)
 
 /* Validate js[0..n) as one JSON value; 0 and the token count, or JG_EINVAL
  * (JG_ETOODEEP: valid so far, but nested deeper than JSON_MAX_DEPTH). */
-static int json_scan_at(const char *js, size_t n, int *ntok, size_t *at)
+static int json_scan_at(const char *js, size_t n, int *ntok, size_t *at, int strict_u)
 {
 	JsonScan sc;
 	int rc = 0, state = JS_VALUE;
@@ -255,6 +293,7 @@ static int json_scan_at(const char *js, size_t n, int *ntok, size_t *at)
 	memset(&sc, 0, sizeof sc);
 	sc.s = js;
 	sc.n = n;
+	sc.strict_u = strict_u;
 	/* jsmn keeps offsets in int; refuse what it cannot address. */
 	if (!js || n == 0 || n >= INT_MAX)
 		return JG_EINVAL;
@@ -274,7 +313,7 @@ static int json_scan_at(const char *js, size_t n, int *ntok, size_t *at)
 
 static int json_scan(const char *js, size_t n, int *ntok)
 {
-	return json_scan_at(js, n, ntok, NULL);
+	return json_scan_at(js, n, ntok, NULL, 0);
 }
 
 int json_error_at(const char *js, size_t n, size_t *at)
@@ -282,14 +321,14 @@ int json_error_at(const char *js, size_t n, size_t *at)
 	int ntok;
 
 	*at = 0;
-	return json_scan_at(js, n, &ntok, at);
+	return json_scan_at(js, n, &ntok, at, 0);
 }
 
 int json_valid(const char *js, size_t n)
 {
 	int ntok;
 
-	return json_scan(js, n, &ntok);
+	return json_scan_at(js, n, &ntok, NULL, 1);
 }
 
 /* The root is a bare primitive: one token jsmn would refuse to emit. */

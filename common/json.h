@@ -34,12 +34,14 @@ int json_parse(const char *js, size_t n, jsmntok_t **toks);
 int json_parse_own(const char *js, size_t n, jsmntok_t *stack, int nstack,
 		   jsmntok_t **heap, jsmntok_t **out);
 
-/* Validate without keeping tokens: 0 if js[0..n) is one strict JSON value,
+/* Validate without keeping tokens: 0 if js[0..n) is one strict JSON value
+ * whose strings are Unicode text (no lone surrogate escape like "\ud800"),
  * JG_ETOODEEP if it opens more than JSON_MAX_DEPTH arrays/objects before
- * any other fault, else JG_EINVAL. */
+ * any other fault, else JG_EINVAL.  For what clients and jobs hand us. */
 int json_valid(const char *js, size_t n);
-/* json_valid, and where the scan stopped: for a refused document, the
- * byte offset of (or just after) the first thing wrong. */
+/* What json_parse() accepts (lone surrogates included), and where the scan
+ * stopped: for a refused document, the byte offset of (or just after) the
+ * first thing wrong. */
 int json_error_at(const char *js, size_t n, size_t *at);
 
 /* Index of the token after the subtree rooted at toks[i]. */

@@ -497,3 +497,26 @@ def test_signature_in_a_header_lws_knows(make_server):
     assert r.status == 202, (r.status, r.body)
     r = s.post("/trigger/known", body, token=False, headers={"X-Auth-Token": sign(b"{}")})
     assert r.status == 401
+
+
+def test_lone_surrogate_escapes_are_refused_and_never_stored_as_json(make_server):
+    """"\\ud800" is grammatical JSON but no Unicode text: jq refuses the
+    answers and streams that relay it and SQLite's ->> turns it into
+    invalid UTF-8 (tester, session 8).  A body holding one is a 400 that
+    says why; a job whose stdout holds one gets it as a plain string."""
+    s = make_server(config={"jobs": {
+        "echo": {"builtin": "echo"},
+        "out": {"command": ["/bin/sh", "-c", "printf '%s' '[\"\\ud800\"]'"]}}})
+    before = log_seq(s)
+    for body in (b'"\\ud800"', b'{"k":"a\\udc00"}', b'["\\ud83d x"]', b'{"\\udbff":1}'):
+        r = s.request("POST", "/trigger/echo", body=body)
+        check_error(r, 400, "invalid_json")
+        assert "lone surrogate" in r.json()["message"], r.body
+    assert log_seq(s) == before
+    r = s.request("POST", "/trigger/echo/wait", body=b'"\\ud83d\\ude00"')
+    assert r.status == 200 and r.json()["result"] == "\U0001F600", r.body
+    r = s.request("POST", "/trigger/out/wait")
+    assert r.status == 200, r.body
+    job = r.json()
+    assert job["status"] == "succeeded" and job["result"] == '["\\ud800"]', job
+    json.loads(r.body.decode("ascii"), strict=True)

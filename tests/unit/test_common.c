@@ -168,7 +168,6 @@ static const char *json_good[] = {
 	"0.1e10", "true", "false", "null", "\"\"", "\"x\"", " 1 ", "\t\n\r 1",
 	"{}", "[]", "[ ]", "{ }", "[1,2,3]", "{\"a\":1}", "{\"a\":{\"b\":[1,{\"c\":null}]}}",
 	"[\"\\\"\\\\\\/\\b\\f\\n\\r\\t\\u00e9\\uD83D\\uDE00\"]",
-	"\"\\ud800\"",		/* lone surrogate escape: grammatical JSON */
 	"\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\"",
 	"{\"a\":1,\"a\":2}",	/* duplicates are legal JSON; config checks them */
 	"[[[[[]]]]]", "[true,false,null]", "{\"\":\"\"}", " [ 1 , { \"k\" : \"v\" } ] ",
@@ -220,6 +219,45 @@ TEST(json_rejects_non_json)
 	CHECK(json_valid("1\0", 2) == JG_EINVAL);	/* NUL is not whitespace */
 	CHECK(json_valid("\"a\0b\"", 5) == JG_EINVAL);
 	CHECK(json_valid(NULL, 0) == JG_EINVAL);
+}
+
+/* A lone surrogate escape is grammatical JSON but no Unicode text: what
+ * clients and jobs hand us (json_valid) must not hold one, while the
+ * parser still reads it (config, records an older version logged) and
+ * json_error_at agrees with the parser. */
+TEST(json_lone_surrogates)
+{
+	static const char *lone[] = {
+		"\"\\ud800\"", "\"\\uDBFF\"", "\"\\udc00\"", "\"\\uDFFF\"", "\"a\\ud800b\"",
+		"\"\\ud800\\u0041\"", "\"\\ud800\\ud800\"", "\"\\udc00\\ud800\"",
+		"\"\\ud800\\\"", "[\"\\ud83d\"]", "{\"\\ud800\":1}", NULL };
+	static const char *pairs[] = {
+		"\"\\uD83D\\uDE00\"", "\"\\ud800\\udc00\"", "\"\\udbff\\udfff\"",
+		"\"x\\ud83d\\ude00y\\u00e9\"", "{\"\\ud83d\\ude00\":[\"\\uffff\"]}", NULL };
+	jsmntok_t *t;
+	size_t at;
+	int k, r;
+
+	for (k = 0; lone[k]; k++) {
+		const char *s = lone[k];
+		int grammatical = strcmp(s, "\"\\ud800\\\"") != 0;
+		if (json_valid(s, strlen(s)) != JG_EINVAL)
+			fprintf(stderr, "accepted lone surrogate: %s\n", s);
+		CHECK(json_valid(s, strlen(s)) == JG_EINVAL);
+		r = json_parse(s, strlen(s), &t);
+		CHECK(grammatical ? r > 0 : r == JG_EINVAL);
+		CHECK((json_error_at(s, strlen(s), &at) == 0) == grammatical);
+		free(t);
+	}
+	for (k = 0; pairs[k]; k++) {
+		const char *s = pairs[k];
+		if (json_valid(s, strlen(s)) != 0)
+			fprintf(stderr, "rejected pair: %s\n", s);
+		CHECK(json_valid(s, strlen(s)) == 0);
+	}
+	CHECK(json_valid("\"\\ud800\\udc0g\"", 14) == JG_EINVAL);	/* a bad second escape */
+	CHECK(json_valid("\"\\ud800\\udc0", 12) == JG_EINVAL);	/* cut short */
+	CHECK(json_valid("\"\\ud800\\udc00\"", 14) == 0);
 }
 
 TEST(json_depth_limit)
@@ -578,6 +616,7 @@ int main(void)
 	RUN(utf8_ok);
 	RUN(json_accepts_rfc8259);
 	RUN(json_rejects_non_json);
+	RUN(json_lone_surrogates);
 	RUN(json_depth_limit);
 	RUN(json_tokens_and_lookup);
 	RUN(json_int_edges);
