@@ -20,7 +20,7 @@
 
 #define API_LIST_DEFAULT 100
 #define API_LIST_MAX     1000
-#define API_LIST_WAIT_MS 2000	/* longest a list waits for the projector */
+#define API_LIST_WAIT_MS PROJ_STALL_MS	/* longest a list waits for the projector */
 
 /* Api thread, header time: the {id} capture, strictly decimal. */
 void api_jobs_id_head(Api *a, ApiReq *r, const RouteSeg *caps)

@@ -13,24 +13,32 @@
 #include "../common/jg.h"
 
 /* 200 "ok"; 503 "degraded" while the projector cannot apply the log (the
- * read model then stops moving: a damaged record needs an operator). */
+ * read model then stops moving: a damaged record needs an operator), or
+ * has been stuck in one batch as long as a list waits for it (lists then
+ * answer from a read model that lacks acknowledged jobs). */
 int api_healthz(Api *a, ApiReq *r)
 {
 	Buf *b = &a->job;
 	uint64_t seq;
 	int rc = proj_failing(a->proj, &seq);
+	int64_t stalled = rc ? 0 : proj_stalled_ms(a->proj, &seq);
 
 	buf_reset(b);
-	buf_puts(b, rc ? "{\"status\":\"degraded\",\"log_seq\":" : "{\"status\":\"ok\",\"log_seq\":");
+	buf_puts(b, rc || stalled ? "{\"status\":\"degraded\",\"log_seq\":" :
+		 "{\"status\":\"ok\",\"log_seq\":");
 	buf_u64(b, log_head(a->log));
 	buf_puts(b, ",\"projected_seq\":");
 	buf_u64(b, proj_applied(a->proj));
 	if (rc) {
 		buf_printf(b, ",\"error\":\"projector: %s at seq %llu\"", jg_strerror(rc),
 			   (unsigned long long)seq);
+	} else if (stalled) {
+		buf_printf(b, ",\"error\":\"projector: stuck for %lld ms applying seq %llu "
+			   "(is jobs.db locked?)\"", (long long)stalled, (unsigned long long)seq);
 	}
 	buf_puts(b, "}");
-	return api_reply(a, r, rc ? 503 : 200, "cache-control: no-store\r\n", b->p, b->len);
+	return api_reply(a, r, rc || stalled ? 503 : 200, "cache-control: no-store\r\n",
+			 b->p, b->len);
 }
 
 /* A histogram from fixed bucket counts (non-cumulative in, cumulative out). */

@@ -61,6 +61,7 @@ struct Projector {
 	uint64_t   batches, events, apply_ns, errors;	/* atomic counters */
 	int        fail_rc;	/* atomic: the last catch-up failed (0: it did not) */
 	uint64_t   fail_seq;	/* atomic: the seq it could not apply */
+	int64_t    batch_t0;	/* atomic: mono ns the batch being applied began; 0: none */
 	pthread_mutex_t wmu;	/* the watcher list: proj_unwatch waits out a call */
 	int        nwatch;	/* {wmu} */
 	struct { void (*fn)(void *, uint64_t); void *ctx; } watch[PROJ_WATCHERS];	/* {wmu} */
@@ -179,6 +180,15 @@ out:
 	return rc;
 }
 
+int64_t proj_stalled_ms(Projector *p, uint64_t *seq)
+{
+	int64_t t0 = __atomic_load_n(&p->batch_t0, __ATOMIC_RELAXED), ms;
+
+	*seq = proj_applied(p) + 1;
+	ms = t0 ? (jg_mono_ns() - t0) / 1000000 : 0;
+	return ms >= PROJ_STALL_MS ? ms : 0;
+}
+
 int proj_failing(Projector *p, uint64_t *seq)
 {
 	*seq = __atomic_load_n(&p->fail_seq, __ATOMIC_RELAXED);
@@ -260,13 +270,16 @@ static int proj_batch(Projector *p, uint64_t upto, int *n, uint64_t *bad)
 	int64_t t0 = jg_mono_ns();
 	int rc, i;
 
-	if ((rc = pdb_begin(&p->d)) != 0)
-		return rc;
-	if ((rc = proj_fold_some(&p->d, p->rd, upto, PROJ_BATCH, n, bad)) != 0 ||
+	__atomic_store_n(&p->batch_t0, t0, __ATOMIC_RELAXED);
+	if ((rc = pdb_begin(&p->d)) != 0 ||
+	    (rc = proj_fold_some(&p->d, p->rd, upto, PROJ_BATCH, n, bad)) != 0 ||
 	    (rc = pdb_commit(&p->d)) != 0) {
-		pdb_rollback(&p->d);
+		if (p->d.in_txn)	/* a failed commit rolled back already */
+			pdb_rollback(&p->d);
+		__atomic_store_n(&p->batch_t0, 0, __ATOMIC_RELAXED);
 		return rc;
 	}
+	__atomic_store_n(&p->batch_t0, 0, __ATOMIC_RELAXED);
 	__atomic_store_n(&p->applied, p->d.applied, __ATOMIC_RELEASE);
 	__atomic_add_fetch(&p->batches, 1, __ATOMIC_RELAXED);
 	__atomic_add_fetch(&p->events, (uint64_t)*n, __ATOMIC_RELAXED);

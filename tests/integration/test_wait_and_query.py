@@ -196,7 +196,19 @@ def test_projector_says_when_it_applies_again_after_a_lock(make_server):
     db = sqlite3.connect(os.path.join(s.data_dir, "jobs.db"), isolation_level=None, timeout=5)
     db.execute("BEGIN IMMEDIATE")
     try:
+        t0 = time.time()
         assert s.post("/trigger/echo", {"p": 1}).status == 202
+        # Stuck behind the lock as long as a list waits (2 s), /healthz
+        # says so, before SQLite's 5 s busy timeout fails the batch
+        # (tester, session 8: it said "ok" while lists answered stale).
+        while time.time() - t0 < 4.5:
+            h = s.get("/healthz", token=False)
+            if h.status == 503:
+                break
+            time.sleep(0.1)
+        assert h.status == 503 and 1.5 < time.time() - t0 < 4.8, (h.body, time.time() - t0)
+        assert h.json()["status"] == "degraded" and "stuck for" in h.json()["error"], h.body
+        assert "is jobs.db locked?" in h.json()["error"]
         deadline = time.time() + 15
         while time.time() < deadline and not any(
                 l["msg"] == "projector batch failed" for l in s.log_lines()):
