@@ -473,7 +473,12 @@ int cmd_serve(int argc, char **argv)
 		return 1;
 	}
 	if (rc != 0) {
-		fprintf(stderr, "jobgate serve: data dir %s: %s\n", c->data_dir, jg_strerror(rc));
+		struct stat st;
+		/* The dir is there: what failed is its lock file (a read-only
+		 * or special filesystem such as /proc). */
+		int there = stat(c->data_dir, &st) == 0 && S_ISDIR(st.st_mode);
+		fprintf(stderr, "jobgate serve: data dir %s: %s%s\n", c->data_dir,
+			there ? "cannot create its lock file: " : "", jg_strerror(rc));
 		config_free(c);
 		return 1;
 	}

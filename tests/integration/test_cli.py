@@ -367,3 +367,13 @@ def test_port_in_use_says_what_to_do_and_keeps_no_unseen_token(tmp_path):
         out, _ = p.communicate(timeout=30)
     tok = open(os.path.join(data, "token")).read().strip()
     assert "generated an API token" in out and tok in out, out
+
+
+def test_a_data_dir_that_cannot_hold_files_is_named_as_such(tmp_path):
+    """A data dir that exists but where no file can be made (here /proc/1)
+    used to say 'No such file or directory' about the dir itself (tester,
+    session 8)."""
+    r = run("serve", "--listen", "127.0.0.1:0", "--data-dir", "/proc/1")
+    assert r.returncode == 1
+    assert r.stderr.strip() == ("jobgate serve: data dir /proc/1: cannot create its lock "
+                                "file: No such file or directory"), r.stderr
