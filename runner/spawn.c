@@ -37,6 +37,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -77,8 +78,10 @@ static int child_dup(int src, int dst)
 	return dup2(src, dst) < 0 ? -1 : 0;
 }
 
-/* Child side: close every fd >= lo except keep (-1: none). */
-static void close_from(int lo, int keep)
+/* Child side: close every fd >= lo except keep (-1: none); end bounds
+ * the loop of kernels without close_range (the fd limit, read by the
+ * parent: sysconf is not async-signal-safe). */
+static void close_from(int lo, int keep, int end)
 {
 	int fd;
 
@@ -89,14 +92,15 @@ static void close_from(int lo, int keep)
 		   syscall(SYS_close_range, (unsigned)keep + 1, ~0U, 0U) == 0) {
 		return;
 	}
-	for (fd = lo; fd < 4096; fd++)	/* kernels before 5.9 */
+	for (fd = lo; fd < end; fd++)	/* kernels before 5.9 */
 		if (fd != keep)
 			close(fd);
 }
 
 /* Child side.  Never returns: execs or _exits(127) with the errno in *err. */
 static void child_exec(const RunnerSpawn *s, char *const envp[], const int fds[3],
-		       pid_t parent, volatile int *err, volatile int *note_later, int errfd)
+		       pid_t parent, volatile int *err, volatile int *note_later, int errfd,
+		       int fd_end)
 {
 	struct sigaction sa;
 	sigset_t none;
@@ -121,7 +125,7 @@ static void child_exec(const RunnerSpawn *s, char *const envp[], const int fds[3
 	if (child_dup(fds[0], 0) < 0 || child_dup(fds[1], 1) < 0 ||
 	    child_dup(fds[2], 2) < 0)
 		goto fail;
-	close_from(3, errfd);
+	close_from(3, errfd, fd_end);
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
 	execve(s->path, s->argv, envp);
@@ -199,9 +203,10 @@ int runner_proc_spawn(RunnerProc *p, const RunnerSpawn *s)
 	int in[2] = { -1, -1 }, out[2] = { -1, -1 }, err[2] = { -1, -1 };
 	int errp[2] = { -1, -1 };
 	int fds[3], rc = 0, e = 0;
-	volatile int child_err = 0, note_later = 0;
+	volatile int child_err = 0, note_later = 0, fd_end;
 	sigset_t all, old;
 	pid_t pid, parent = getpid();
+	long om;
 
 	memset(p, 0, sizeof *p);
 	p->pid = -1;
@@ -229,6 +234,8 @@ int runner_proc_spawn(RunnerProc *p, const RunnerSpawn *s)
 		goto out;
 	}
 #endif
+	om = sysconf(_SC_OPEN_MAX);
+	fd_end = om < 4096 ? 4096 : om > INT_MAX ? INT_MAX : (int)om;
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 #ifdef RUNNER_USE_FORK
@@ -237,7 +244,7 @@ int runner_proc_spawn(RunnerProc *p, const RunnerSpawn *s)
 	pid = vfork();
 #endif
 	if (pid == 0)
-		child_exec(s, envp, fds, parent, &child_err, &note_later, errp[1]);
+		child_exec(s, envp, fds, parent, &child_err, &note_later, errp[1], fd_end);
 	e = errno;
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (pid < 0) {
