@@ -171,11 +171,15 @@ def test_pipelined_list_parked_for_the_projector_does_not_spin(make_server):
         sk = socket.create_connection(("127.0.0.1", s.port), timeout=10)
         sk.sendall(req)
         out = b""
-        while out.count(b"HTTP/1.1 200") < 2:
+        while out.count(b"HTTP/1.1 ") < 2:
             d = sk.recv(65536)
             assert d, out
             out += d
         sk.close()
+        # The list (200, from the read model as it is), then /healthz: 503
+        # "stuck" by then (the projector has waited 2 s for the lock).
+        assert out.startswith(b"HTTP/1.1 200"), out
+        assert b"HTTP/1.1 503" in out and b"stuck for" in out, out
         with open("/proc/%d/stat" % s.proc.pid) as f:
             t1 = sum(int(x) for x in f.read().rsplit(")", 1)[1].split()[11:13])
         ticks = os.sysconf("SC_CLK_TCK")
