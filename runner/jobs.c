@@ -750,9 +750,7 @@ void runner_attempt_end(Runner *r, int idx)
 		j->status = JG_ST_CANCELED;
 		EMIT(r, j, x, event_canceled(&x->e, j->name, j->id, j->attempt, q ? q->actor : ""), q);
 	} else if (rp->why == WHY_CLOSE) {
-		/* The operator's stop, not the job's failure: the next start
-		 * runs it again even if this was its last attempt. */
-		runner_job_fail(r, j, code, sig, "interrupted", dur, RETRY_ANYWAY);
+		runner_job_fail(r, j, code, sig, "interrupted", dur, 1);
 	} else if (rp->why == WHY_TIMEOUT) {
 		runner_job_fail(r, j, code, sig, "timeout", dur, 1);
 	} else if (code == 0) {
@@ -812,22 +810,23 @@ void runner_orphans_reap(Runner *r)
 	}
 }
 
-/* Ask rp's group to stop: SIGTERM now, SIGKILL after grace_ns. */
-void runner_attempt_stop(RProc *rp, int why, int64_t grace_ns)
+/* Ask rp's group to stop: SIGTERM now, SIGKILL after grace_ns.  0 when
+ * its leader had already exited on its own (since the last poll): that
+ * outcome stands, and a cancel, timeout or shutdown must not rewrite it. */
+int runner_attempt_stop(RProc *rp, int why, int64_t grace_ns)
 {
-	/* A leader that exited on its own since the last poll has its
-	 * outcome: a cancel, timeout or shutdown must not rewrite it. */
 	if (!rp->spawning && rp->why == WHY_NONE && runner_proc_exited(&rp->p))
-		return;
+		return 0;
 	if (rp->why == WHY_NONE || why == WHY_CANCEL)
 		rp->why = why;
 	if (rp->kill_ns)
-		return;		/* already stopping: keep the earlier SIGKILL */
+		return 1;	/* already stopping: keep the earlier SIGKILL */
 	if (rp->spawning) {
 		rp->stop_grace_ns = grace_ns;	/* sent once the pid is known */
-		return;
+		return 1;
 	}
 	runner_proc_signal(&rp->p, SIGTERM);
 	rp->kill_ns = now_ns() + grace_ns;
+	return 1;
 }
 

@@ -187,20 +187,21 @@ void runner_req_cancel(Runner *r, RunnerReq *q)
 		runner_req_answer(q, job_lookup(r, q->job_id, &ev) ? JG_ECONFLICT : JG_ENOTFOUND);
 		return;
 	}
-	if (j->status == JG_ST_RUNNING && j->proc && !j->proc->spawning &&
-	    j->proc->why == WHY_NONE && runner_proc_exited(&j->proc->p)) {
-		/* It ended on its own before this cancel came: decide on
-		 * its outcome (409 if final, a cancel if a retry is queued)
-		 * once the event that records it is durable. */
-		q->next = j->deferred;
-		j->deferred = q;
-	} else if (j->status == JG_ST_RUNNING && j->proc) {
+	if (j->status == JG_ST_RUNNING && j->proc) {
 		RunnerReq **tail = &j->waiters;	/* in arrival order: the */
+
+		if (!runner_attempt_stop(j->proc, WHY_CANCEL, KILL_GRACE_NS)) {
+			/* It ended on its own before this cancel came: decide
+			 * on its outcome (409 if final, a cancel if a retry is
+			 * queued) once the event that records it is durable. */
+			q->next = j->deferred;
+			j->deferred = q;
+			return;
+		}
 		while (*tail)			/* event names the first */
 			tail = &(*tail)->next;
 		q->next = NULL;
 		*tail = q;
-		runner_attempt_stop(j->proc, WHY_CANCEL, KILL_GRACE_NS);
 	} else if (j->status == JG_ST_QUEUED) {
 		runner_fifo_del(r, j);
 		runner_heap_del(r, j);

@@ -172,7 +172,8 @@ void runner_spawners_start(Runner *r);
 void runner_spawners_stop(Runner *r);
 void runner_spawn_push(Runner *r, RProc *rp);
 /* allow_retry: 0 final; 1 by the job's policy; RETRY_ANYWAY also past
- * max_attempts, for an attempt that never ran (it does not count). */
+ * max_attempts, for an attempt whose process never started (its number is
+ * used up all the same: attempts may then exceed max_attempts by one). */
 #define RETRY_ANYWAY 2
 void runner_job_fail(Runner *r, RJob *j, int exit_code, int sig, const char *err,
 		     int64_t dur_ms, int allow_retry);
@@ -183,7 +184,7 @@ void runner_snap_end(Runner *r);
 void runner_attempt_start(Runner *r, RJob *j, const char *p, size_t n);
 void runner_dispatch(Runner *r);
 void runner_attempt_end(Runner *r, int idx);
-void runner_attempt_stop(RProc *rp, int why, int64_t grace_ns);
+int  runner_attempt_stop(RProc *rp, int why, int64_t grace_ns);
 void runner_tail(Runner *r, int closing);
 void runner_req_answer(RunnerReq *q, int rc);
 void runner_reqs_answer(RunnerReq **list, int rc, uint64_t seq);	/* a ->next chain */

@@ -218,7 +218,7 @@ TEST(stop_after_the_leader_exited_keeps_its_outcome)
 		CHECK(!runner_proc_step(&rp.p, pf, k));
 	}
 	CHECK(runner_proc_exited(&rp.p) && !rp.p.reaped);
-	runner_attempt_stop(&rp, WHY_CANCEL, 1000000000);
+	CHECK(runner_attempt_stop(&rp, WHY_CANCEL, 1000000000) == 0);
 	CHECK(rp.why == WHY_NONE && rp.kill_ns == 0);
 	for (i = 0; i < 100 && !done; i++) {
 		int k = runner_proc_fds(&rp.p, pf);
@@ -229,7 +229,7 @@ TEST(stop_after_the_leader_exited_keeps_its_outcome)
 	runner_proc_release(&rp.p);
 
 	CHECK(!runner_proc_exited(&live.p));
-	runner_attempt_stop(&live, WHY_CANCEL, 1000000000);
+	CHECK(runner_attempt_stop(&live, WHY_CANCEL, 1000000000) == 1);
 	CHECK(live.why == WHY_CANCEL && live.kill_ns != 0);
 	for (i = 0, done = 0; i < 100 && !done; i++) {
 		int k = runner_proc_fds(&live.p, pf);
