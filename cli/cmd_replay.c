@@ -257,7 +257,7 @@ int cmd_replay(int argc, char **argv)
 			return 1;
 		}
 		/* Held until exit: no server may start on a half-swapped dir. */
-		rc = jg_datadir_lock(a.dir, &lockfd);
+		rc = jg_datadir_lock(a.dir, &lockfd, NULL);
 		if (rc == JG_ELOCKED) {
 			fprintf(stderr, "jobgate replay: %s is in use by a running server;"
 				" stop it first, or use --out FILE or --check\n", a.dir);

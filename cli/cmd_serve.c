@@ -379,71 +379,48 @@ out:
 }
 
 /* How much of the data dir a start may take back if it fails before its
- * api ran (the port was taken, say): nothing of an existing dir that holds
- * anything; the files of an existing empty dir; or, when part of the path
- * is missing, everything from its first missing directory (*top_len bytes
- * of dir) down.  No request was taken, so nothing acknowledged can be in
- * what is removed. */
+ * api ran (the port was taken, say): the directories it created (made by
+ * jg_datadir_lock), with what it put in them; the files of an existing dir
+ * that held nothing but a lock file; else nothing.  Decided once the lock
+ * is held, on what mkdir really did: a path like "new/../old" names an
+ * existing dir through a new one.  No request was taken, so nothing
+ * acknowledged can be in what is removed. */
 enum { FRESH_NO, FRESH_EMPTY, FRESH_MADE };
 
-static int fresh_kind(const char *dir, size_t *top_len)
+static int fresh_kind(const char *dir, const JgMade *made)
 {
-	char path[4096];
-	size_t n = strlen(dir);
 	struct dirent *de;
 	DIR *d;
 	int empty = 1;
 
-	if (n == 0 || n >= sizeof path)
-		return FRESH_NO;
-	memcpy(path, dir, n + 1);
-	for (size_t i = 1; i <= n; i++) {
-		if ((path[i] != '/' && path[i] != '\0') || path[i - 1] == '/')
-			continue;
-		path[i] = '\0';
-		if (access(path, F_OK) != 0) {
-			*top_len = i;
-			return errno == ENOENT ? FRESH_MADE : FRESH_NO;
-		}
-		path[i] = dir[i];
-	}
+	if (made->leaf && made->n > 0)
+		return FRESH_MADE;
 	if (!(d = opendir(dir)))
 		return FRESH_NO;
 	while (empty && (de = readdir(d)))
-		empty = !strcmp(de->d_name, ".") || !strcmp(de->d_name, "..");
+		empty = !strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") ||
+			!strcmp(de->d_name, "lock");
 	closedir(d);
 	return empty ? FRESH_EMPTY : FRESH_NO;
 }
 
 /* Remove what serve made in a fresh data dir (each module names its own
- * files), then the directories it created, deepest first.  A directory
- * that holds anything else stays, and so do its parents. */
-static void drop_fresh(const char *dir, int kind, size_t top_len)
+ * files), then the directories it created, deepest first (for "new/../old"
+ * only "new": rmdir leaves anything that is not empty). */
+static void drop_fresh(const char *dir, int kind, const JgMade *made)
 {
 	char path[4200];
-	size_t n;
 
-	snprintf(path, sizeof path, "%s/token", dir);
-	unlink(path);
-	snprintf(path, sizeof path, "%s/jobs.db", dir);
-	proj_remove(path);
-	log_remove(dir);
-	snprintf(path, sizeof path, "%s/lock", dir);
-	unlink(path);
-	if (kind != FRESH_MADE)
-		return;
-	snprintf(path, sizeof path, "%s", dir);
-	for (n = strlen(path); n >= top_len; n = strlen(path)) {
-		while (n > 1 && path[n - 1] == '/')
-			path[--n] = '\0';
-		if (n < top_len || rmdir(path) != 0)
-			return;
-		while (n > 0 && path[n - 1] != '/')
-			n--;		/* up to the parent */
-		if (n == 0)
-			return;
-		path[n] = '\0';
+	if (kind != FRESH_NO) {
+		snprintf(path, sizeof path, "%s/token", dir);
+		unlink(path);
+		snprintf(path, sizeof path, "%s/jobs.db", dir);
+		proj_remove(path);
+		log_remove(dir);
+		snprintf(path, sizeof path, "%s/lock", dir);
+		unlink(path);
 	}
+	jg_made_undo(dir, made);
 }
 
 int cmd_serve(int argc, char **argv)
@@ -453,7 +430,7 @@ int cmd_serve(int argc, char **argv)
 	char tok[JG_TOKEN_MAX + 2] = "", msg[4608];	/* + 1 to tell "too long" */
 	sigset_t set;
 	int rc, lockfd, created = 0, have_data_token = 0, welcomed = 0, served = 0, code, fresh;
-	size_t top_len = 0;
+	JgMade made;
 
 	for (int i = 1; i < argc; i++)
 		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
@@ -465,8 +442,7 @@ int cmd_serve(int argc, char **argv)
 		config_free(c);
 		return rc;
 	}
-	fresh = fresh_kind(c->data_dir, &top_len);
-	rc = jg_datadir_lock(c->data_dir, &lockfd);
+	rc = jg_datadir_lock(c->data_dir, &lockfd, &made);
 	if (rc == JG_ELOCKED) {
 		fprintf(stderr, "jobgate serve: data dir %s is in use by another jobgate serve\n", c->data_dir);
 		config_free(c);
@@ -482,9 +458,11 @@ int cmd_serve(int argc, char **argv)
 		config_free(c);
 		return 1;
 	}
+	fresh = fresh_kind(c->data_dir, &made);
 	if ((rc = setup_tokens(c, tok, sizeof tok, &created, &have_data_token, msg,
 			       sizeof msg)) != 0) {
 		fprintf(stderr, "jobgate serve: %s\n", msg);
+		drop_fresh(c->data_dir, fresh, &made);
 		config_free(c);
 		return rc;
 	}
@@ -507,8 +485,8 @@ int cmd_serve(int argc, char **argv)
 		snprintf(path, sizeof path, "%s/token", c->data_dir);
 		unlink(path);
 	}
-	if (fresh != FRESH_NO && code != 0 && !served)	/* never after taking a request */
-		drop_fresh(c->data_dir, fresh, top_len);
+	if (code != 0 && !served)	/* never after taking a request */
+		drop_fresh(c->data_dir, fresh, &made);
 	memset(tok, 0, sizeof tok);
 	config_free(c);
 	return code;

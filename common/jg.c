@@ -281,24 +281,52 @@ int jg_parse_time(const char *s, size_t n, int64_t *ms)
 	return 0;
 }
 
-/* mkdir -p: create each missing component of dir with mode 0700. */
-static int jg_mkdirs(const char *dir)
+/* mkdir -p: create each missing component of dir with mode 0700, noting
+ * in *made (if not NULL) each one this call created. */
+static int jg_mkdirs(const char *dir, JgMade *made)
 {
 	char path[4096];
 	size_t i, n = strlen(dir);
 
+	if (made)
+		made->n = made->leaf = 0;
 	if (n == 0 || n >= sizeof path)
 		return n == 0 ? JG_EINVAL : ENAMETOOLONG;
 	memcpy(path, dir, n + 1);
 	for (i = 1; i <= n; i++) {
-		if (path[i] != '/' && path[i] != '\0')
-			continue;
+		if ((path[i] != '/' && path[i] != '\0') || path[i - 1] == '/')
+			continue;	/* "a//b", "a/": no second mkdir of "a" */
 		path[i] = '\0';
-		if (mkdir(path, 0700) != 0 && errno != EEXIST)
+		if (mkdir(path, 0700) == 0) {
+			if (made && made->n >= 0 && made->n < JG_MADE_MAX)
+				made->len[made->n++] = i;
+			else if (made)
+				made->n = -1;	/* too many to note: none is removed */
+			if (made)
+				made->leaf = 1;
+		} else if (errno == EEXIST) {
+			if (made)
+				made->leaf = 0;
+		} else {
 			return errno;
+		}
 		path[i] = i < n ? '/' : '\0';
 	}
 	return 0;
+}
+
+void jg_made_undo(const char *dir, const JgMade *made)
+{
+	char path[4096];
+
+	for (int k = made->n - 1; k >= 0; k--) {
+		if (made->len[k] >= sizeof path)
+			return;
+		memcpy(path, dir, made->len[k]);
+		path[made->len[k]] = '\0';
+		if (rmdir(path) != 0)
+			return;		/* not empty (not ours alone): leave it and above */
+	}
 }
 
 static int jg_lock_path(const char *dir, char *out, size_t cap)
@@ -308,13 +336,16 @@ static int jg_lock_path(const char *dir, char *out, size_t cap)
 	return k < 0 || (size_t)k >= cap ? ENAMETOOLONG : 0;
 }
 
-int jg_datadir_lock(const char *dir, int *fd)
+int jg_datadir_lock(const char *dir, int *fd, JgMade *made)
 {
 	char path[4096];
+	JgMade own;
 	int rc, lfd = -1;
 
 	*fd = -1;
-	if ((rc = jg_mkdirs(dir)) != 0)
+	if (!made)
+		made = &own;
+	if ((rc = jg_mkdirs(dir, made)) != 0)
 		goto out;
 	if ((rc = jg_lock_path(dir, path, sizeof path)) != 0)
 		goto out;
@@ -332,6 +363,15 @@ int jg_datadir_lock(const char *dir, int *fd)
 out:
 	if (lfd >= 0)
 		close(lfd);
+	if (rc != 0 && rc != JG_ELOCKED) {
+		/* Nothing of ours can be in what this call made but the lock
+		 * file (a lock held elsewhere means another process uses the
+		 * dir: leave it alone). */
+		if (made->leaf && made->n > 0 && jg_lock_path(dir, path, sizeof path) == 0)
+			unlink(path);
+		jg_made_undo(dir, made);
+		made->n = made->leaf = 0;
+	}
 	return rc;
 }
 

@@ -57,9 +57,23 @@ int jg_fmt_time(int64_t ms, char *out);
 /* Parse jg_fmt_time's form back to ms; 0 or JG_EINVAL. */
 int jg_parse_time(const char *s, size_t n, int64_t *ms);
 
+/* The directories a call created on the way to a data dir: len[k] bytes
+ * of its path name the k-th, outermost first; leaf: the data dir itself
+ * was created by it.  n is -1 when there were too many to note. */
+#define JG_MADE_MAX 64
+typedef struct JgMade {
+	int    n, leaf;
+	size_t len[JG_MADE_MAX];
+} JgMade;
+
 /* Take the exclusive lock DIR/lock (creating DIR), held until exit: 0,
- * JG_ELOCKED if another process holds it, or errno. *fd gets the fd. */
-int jg_datadir_lock(const char *dir, int *fd);
+ * JG_ELOCKED if another process holds it, or errno. *fd gets the fd.
+ * made (may be NULL) gets the directories created for it; on a failure
+ * they are removed again (made->n is then 0). */
+int jg_datadir_lock(const char *dir, int *fd, JgMade *made);
+/* rmdir what made names, innermost first, stopping at one that is not
+ * empty: for a start that failed once its own files are gone. */
+void jg_made_undo(const char *dir, const JgMade *made);
 /* 1 if some process holds DIR/lock now, else 0. */
 int jg_datadir_busy(const char *dir);
 

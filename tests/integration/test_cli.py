@@ -355,6 +355,34 @@ def test_port_in_use_says_what_to_do_and_keeps_no_unseen_token(tmp_path):
     finally:
         held.close()
     assert r.returncode == 1 and (tmp_path / "own" / "notes").read_text() == "mine"
+    # A path that reaches an existing data dir through a new directory
+    # ("new/../old") is no fresh dir: its log stays (reviewer, session 8:
+    # the old check saw "new" missing and removed old's log and jobs.db).
+    old = tmp_path / "old"
+    p = subprocess.Popen([BIN, "serve", "--listen", "127.0.0.1:0", "--data-dir", str(old)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=dict(env, JOBGATE_TOKEN="tok-fresh-1234567"))
+    try:
+        deadline = time.time() + 10
+        while time.time() < deadline and not (old / "jobs.db").exists():
+            time.sleep(0.05)
+        time.sleep(0.3)
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.communicate(timeout=30)
+    before = sorted(os.listdir(old))
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    held.listen(1)
+    try:
+        r = run("serve", "--listen", "127.0.0.1:%d" % held.getsockname()[1],
+                "--data-dir", str(tmp_path / "new" / ".." / "old"),
+                env=dict(env, JOBGATE_TOKEN="tok-fresh-1234567"))
+    finally:
+        held.close()
+    assert r.returncode == 1, r.stderr
+    assert sorted(os.listdir(old)) == before and (old / "log" / "data.mdb").exists()
+    assert not (tmp_path / "new").exists()
     p = subprocess.Popen([BIN, "serve", "--listen", "127.0.0.1:0", "--data-dir", data],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
