@@ -466,21 +466,21 @@ TEST(datadir_lock_excludes)
 
 	snprintf(dir, sizeof dir, "%s/a/b/data", t_dir());
 	CHECK(jg_datadir_busy(dir) == 0);
-	CHECK_RC(jg_datadir_lock(dir, &fd));
+	CHECK_RC(jg_datadir_lock(dir, &fd, NULL));
 	CHECK(fd >= 0);
 	CHECK(jg_datadir_busy(dir) == 1);
 	/* Another process cannot take it. */
 	pid = fork();
 	if (pid == 0) {
 		int f2 = -1;
-		_exit(jg_datadir_lock(dir, &f2) == JG_ELOCKED && f2 == -1 ? 0 : 1);
+		_exit(jg_datadir_lock(dir, &f2, NULL) == JG_ELOCKED && f2 == -1 ? 0 : 1);
 	}
 	CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0);
 	/* Nor can a second open file description in this process. */
-	CHECK(jg_datadir_lock(dir, &fd2) == JG_ELOCKED);
+	CHECK(jg_datadir_lock(dir, &fd2, NULL) == JG_ELOCKED);
 	close(fd);
 	CHECK(jg_datadir_busy(dir) == 0);
-	CHECK_RC(jg_datadir_lock(dir, &fd2));
+	CHECK_RC(jg_datadir_lock(dir, &fd2, NULL));
 	close(fd2);
 }
 
@@ -494,7 +494,52 @@ TEST(datadir_lock_reports_errno)
 	CHECK(fd >= 0);
 	close(fd);
 	snprintf(dir, sizeof dir, "%s/sub", file);
-	CHECK(jg_datadir_lock(dir, &f) == ENOTDIR && f == -1);
+	CHECK(jg_datadir_lock(dir, &f, NULL) == ENOTDIR && f == -1);
+}
+
+/* What jg_datadir_lock created is noted exactly: nested new dirs, a path
+ * that reaches an existing dir through a new one ("new/../old": only
+ * "new" is ours, the data dir is not), trailing and doubled slashes; and
+ * undoing it removes only those, and only while empty.  (A lock that fails
+ * after its mkdirs undoes them itself: no failure to stage here as root.) */
+TEST(datadir_lock_notes_what_it_made)
+{
+	char dir[400], old[400], p[500];
+	struct stat sb;
+	JgMade m;
+	int fd;
+
+	snprintf(dir, sizeof dir, "%s/m1/m2//m3/", t_dir());
+	CHECK_RC(jg_datadir_lock(dir, &fd, &m));
+	close(fd);
+	CHECK(m.n == 3 && m.leaf == 1);
+	CHECK(m.len[0] == strlen(t_dir()) + 3 && m.len[2] == strlen(dir) - 1);
+	snprintf(p, sizeof p, "%s/lock", dir);
+	CHECK(unlink(p) == 0);
+	jg_made_undo(dir, &m);
+	snprintf(p, sizeof p, "%s/m1", t_dir());
+	CHECK(stat(p, &sb) != 0 && errno == ENOENT);
+
+	snprintf(old, sizeof old, "%s/old", t_dir());
+	CHECK(mkdir(old, 0700) == 0);
+	snprintf(dir, sizeof dir, "%s/new/../old", t_dir());
+	CHECK_RC(jg_datadir_lock(dir, &fd, &m));
+	close(fd);
+	CHECK(m.n == 1 && m.leaf == 0 && m.len[0] == strlen(t_dir()) + 4);
+	jg_made_undo(dir, &m);		/* "new" only: "old" holds the lock */
+	snprintf(p, sizeof p, "%s/new", t_dir());
+	CHECK(stat(p, &sb) != 0 && errno == ENOENT);
+	snprintf(p, sizeof p, "%s/lock", old);
+	CHECK(stat(p, &sb) == 0);
+
+	/* A dir that is not empty stops the undo there, and above it. */
+	snprintf(dir, sizeof dir, "%s/k1/k2", t_dir());
+	CHECK_RC(jg_datadir_lock(dir, &fd, &m));
+	close(fd);
+	CHECK(m.n == 2 && m.leaf == 1);
+	jg_made_undo(dir, &m);		/* k2 holds the lock file */
+	CHECK(stat(dir, &sb) == 0);
+
 }
 
 /* Capture stderr into a file around fn, return its contents. */
@@ -629,6 +674,7 @@ int main(void)
 	RUN(strerror_names_everything);
 	RUN(datadir_lock_excludes);
 	RUN(datadir_lock_reports_errno);
+	RUN(datadir_lock_notes_what_it_made);
 	RUN(log_lines_are_json);
 	RUN(log_number_attrs_are_json_numbers);
 	RUN(log_threads_never_interleave);
