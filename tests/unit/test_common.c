@@ -539,7 +539,6 @@ TEST(datadir_lock_notes_what_it_made)
 	CHECK(m.n == 2 && m.leaf == 1);
 	jg_made_undo(dir, &m);		/* k2 holds the lock file */
 	CHECK(stat(dir, &sb) == 0);
-
 }
 
 /* Capture stderr into a file around fn, return its contents. */
