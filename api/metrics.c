@@ -14,8 +14,8 @@
 
 /* 200 "ok"; 503 "degraded" while the projector cannot apply the log (the
  * read model then stops moving: a damaged record needs an operator), or
- * has been stuck in one batch as long as a list waits for it (lists then
- * answer from a read model that lacks acknowledged jobs). */
+ * has waited for a lock on jobs.db as long as a list waits for it (lists
+ * then answer from a read model that lacks acknowledged jobs). */
 int api_healthz(Api *a, ApiReq *r)
 {
 	Buf *b = &a->job;

@@ -50,6 +50,7 @@ typedef struct ProjDb {
 	struct JobState *held;		/* [PDB_HOLD_MAX], spans into the snapshot */
 	uint16_t     *slot;		/* [2 * PDB_HOLD_MAX]: 1 + index into held, 0 empty */
 	int           nheld;
+	int64_t       busy_since, busy_last;	/* atomic: pdb_busy's current wait */
 } ProjDb;
 
 /* Open path (created if missing) and bring its schema to PDB_VERSION.
@@ -65,6 +66,9 @@ int  pdb_begin(ProjDb *d);
 int  pdb_apply(ProjDb *d, const LogEvent *ev);
 int  pdb_flush(ProjDb *d);			/* write the held jobs' rows */
 int  pdb_commit(ProjDb *d);			/* stores d->applied, commits */
+/* Any thread: how long (ms) d's connection has been waiting for another
+ * connection's lock, while it still waits; else 0. */
+int64_t pdb_busy_ms(ProjDb *d);
 void pdb_rollback(ProjDb *d);			/* d->applied = committed */
 /* PDB_BULK only: build the indexes, stamp the version, switch to WAL. */
 int  pdb_bulk_finish(ProjDb *d);

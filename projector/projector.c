@@ -43,6 +43,7 @@
 #include "../common/jg.h"
 
 #define PROJ_BATCH   4096	/* events per live transaction */
+#define PROJ_BATCH_BYTES (16u << 20)	/* and at most about this much event text */
 #define PROJ_SLOTS   64
 #define PROJ_WATCHERS 4
 
@@ -61,7 +62,6 @@ struct Projector {
 	uint64_t   batches, events, apply_ns, errors;	/* atomic counters */
 	int        fail_rc;	/* atomic: the last catch-up failed (0: it did not) */
 	uint64_t   fail_seq;	/* atomic: the seq it could not apply */
-	int64_t    batch_t0;	/* atomic: mono ns the batch being applied began; 0: none */
 	pthread_mutex_t wmu;	/* the watcher list: proj_unwatch waits out a call */
 	int        nwatch;	/* {wmu} */
 	struct { void (*fn)(void *, uint64_t); void *ctx; } watch[PROJ_WATCHERS];	/* {wmu} */
@@ -182,10 +182,9 @@ out:
 
 int64_t proj_stalled_ms(Projector *p, uint64_t *seq)
 {
-	int64_t t0 = __atomic_load_n(&p->batch_t0, __ATOMIC_RELAXED), ms;
+	int64_t ms = pdb_busy_ms(&p->d);
 
 	*seq = proj_applied(p) + 1;
-	ms = t0 ? (jg_mono_ns() - t0) / 1000000 : 0;
 	return ms >= PROJ_STALL_MS ? ms : 0;
 }
 
@@ -230,15 +229,18 @@ void proj_unwatch(Projector *p, void (*fn)(void *ctx, uint64_t applied), void *c
 }
 
 /*
- * Fold up to `max` events after d->applied, read from one snapshot of the
- * log, into the current transaction.  Returns 0 when it stopped at `max`,
- * at `upto` or at the snapshot's head; *n gets the number applied, and
- * *bad the seq of an event that failed to apply (else it is left alone).
+ * Fold up to `max` events (and about PROJ_BATCH_BYTES of them: big
+ * payloads make short batches) after d->applied, read from one snapshot of
+ * the log, into the current transaction.  Returns 0 when it stopped at a
+ * limit, at `upto` or at the snapshot's head; *n gets the number applied,
+ * and *bad the seq of an event that failed to apply (else it is left
+ * alone).
  */
 static int proj_fold_some(ProjDb *d, LogReader *rd, uint64_t upto, int max, int *n,
 			  uint64_t *bad)
 {
 	LogEvent ev;
+	size_t bytes = 0;
 	int rc;
 
 	*n = 0;
@@ -250,7 +252,8 @@ static int proj_fold_some(ProjDb *d, LogReader *rd, uint64_t upto, int max, int 
 			*bad = ev.seq;
 			break;
 		}
-		if (++*n == max || ev.seq >= upto)
+		bytes += ev.json_len;
+		if (++*n == max || ev.seq >= upto || bytes >= PROJ_BATCH_BYTES)
 			break;
 		rc = log_reader_next(rd, &ev);
 	}
@@ -270,16 +273,13 @@ static int proj_batch(Projector *p, uint64_t upto, int *n, uint64_t *bad)
 	int64_t t0 = jg_mono_ns();
 	int rc, i;
 
-	__atomic_store_n(&p->batch_t0, t0, __ATOMIC_RELAXED);
 	if ((rc = pdb_begin(&p->d)) != 0 ||
 	    (rc = proj_fold_some(&p->d, p->rd, upto, PROJ_BATCH, n, bad)) != 0 ||
 	    (rc = pdb_commit(&p->d)) != 0) {
 		if (p->d.in_txn)	/* a failed commit rolled back already */
 			pdb_rollback(&p->d);
-		__atomic_store_n(&p->batch_t0, 0, __ATOMIC_RELAXED);
 		return rc;
 	}
-	__atomic_store_n(&p->batch_t0, 0, __ATOMIC_RELAXED);
 	__atomic_store_n(&p->applied, p->d.applied, __ATOMIC_RELEASE);
 	__atomic_add_fetch(&p->batches, 1, __ATOMIC_RELAXED);
 	__atomic_add_fetch(&p->events, (uint64_t)*n, __ATOMIC_RELAXED);

@@ -31,10 +31,11 @@ uint64_t proj_applied(Projector *p);	/* last applied seq, any thread */
  * attempt (it retries with backoff) and in *seq the event it could not
  * apply.  A damaged record keeps it failing until an operator acts. */
 int  proj_failing(Projector *p, uint64_t *seq);
-/* Any thread: how long (ms) the batch being applied has been at it, when
- * that is PROJ_STALL_MS or more (an operator's lock on jobs.db, a slow
- * disk), else 0; *seq = the first event it applies.  Lists stop waiting
- * for the projector after as long. */
+/* Any thread: how long (ms) the projector has been waiting for another
+ * connection's lock on jobs.db (an operator's shell), when that is
+ * PROJ_STALL_MS or more, else 0; *seq = the first event it would apply.
+ * Lists stop waiting for the projector after as long.  A long batch that
+ * makes progress is not a stall. */
 #define PROJ_STALL_MS 2000
 int64_t proj_stalled_ms(Projector *p, uint64_t *seq);
 /* Called on the projector thread after each applied batch; must not block.

@@ -35,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../common/jg.h"
 #include "../log/event.h"
@@ -270,6 +271,37 @@ static int pdb_prepare(ProjDb *d)
 	return 0;
 }
 
+/* SQLite's busy handler: only an outside writer (an operator's shell) can
+ * make us wait.  Like sqlite3_busy_timeout(5000), and it notes the wait,
+ * so /healthz tells a projector stuck behind a lock from one busy with a
+ * long batch.  It runs every <= 20 ms while waiting: busy_last that recent
+ * means "waiting now". */
+#define PDB_BUSY_MS 5000
+
+static int pdb_busy(void *arg, int count)
+{
+	ProjDb *d = arg;
+	int64_t now = jg_mono_ns();
+
+	if (count == 0)
+		__atomic_store_n(&d->busy_since, now, __ATOMIC_RELAXED);
+	__atomic_store_n(&d->busy_last, now, __ATOMIC_RELAXED);
+	if (now - __atomic_load_n(&d->busy_since, __ATOMIC_RELAXED) >= PDB_BUSY_MS * 1000000LL)
+		return 0;	/* SQLITE_BUSY: the batch fails and is retried */
+	usleep(count < 10 ? 1000 : count < 40 ? 5000 : 20000);
+	return 1;
+}
+
+int64_t pdb_busy_ms(ProjDb *d)
+{
+	int64_t now = jg_mono_ns(), since = __atomic_load_n(&d->busy_since, __ATOMIC_RELAXED);
+	int64_t last = __atomic_load_n(&d->busy_last, __ATOMIC_RELAXED);
+
+	if (!since || now - last > 100 * 1000000LL)
+		return 0;
+	return (now - since) / 1000000;
+}
+
 int pdb_open(ProjDb *d, const char *path, int mode)
 {
 	int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
@@ -289,8 +321,7 @@ int pdb_open(ProjDb *d, const char *path, int mode)
 		goto out;
 	}
 	sqlite3_extended_result_codes(d->db, 1);
-	/* Only an outside writer (an operator) can make us wait. */
-	sqlite3_busy_timeout(d->db, 5000);
+	sqlite3_busy_handler(d->db, pdb_busy, d);
 	if (mode == PDB_BULK) {
 		if ((rc = pdb_exec(d->db, bulk_pragmas)) != 0 ||
 		    (rc = pdb_exec(d->db, SCHEMA_V1_TABLES)) != 0)
