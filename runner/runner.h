@@ -99,6 +99,8 @@ int  runner_proc_spawn(RunnerProc *p, const RunnerSpawn *s);
 /* What the spawner threads call: runner_proc_spawn, or a test's stand-in
  * (set before runner_start). */
 extern int (*runner_spawn_fn)(RunnerProc *p, const RunnerSpawn *s);
+/* Tests: 1 = spawn as on a kernel without close_range (the fallback loop). */
+extern int runner_close_range_off;
 /* Fill pf (RUNNER_PROC_FDS entries at most) with what p waits for; count. */
 int  runner_proc_fds(const RunnerProc *p, struct pollfd *pf);
 /* Handle the poll results for pf[0..n) from runner_proc_fds: write stdin,

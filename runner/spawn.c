@@ -36,8 +36,8 @@
  * daemon must not be run by jobgate.
  */
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
-#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -78,14 +78,48 @@ static int child_dup(int src, int dst)
 	return dup2(src, dst) < 0 ? -1 : 0;
 }
 
+/* Parent side, before the vfork: where the child's fallback close loop
+ * (kernels before 5.9, without close_range) may stop.  Not the fd limit:
+ * serve raises it to the hard limit, which can be 2^30 (a billion close()
+ * calls per spawn).  One past the highest fd open now, plus room for a few
+ * another thread opens meanwhile; 0 when close_range works. */
+int runner_close_range_off;
+
+static int child_fd_end(void)
+{
+	static int have_cr = -1;	/* atomic; any thread may fill it in */
+	struct dirent *de;
+	int v = __atomic_load_n(&have_cr, __ATOMIC_RELAXED), max = -1;
+	long om;
+	DIR *d;
+
+	if (v < 0) {
+		v = syscall(SYS_close_range, ~0U, ~0U, 0U) == 0;
+		__atomic_store_n(&have_cr, v, __ATOMIC_RELAXED);
+	}
+	if (v && !runner_close_range_off)
+		return 0;
+	if ((d = opendir("/proc/self/fd"))) {
+		while ((de = readdir(d)))
+			if (de->d_name[0] >= '0' && de->d_name[0] <= '9' && atoi(de->d_name) > max)
+				max = atoi(de->d_name);
+		closedir(d);
+		if (max >= 0)
+			return max + 1 + 256;
+	}
+	om = sysconf(_SC_OPEN_MAX);
+	return om < 4096 ? 4096 : om > (1 << 20) ? 1 << 20 : (int)om;
+}
+
 /* Child side: close every fd >= lo except keep (-1: none); end bounds
- * the loop of kernels without close_range (the fd limit, read by the
- * parent: sysconf is not async-signal-safe). */
+ * the loop of kernels without close_range (child_fd_end). */
 static void close_from(int lo, int keep, int end)
 {
 	int fd;
 
-	if (keep < lo) {
+	if (runner_close_range_off) {
+		/* tests: the loop below, as before Linux 5.9 */
+	} else if (keep < lo) {
 		if (syscall(SYS_close_range, (unsigned)lo, ~0U, 0U) == 0)
 			return;
 	} else if ((keep == lo || syscall(SYS_close_range, (unsigned)lo, (unsigned)keep - 1, 0U) == 0) &&
@@ -206,7 +240,6 @@ int runner_proc_spawn(RunnerProc *p, const RunnerSpawn *s)
 	volatile int child_err = 0, note_later = 0, fd_end;
 	sigset_t all, old;
 	pid_t pid, parent = getpid();
-	long om;
 
 	memset(p, 0, sizeof *p);
 	p->pid = -1;
@@ -234,8 +267,7 @@ int runner_proc_spawn(RunnerProc *p, const RunnerSpawn *s)
 		goto out;
 	}
 #endif
-	om = sysconf(_SC_OPEN_MAX);
-	fd_end = om < 4096 ? 4096 : om > INT_MAX ? INT_MAX : (int)om;
+	fd_end = child_fd_end();
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 #ifdef RUNNER_USE_FORK

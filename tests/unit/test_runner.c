@@ -12,6 +12,7 @@
 #include <signal.h>
 #include <stdint.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -62,6 +63,38 @@ TEST(proc_env_is_exactly_four_vars)
 		lines += *c == '\n';
 	CHECK(lines == 4);
 	runner_proc_release(&p);
+}
+
+/* On a kernel without close_range the child closes fds in a loop: up to
+ * the highest fd the parent has open, not a fixed 4096 (serve raises the
+ * fd limit, so sockets sit above it).  An fd left open without CLOEXEC,
+ * past 4096 when the hard limit allows, must not reach the job. */
+TEST(child_closes_high_fds_without_close_range)
+{
+	char *argv[] = { "/bin/ls", "/proc/self/fd", NULL };
+	RunnerProc p;
+	struct rlimit rl, old;
+	int hi = 1000, fd;
+
+	CHECK(getrlimit(RLIMIT_NOFILE, &old) == 0);
+	rl = old;
+	if (rl.rlim_max == RLIM_INFINITY || rl.rlim_max > 6000) {
+		rl.rlim_cur = 6001;
+		if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+			hi = 6000;
+	}
+	fd = open("/dev/null", O_RDONLY);	/* no O_CLOEXEC, on purpose */
+	CHECK(fd >= 0 && dup2(fd, hi) == hi);
+	close(fd);
+	runner_close_range_off = 1;
+	CHECK_RC(run_proc(&p, argv, "", 0, 4096));
+	runner_close_range_off = 0;
+	CHECK(WIFEXITED(p.status) && WEXITSTATUS(p.status) == 0);
+	buf_add(&p.out, "", 1);
+	CHECK(strcmp(p.out.p, "0\n1\n2\n3\n") == 0);	/* 3: ls's own dir */
+	runner_proc_release(&p);
+	close(hi);
+	setrlimit(RLIMIT_NOFILE, &old);
 }
 
 TEST(proc_stdin_roundtrip_large)
@@ -1164,6 +1197,7 @@ TEST(metrics_render)
 int main(void)
 {
 	RUN(proc_env_is_exactly_four_vars);
+	RUN(child_closes_high_fds_without_close_range);
 	RUN(proc_stdin_roundtrip_large);
 	RUN(proc_stdout_capped_and_flagged);
 	RUN(proc_stderr_tail_keeps_last_lines);
