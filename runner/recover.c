@@ -272,7 +272,12 @@ static void recover_fold(Runner *r, const LogEvent *ev)
 {
 	RJob *j = map_get(r, ev->job_id);
 
-	if (!j && (ev->type == JG_EV_ENQUEUED || ev->type == JG_EV_RETRIED))
+	/* A job's first event, or its first after a final one, is its
+	 * job.enqueued or job.retried; one that was damaged and skipped
+	 * leaves the next unfinished status to introduce the job, so it is
+	 * not left "running" in the log for good. */
+	if (!j && (ev->type == JG_EV_ENQUEUED || ev->type == JG_EV_RETRIED ||
+		   !log_status_final(ev->status)))
 		j = runner_job_new(r, ev->job_id, ev->job, ev->job_len);
 	if (!j)
 		return;

@@ -554,7 +554,7 @@ static uint64_t wait_status(Log *l, uint64_t id, int st, int secs)
 }
 
 /* Decode the job's events into v[0..max); returns the count. */
-static int job_events(Log *l, uint64_t id, EventView *v, Buf *keep, int max)
+static int job_events_from(Log *l, uint64_t id, uint64_t from, EventView *v, Buf *keep, int max)
 {
 	LogReader *rd;
 	LogEvent ev;
@@ -562,7 +562,7 @@ static int job_events(Log *l, uint64_t id, EventView *v, Buf *keep, int max)
 
 	CHECK_RC(log_reader_open(l, &rd));
 	CHECK_RC(log_reader_begin(rd));
-	for (rc = log_reader_job_seek(rd, id, 0, &ev); rc == 0 && n < max;
+	for (rc = log_reader_job_seek(rd, id, from, &ev); rc == 0 && n < max;
 	     rc = log_reader_job_next(rd, &ev)) {
 		CHECK_RC(event_decode(&ev, &v[n]));
 		/* Keep error/result text past the snapshot. */
@@ -576,6 +576,11 @@ static int job_events(Log *l, uint64_t id, EventView *v, Buf *keep, int max)
 	log_reader_end(rd);
 	log_reader_close(rd);
 	return n;
+}
+
+static int job_events(Log *l, uint64_t id, EventView *v, Buf *keep, int max)
+{
+	return job_events_from(l, id, 0, v, keep, max);
 }
 
 #define CFG_HEAD "{\"jobs\":{\"echo\":{\"builtin\":\"echo\"},"
@@ -1176,6 +1181,36 @@ TEST(unreadable_payload_fails_the_attempt)
 	env_close(&e, 1);
 }
 
+/* A job whose job.enqueued is damaged and whose last event says it was
+ * running when the previous process died: recovery skips the damaged
+ * record, learns the job from its job.started, and ends it (interrupted,
+ * then payload unreadable) instead of leaving it "running" for good. */
+TEST(recovery_learns_a_job_whose_enqueued_is_damaged)
+{
+	Env e;
+	LogEntry le;
+	EventView v[8];
+	Buf keep[8] = {{0}};
+
+	env_open(&e, CFG_HEAD "\"cat\":{\"command\":[\"/bin/cat\"],\"backoff_s\":1}}}", 0);
+	uint64_t id = enqueue(e.log, "cat", "\"hi\"", 3);
+	memset(&le, 0, sizeof le);
+	CHECK_RC(event_started(&le, "cat", id, 1));
+	append(e.log, &le);
+	damage_record(e.log, id);
+	CHECK_RC(runner_start(e.run));
+	wait_status(e.log, id, JG_ST_FAILED, 10);
+	int n = job_events_from(e.log, id, id + 1, v, keep, 8);	/* past the damaged one */
+	/* started (the old process), interrupted, started, then the spawn
+	 * reads the payload and cannot */
+	CHECK(n == 4 && v[1].type == JG_EV_FAILED && v[3].type == JG_EV_FAILED);
+	CHECK(strcmp(v[1].error.p, "\"interrupted\"") == 0 && v[1].retry_at_ms > 0);
+	CHECK(strncmp(v[3].error.p, "\"payload unreadable:", 20) == 0 && v[3].status == JG_ST_FAILED);
+	env_close(&e, 5);
+	for (int i = 0; i < 8; i++)
+		buf_free(&keep[i]);
+}
+
 TEST(metrics_render)
 {
 	Env e;
@@ -1224,6 +1259,7 @@ int main(void)
 	RUN(cancel_of_a_job_beyond_the_tail);
 	RUN(close_interrupts_and_records);
 	RUN(unreadable_payload_fails_the_attempt);
+	RUN(recovery_learns_a_job_whose_enqueued_is_damaged);
 	RUN(metrics_render);
 	RUN(refused_events_are_retried_until_durable);
 	RUN(refused_started_not_overtaken);
