@@ -121,8 +121,6 @@ int proj_replay(Log *log, const char *out_path, uint64_t *events)
 	return replay_into(log, out_path, REPLAY_HEAD, events);
 }
 
-/* 1 if the directory holding path may be written (SQLite needs that for a
- * WAL file's -shm). */
 void proj_remove(const char *db_path)
 {
 	static const char *const side[] = { "", "-wal", "-shm" };
@@ -134,6 +132,8 @@ void proj_remove(const char *db_path)
 	}
 }
 
+/* 1 if the directory holding path may be written (SQLite needs that for a
+ * WAL file's -shm). */
 int proj_dir_writable(const char *path)
 {
 	char dir[4200];

@@ -202,13 +202,16 @@ RunEnt *runner_ent_new(Runner *r);
 
 /* Build an event into a fresh RunEnt x with call, then submit it for job
  * j; reqs_ are answered once it is durable (at once with ENOMEM when there
- * is no memory for it: never left waiting). */
+ * is no memory for it: never left waiting, nor are the job's deferred
+ * requests when no other event of it is in flight to decide them). */
 #define EMIT(r, j, x, call, reqs_) do {					\
 		RunEnt *x = runner_ent_new(r);					\
 		if (!x) {						\
 			RunnerReq *q_ = (reqs_);				\
 			jg_log(JG_ERROR, "runner: out of memory", "job", (j)->name, NULL); \
 			runner_reqs_answer(&q_, ENOMEM, 0);			\
+			if (!(j)->inflight)					\
+				runner_reqs_answer(&(j)->deferred, ENOMEM, 0);	\
 			break;						\
 		}							\
 		x->reqs = (reqs_);					\
