@@ -39,10 +39,10 @@ static void on_enqueued(Runner *r, const LogEvent *ev, int closing)
 
 /* A record of the log that does not decode (restored badly, a disk
  * fault): say so and go on past it, so one damaged record does not stop
- * every job after it.  What it said is lost to the runner: a damaged
- * job.enqueued is a job that never runs, a damaged final event one that
- * recovery sees as unfinished and runs again (at-least-once).  0 when
- * the record cannot even be named (its key is damaged): stop there. */
+ * every job after it.  What it said is lost to the runner (a damaged final
+ * event: recovery sees the job unfinished and runs it again; the cases are
+ * in docs/operations.md).  0 when the record cannot even be named (its key
+ * is damaged): stop there. */
 static int skip_damaged(Runner *r, const LogEvent *ev)
 {
 	char seq[24];

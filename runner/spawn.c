@@ -78,13 +78,13 @@ static int child_dup(int src, int dst)
 	return dup2(src, dst) < 0 ? -1 : 0;
 }
 
+int runner_close_range_off;
+
 /* Parent side, before the vfork: where the child's fallback close loop
  * (kernels before 5.9, without close_range) may stop.  Not the fd limit:
  * serve raises it to the hard limit, which can be 2^30 (a billion close()
  * calls per spawn).  One past the highest fd open now, plus room for a few
  * another thread opens meanwhile; 0 when close_range works. */
-int runner_close_range_off;
-
 static int child_fd_end(void)
 {
 	static int have_cr = -1;	/* atomic; any thread may fill it in */
