@@ -770,11 +770,18 @@ static int slow_failing_spawn(RunnerProc *p, const RunnerSpawn *s)
 	return ENOENT;
 }
 
-static void *release_spawn_later(void *arg)
+/* A thread that sets *flag to value 300 ms from now (joined by the test). */
+typedef struct Later {
+	atomic_int *flag;
+	int         value;
+} Later;
+
+static void *set_later(void *arg)
 {
-	(void)arg;
+	Later *l = arg;
+
 	usleep(300 * 1000);
-	atomic_store(&slow_spawn_go, 1);
+	atomic_store(l->flag, l->value);
 	return NULL;
 }
 
@@ -792,7 +799,8 @@ TEST(cancel_during_a_failing_spawn)
 	env_open(&e, CFG_HEAD "\"x\":{\"command\":[\"/bin/true\"],\"max_attempts\":3}}}", 1);
 	uint64_t id = enqueue(e.log, "x", "null", 1);
 	wait_status(e.log, id, JG_ST_RUNNING, 10);	/* started is durable: spawning */
-	CHECK(pthread_create(&th, NULL, release_spawn_later, NULL) == 0);
+	Later go = { &slow_spawn_go, 1 };
+	CHECK(pthread_create(&th, NULL, set_later, &go) == 0);
 	CHECK(request(e.run, RUNNER_CANCEL, id) == 0);
 	pthread_join(th, NULL);
 	wait_status(e.log, id, JG_ST_CANCELED, 5);
@@ -821,19 +829,27 @@ TEST(cancel_queued_at_once)
 	env_close(&e, 0);
 }
 
+/* A previous process: a "cat" job enqueued and started, then it died.
+ * The runner is not started. */
+static uint64_t died_running(Env *e)
+{
+	LogEntry le;
+
+	env_open(e, CFG_HEAD "\"cat\":{\"command\":[\"/bin/cat\"],\"backoff_s\":1}}}", 0);
+	uint64_t id = enqueue(e->log, "cat", "\"hi\"", 3);
+	memset(&le, 0, sizeof le);
+	CHECK_RC(event_started(&le, "cat", id, 1));
+	append(e->log, &le);
+	return id;
+}
+
 TEST(recovery_interrupted_then_rerun)
 {
 	Env e;
-	LogEntry le;
 	EventView v[16];
 	Buf keep[16] = {{0}};
 
-	/* A previous process: enqueued and started, then died. */
-	env_open(&e, CFG_HEAD "\"cat\":{\"command\":[\"/bin/cat\"],\"backoff_s\":1}}}", 0);
-	uint64_t id = enqueue(e.log, "cat", "\"hi\"", 3);
-	memset(&le, 0, sizeof le);
-	CHECK_RC(event_started(&le, "cat", id, 1));
-	append(e.log, &le);
+	uint64_t id = died_running(&e);
 	uint64_t gone = enqueue(e.log, "gone", "1", 3);	/* job no longer configured */
 	usleep(300 * 1000);	/* the "process" ran this long before it died */
 	int64_t t0 = jg_now_ms();
@@ -1079,14 +1095,6 @@ TEST(refused_started_not_overtaken)
 		buf_free(&keep[i]);
 }
 
-static void *commits_back_later(void *arg)
-{
-	(void)arg;
-	usleep(300 * 1000);
-	atomic_store(&fail_commits, 0);
-	return NULL;
-}
-
 /* A job.started that becomes durable only once the server is stopping:
  * nothing was run, so the attempt is interrupted with another to follow,
  * even when it was the last one allowed (reviewer, session 8: a job with
@@ -1109,7 +1117,8 @@ TEST(close_with_a_start_in_flight_keeps_the_last_attempt)
 	while (atomic_load(&failed_commits) < 1 && jg_mono_ns() < end)
 		usleep(5 * 1000);
 	CHECK(atomic_load(&failed_commits) >= 1);
-	CHECK(pthread_create(&th, NULL, commits_back_later, NULL) == 0);
+	Later back = { &fail_commits, 0 };
+	CHECK(pthread_create(&th, NULL, set_later, &back) == 0);
 	runner_close(e.run, 1);		/* the retried started lands meanwhile */
 	pthread_join(th, NULL);
 	log_commit_fn = real_commit;
@@ -1188,15 +1197,10 @@ TEST(unreadable_payload_fails_the_attempt)
 TEST(recovery_learns_a_job_whose_enqueued_is_damaged)
 {
 	Env e;
-	LogEntry le;
 	EventView v[8];
 	Buf keep[8] = {{0}};
 
-	env_open(&e, CFG_HEAD "\"cat\":{\"command\":[\"/bin/cat\"],\"backoff_s\":1}}}", 0);
-	uint64_t id = enqueue(e.log, "cat", "\"hi\"", 3);
-	memset(&le, 0, sizeof le);
-	CHECK_RC(event_started(&le, "cat", id, 1));
-	append(e.log, &le);
+	uint64_t id = died_running(&e);
 	damage_record(e.log, id);
 	CHECK_RC(runner_start(e.run));
 	wait_status(e.log, id, JG_ST_FAILED, 10);
