@@ -117,7 +117,8 @@ int  runner_proc_reap_group(pid_t pgid);
 /* While the job of group pgid runs: reap its members that became our
  * children (their parent in the job exited) and have exited, so a long
  * job that leaves short-lived orphans does not fill the gateway with
- * zombies.  Never its leader: that exit belongs to the job's pidfd. */
+ * zombies (the runner calls it every 50 ms).  Never its leader: that
+ * exit belongs to the job's pidfd. */
 void runner_proc_reap_members(pid_t pgid);
 /* Close and free everything; a still-running group is SIGKILLed and reaped. */
 void runner_proc_release(RunnerProc *p);

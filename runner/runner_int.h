@@ -21,7 +21,7 @@
 #define REQ_MAX		4096			/* queued cancel/retry requests */
 #define ORPHAN_NS	(10LL * 1000000000)	/* reap left-behind group members */
 #define ORPHAN_POLL_MS	20
-#define SWEEP_NS	(1000LL * 1000000)	/* live groups: reap exited orphans */
+#define SWEEP_NS	(50LL * 1000000)	/* live groups: reap exited orphans */
 #define TAIL_BATCH	4096			/* events read per snapshot */
 #define EV_RETRY_MIN_MS	100			/* first resubmit of a refused event */
 #define EV_RETRY_MAX_MS	5000			/* backoff doubles up to this */
