@@ -677,8 +677,20 @@ void runner_attempt_spawned(Runner *r, RProc *rp)
 	rp->deadline_ns = rp->start_ns + (int64_t)spec->timeout_s * 1000000000;
 	r->procs[r->nprocs++] = rp;
 	runner_stats_running(r->stats, 1);
-	if (rp->why != WHY_NONE) {
-		/* Stopped (cancel, shutdown) while it was being spawned. */
+	if (rp->why != WHY_NONE && runner_proc_exited(&rp->p)) {
+		/* Canceled while it was being spawned, but it already ran to
+		 * its end: that outcome stands.  The cancels are decided once
+		 * it is durable, as in runner_req_cancel. */
+		RunnerReq *q, *qn;
+
+		rp->why = WHY_NONE;
+		for (q = j->waiters, j->waiters = NULL; q; q = qn) {
+			qn = q->next;
+			q->next = j->deferred;
+			j->deferred = q;
+		}
+	} else if (rp->why != WHY_NONE) {
+		/* Stopped (a cancel) while it was being spawned. */
 		runner_proc_signal(&rp->p, SIGTERM);
 		rp->kill_ns = rp->start_ns + rp->stop_grace_ns;
 	}

@@ -811,6 +811,47 @@ TEST(cancel_during_a_failing_spawn)
 		buf_free(&keep[i]);
 }
 
+/* A cancel that arrives while the spawner starts a process that then runs
+ * to its end before the runner hears of it: the job's real outcome stands
+ * and the cancel is 409 (reviewer, session 8: it was recorded canceled,
+ * its result dropped, although it had run). */
+static atomic_int spawn_go;
+
+static int spawn_late_report(RunnerProc *p, const RunnerSpawn *s)
+{
+	int rc;
+
+	while (!atomic_load(&spawn_go))
+		usleep(1000);
+	rc = runner_proc_spawn(p, s);
+	usleep(300 * 1000);	/* the process is done before the runner knows */
+	return rc;
+}
+
+TEST(cancel_during_the_spawn_of_a_job_that_finishes)
+{
+	Env e;
+	EventView v[16];
+	Buf keep[16] = {{0}};
+	pthread_t th;
+
+	runner_spawn_fn = spawn_late_report;
+	env_open(&e, CFG_HEAD "\"x\":{\"command\":[\"/bin/echo\",\"done\"],\"max_attempts\":1}}}", 1);
+	uint64_t id = enqueue(e.log, "x", "null", 1);
+	wait_status(e.log, id, JG_ST_RUNNING, 10);
+	Later go = { &spawn_go, 1 };
+	CHECK(pthread_create(&th, NULL, set_later, &go) == 0);
+	CHECK(request(e.run, RUNNER_CANCEL, id) == JG_ECONFLICT);
+	pthread_join(th, NULL);
+	int n = job_events(e.log, id, v, keep, 16);
+	CHECK(n == 3 && v[2].type == JG_EV_SUCCEEDED && strcmp(v[2].result.p, "\"done\\n\"") == 0);
+	env_close(&e, 0);
+	runner_spawn_fn = runner_proc_spawn;
+	atomic_store(&spawn_go, 0);
+	for (int i = 0; i < 16; i++)
+		buf_free(&keep[i]);
+}
+
 TEST(cancel_queued_at_once)
 {
 	Env e;
@@ -1256,6 +1297,7 @@ int main(void)
 	RUN(timeout_kills_and_fails);
 	RUN(cancel_running_then_conflict_then_retry);
 	RUN(cancel_during_a_failing_spawn);
+	RUN(cancel_during_the_spawn_of_a_job_that_finishes);
 	RUN(cancel_queued_at_once);
 	RUN(recovery_interrupted_then_rerun);
 	RUN(recovery_keeps_retried_max_attempts);
