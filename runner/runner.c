@@ -124,10 +124,19 @@ static void timers(Runner *r, int closing)
 	if (r->norph)
 		runner_orphans_reap(r);
 	if (r->nprocs && t >= r->sweep_ns) {
-		for (i = 0; i < r->nprocs; i++)
-			if (!r->procs[i]->spawning && r->procs[i]->p.pid > 0 && !r->procs[i]->p.reaped)
-				runner_proc_reap_members(r->procs[i]->p.pid);
-		r->sweep_ns = t + SWEEP_NS;
+		/* Each group's waitid walks all our children: with many
+		 * processes a sweep costs ms, so it runs only when a child has
+		 * exited, and the next one waits at least 10 times as long as
+		 * this one took (from its end: never back to back). */
+		int64_t t1;
+
+		if (runner_children_exited())
+			for (i = 0; i < r->nprocs; i++)
+				if (!r->procs[i]->spawning && r->procs[i]->p.pid > 0 &&
+				    !r->procs[i]->p.reaped)
+					runner_proc_reap_members(r->procs[i]->p.pid);
+		t1 = now_ns();
+		r->sweep_ns = t1 + (10 * (t1 - t) > SWEEP_NS ? 10 * (t1 - t) : SWEEP_NS);
 	}
 	runner_reaper_retry();
 	if (r->retry_head && !drain_over(r, t))

@@ -518,6 +518,17 @@ void runner_proc_reap_members(pid_t pgid)
 	(void)reap_members(pgid);
 }
 
+/* Runner thread.  See runner.h.  One walk of our children, without
+ * reaping: each waitid(P_PGID) walks them all, so the per-group sweep is
+ * only worth running when this finds something. */
+int runner_children_exited(void)
+{
+	siginfo_t si;
+
+	memset(&si, 0, sizeof si);
+	return waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid != 0;
+}
+
 /* Runner thread.  See runner.h. */
 void runner_proc_release(RunnerProc *p)
 {
