@@ -285,7 +285,8 @@ static int pdb_busy(void *arg, int count)
 
 	if (count == 0)
 		__atomic_store_n(&d->busy_since, now, __ATOMIC_RELAXED);
-	__atomic_store_n(&d->busy_last, now, __ATOMIC_RELAXED);
+	/* release: a reader that sees this busy_last sees its busy_since */
+	__atomic_store_n(&d->busy_last, now, __ATOMIC_RELEASE);
 	if (now - __atomic_load_n(&d->busy_since, __ATOMIC_RELAXED) >= PDB_BUSY_MS * 1000000LL)
 		return 0;	/* SQLITE_BUSY: the batch fails and is retried */
 	usleep(count < 10 ? 1000 : count < 40 ? 5000 : 20000);
@@ -294,8 +295,8 @@ static int pdb_busy(void *arg, int count)
 
 int64_t pdb_busy_ms(ProjDb *d)
 {
-	int64_t now = jg_mono_ns(), since = __atomic_load_n(&d->busy_since, __ATOMIC_RELAXED);
-	int64_t last = __atomic_load_n(&d->busy_last, __ATOMIC_RELAXED);
+	int64_t last = __atomic_load_n(&d->busy_last, __ATOMIC_ACQUIRE);
+	int64_t since = __atomic_load_n(&d->busy_since, __ATOMIC_RELAXED), now = jg_mono_ns();
 
 	if (!since || now - last > 100 * 1000000LL)
 		return 0;
