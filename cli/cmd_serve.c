@@ -381,7 +381,7 @@ out:
 /* How much of the data dir a start may take back if it fails before its
  * api ran (the port was taken, say): the directories it created (made by
  * jg_datadir_lock), with what it put in them; the files of an existing dir
- * that held nothing but a lock file; else nothing.  Decided once the lock
+ * that held nothing (the lock file it then created aside); else nothing.  Decided once the lock
  * is held, on what mkdir really did: a path like "new/../old" names an
  * existing dir through a new one.  No request was taken, so nothing
  * acknowledged can be in what is removed. */
@@ -399,7 +399,7 @@ static int fresh_kind(const char *dir, const JgMade *made)
 		return FRESH_NO;
 	while (empty && (de = readdir(d)))
 		empty = !strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") ||
-			!strcmp(de->d_name, "lock");
+			(made->lock && !strcmp(de->d_name, "lock"));
 	closedir(d);
 	return empty ? FRESH_EMPTY : FRESH_NO;
 }
@@ -418,7 +418,8 @@ static void drop_fresh(const char *dir, int kind, const JgMade *made)
 		proj_remove(path);
 		log_remove(dir);
 		snprintf(path, sizeof path, "%s/lock", dir);
-		unlink(path);
+		if (made->lock)
+			unlink(path);
 	}
 	jg_made_undo(dir, made);
 }

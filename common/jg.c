@@ -289,7 +289,7 @@ static int jg_mkdirs(const char *dir, JgMade *made)
 	size_t i, n = strlen(dir);
 
 	if (made)
-		made->n = made->leaf = 0;
+		made->n = made->leaf = made->lock = 0;
 	if (n == 0 || n >= sizeof path)
 		return n == 0 ? JG_EINVAL : ENAMETOOLONG;
 	memcpy(path, dir, n + 1);
@@ -349,7 +349,11 @@ int jg_datadir_lock(const char *dir, int *fd, JgMade *made)
 		goto out;
 	if ((rc = jg_lock_path(dir, path, sizeof path)) != 0)
 		goto out;
-	lfd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	lfd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (lfd >= 0)
+		made->lock = 1;
+	else if (errno == EEXIST)
+		lfd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (lfd < 0) {
 		rc = errno;
 		goto out;
@@ -367,10 +371,10 @@ out:
 		/* Nothing of ours can be in what this call made but the lock
 		 * file (a lock held elsewhere means another process uses the
 		 * dir: leave it alone). */
-		if (made->leaf && made->n > 0 && jg_lock_path(dir, path, sizeof path) == 0)
+		if (made->lock && jg_lock_path(dir, path, sizeof path) == 0)
 			unlink(path);
 		jg_made_undo(dir, made);
-		made->n = made->leaf = 0;
+		made->n = made->leaf = made->lock = 0;
 	}
 	return rc;
 }

@@ -59,10 +59,11 @@ int jg_parse_time(const char *s, size_t n, int64_t *ms);
 
 /* The directories a call created on the way to a data dir: len[k] bytes
  * of its path name the k-th, outermost first; leaf: the data dir itself
- * was created by it.  n is -1 when there were too many to note. */
+ * was created by it; lock: so was its lock file.  n is -1 when there were
+ * too many to note. */
 #define JG_MADE_MAX 64
 typedef struct JgMade {
-	int    n, leaf;
+	int    n, leaf, lock;
 	size_t len[JG_MADE_MAX];
 } JgMade;
 

@@ -355,6 +355,19 @@ def test_port_in_use_says_what_to_do_and_keeps_no_unseen_token(tmp_path):
     finally:
         held.close()
     assert r.returncode == 1 and (tmp_path / "own" / "notes").read_text() == "mine"
+    # A dir whose only file is someone else's "lock" is not empty: it stays
+    # as it was (reviewer, session 8: that file was unlinked).
+    (tmp_path / "theirs").mkdir()
+    (tmp_path / "theirs" / "lock").write_text("not jobgate's")
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    held.listen(1)
+    try:
+        r = run("serve", "--listen", "127.0.0.1:%d" % held.getsockname()[1],
+                "--data-dir", str(tmp_path / "theirs"), env=env)
+    finally:
+        held.close()
+    assert r.returncode == 1 and (tmp_path / "theirs" / "lock").read_text() == "not jobgate's"
     # A path that reaches an existing data dir through a new directory
     # ("new/../old") is no fresh dir: its log stays (reviewer, session 8:
     # the old check saw "new" missing and removed old's log and jobs.db).

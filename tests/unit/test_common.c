@@ -512,7 +512,7 @@ TEST(datadir_lock_notes_what_it_made)
 	snprintf(dir, sizeof dir, "%s/m1/m2//m3/", t_dir());
 	CHECK_RC(jg_datadir_lock(dir, &fd, &m));
 	close(fd);
-	CHECK(m.n == 3 && m.leaf == 1);
+	CHECK(m.n == 3 && m.leaf == 1 && m.lock == 1);
 	CHECK(m.len[0] == strlen(t_dir()) + 3 && m.len[2] == strlen(dir) - 1);
 	snprintf(p, sizeof p, "%s/lock", dir);
 	CHECK(unlink(p) == 0);
@@ -530,7 +530,10 @@ TEST(datadir_lock_notes_what_it_made)
 	snprintf(p, sizeof p, "%s/new", t_dir());
 	CHECK(stat(p, &sb) != 0 && errno == ENOENT);
 	snprintf(p, sizeof p, "%s/lock", old);
-	CHECK(stat(p, &sb) == 0);
+	CHECK(stat(p, &sb) == 0 && m.lock == 1);
+	CHECK_RC(jg_datadir_lock(old, &fd, &m));	/* its lock file is there now */
+	close(fd);
+	CHECK(m.n == 0 && m.leaf == 0 && m.lock == 0);
 
 	/* A dir that is not empty stops the undo there, and above it. */
 	snprintf(dir, sizeof dir, "%s/k1/k2", t_dir());
