@@ -298,6 +298,20 @@ def test_a_low_fd_limit_for_max_running_is_named_at_start(tmp_path):
     assert low and low[0]["limit"] == 256 and low[0]["suggested"] > 256, r.stderr
 
 
+def serve_on_taken_port(data_dir, env):
+    """`jobgate serve` on a port another socket holds: a start that fails
+    after it made (or found) its data dir."""
+    import socket
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    held.listen(1)
+    try:
+        return run("serve", "--listen", "127.0.0.1:%d" % held.getsockname()[1],
+                   "--data-dir", data_dir, env=env)
+    finally:
+        held.close()
+
+
 def test_port_in_use_says_what_to_do_and_keeps_no_unseen_token(tmp_path):
     """A first start on a taken port names the way out, and does not leave
     behind a generated token it never printed (tester, session 5: the next
@@ -321,52 +335,24 @@ def test_port_in_use_says_what_to_do_and_keeps_no_unseen_token(tmp_path):
     # log with 8 MiB preallocated was left behind); one that existed stays.
     assert not os.path.exists(data), os.listdir(data)
     os.mkdir(data)
-    held = socket.socket()
-    held.bind(("127.0.0.1", 0))
-    held.listen(1)
-    try:
-        r = run("serve", "--listen", "127.0.0.1:%d" % held.getsockname()[1],
-                "--data-dir", data, env=env)
-    finally:
-        held.close()
+    r = serve_on_taken_port(data, env)
     # An existing empty dir stays, emptied of what the failed start made.
     assert r.returncode == 1 and os.path.isdir(data) and os.listdir(data) == []
     # A nested path: every directory the failed start created goes, the
     # existing parent stays.
     nested = tmp_path / "a" / "b" / "c"
-    held = socket.socket()
-    held.bind(("127.0.0.1", 0))
-    held.listen(1)
-    try:
-        r = run("serve", "--listen", "127.0.0.1:%d" % held.getsockname()[1],
-                "--data-dir", str(nested) + "/", env=env)
-    finally:
-        held.close()
+    r = serve_on_taken_port(str(nested) + "/", env)
     assert r.returncode == 1 and not (tmp_path / "a").exists() and tmp_path.is_dir()
     # A dir that holds anything else keeps it.
     (tmp_path / "own").mkdir()
     (tmp_path / "own" / "notes").write_text("mine")
-    held = socket.socket()
-    held.bind(("127.0.0.1", 0))
-    held.listen(1)
-    try:
-        r = run("serve", "--listen", "127.0.0.1:%d" % held.getsockname()[1],
-                "--data-dir", str(tmp_path / "own"), env=env)
-    finally:
-        held.close()
+    r = serve_on_taken_port(str(tmp_path / "own"), env)
     assert r.returncode == 1 and (tmp_path / "own" / "notes").read_text() == "mine"
     # A dir whose only file is someone else's "lock" is not empty: it stays
     # as it was (reviewer, session 8: that file was unlinked).
     (tmp_path / "theirs").mkdir()
     (tmp_path / "theirs" / "lock").write_text("not jobgate's")
-    held = socket.socket()
-    held.bind(("127.0.0.1", 0))
-    held.listen(1)
-    try:
-        r = run("serve", "--listen", "127.0.0.1:%d" % held.getsockname()[1],
-                "--data-dir", str(tmp_path / "theirs"), env=env)
-    finally:
-        held.close()
+    r = serve_on_taken_port(str(tmp_path / "theirs"), env)
     assert r.returncode == 1 and (tmp_path / "theirs" / "lock").read_text() == "not jobgate's"
     # A path that reaches an existing data dir through a new directory
     # ("new/../old") is no fresh dir: its log stays (reviewer, session 8:

@@ -785,6 +785,26 @@ static void *set_later(void *arg)
 	return NULL;
 }
 
+/* Job x (spec: its JSON members) is being spawned by fn, which waits for
+ * *go: cancel it then (*go is set 300 ms later) and check the answer. */
+static uint64_t cancel_while_spawning(Env *e, int (*fn)(RunnerProc *, const RunnerSpawn *),
+				      atomic_int *go, const char *spec, int want_rc)
+{
+	char cfg[512];
+	pthread_t th;
+	Later later = { go, 1 };
+
+	runner_spawn_fn = fn;
+	snprintf(cfg, sizeof cfg, CFG_HEAD "\"x\":{%s}}}", spec);
+	env_open(e, cfg, 1);
+	uint64_t id = enqueue(e->log, "x", "null", 1);
+	wait_status(e->log, id, JG_ST_RUNNING, 10);	/* started is durable: spawning */
+	CHECK(pthread_create(&th, NULL, set_later, &later) == 0);
+	CHECK(request(e->run, RUNNER_CANCEL, id) == want_rc);
+	pthread_join(th, NULL);
+	return id;
+}
+
 /* A cancel that arrives while a spawner is starting the process, whose
  * spawn then fails: the job is canceled and the request answered (it
  * used to wait forever while the job was retried as a spawn failure). */
@@ -793,16 +813,9 @@ TEST(cancel_during_a_failing_spawn)
 	Env e;
 	EventView v[16];
 	Buf keep[16] = {{0}};
-	pthread_t th;
 
-	runner_spawn_fn = slow_failing_spawn;
-	env_open(&e, CFG_HEAD "\"x\":{\"command\":[\"/bin/true\"],\"max_attempts\":3}}}", 1);
-	uint64_t id = enqueue(e.log, "x", "null", 1);
-	wait_status(e.log, id, JG_ST_RUNNING, 10);	/* started is durable: spawning */
-	Later go = { &slow_spawn_go, 1 };
-	CHECK(pthread_create(&th, NULL, set_later, &go) == 0);
-	CHECK(request(e.run, RUNNER_CANCEL, id) == 0);
-	pthread_join(th, NULL);
+	uint64_t id = cancel_while_spawning(&e, slow_failing_spawn, &slow_spawn_go,
+					    "\"command\":[\"/bin/true\"],\"max_attempts\":3", 0);
 	wait_status(e.log, id, JG_ST_CANCELED, 5);
 	int n = job_events(e.log, id, v, keep, 16);
 	CHECK(n == 3 && v[1].type == JG_EV_STARTED && v[2].type == JG_EV_CANCELED);
@@ -833,16 +846,10 @@ TEST(cancel_during_the_spawn_of_a_job_that_finishes)
 	Env e;
 	EventView v[16];
 	Buf keep[16] = {{0}};
-	pthread_t th;
 
-	runner_spawn_fn = spawn_late_report;
-	env_open(&e, CFG_HEAD "\"x\":{\"command\":[\"/bin/echo\",\"done\"],\"max_attempts\":1}}}", 1);
-	uint64_t id = enqueue(e.log, "x", "null", 1);
-	wait_status(e.log, id, JG_ST_RUNNING, 10);
-	Later go = { &spawn_go, 1 };
-	CHECK(pthread_create(&th, NULL, set_later, &go) == 0);
-	CHECK(request(e.run, RUNNER_CANCEL, id) == JG_ECONFLICT);
-	pthread_join(th, NULL);
+	uint64_t id = cancel_while_spawning(&e, spawn_late_report, &spawn_go,
+					    "\"command\":[\"/bin/echo\",\"done\"],\"max_attempts\":1",
+					    JG_ECONFLICT);
 	int n = job_events(e.log, id, v, keep, 16);
 	CHECK(n == 3 && v[2].type == JG_EV_SUCCEEDED && strcmp(v[2].result.p, "\"done\\n\"") == 0);
 	env_close(&e, 0);
