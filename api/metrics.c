@@ -22,9 +22,10 @@ int api_healthz(Api *a, ApiReq *r)
 	uint64_t seq;
 	int rc = proj_failing(a->proj, &seq);
 	int64_t stalled = rc ? 0 : proj_stalled_ms(a->proj, &seq);
+	int degraded = rc || stalled;
 
 	buf_reset(b);
-	buf_puts(b, rc || stalled ? "{\"status\":\"degraded\",\"log_seq\":" :
+	buf_puts(b, degraded ? "{\"status\":\"degraded\",\"log_seq\":" :
 		 "{\"status\":\"ok\",\"log_seq\":");
 	buf_u64(b, log_head(a->log));
 	buf_puts(b, ",\"projected_seq\":");
@@ -37,8 +38,7 @@ int api_healthz(Api *a, ApiReq *r)
 			   "(is jobs.db locked?)\"", (long long)stalled, (unsigned long long)seq);
 	}
 	buf_puts(b, "}");
-	return api_reply(a, r, rc || stalled ? 503 : 200, "cache-control: no-store\r\n",
-			 b->p, b->len);
+	return api_reply(a, r, degraded ? 503 : 200, "cache-control: no-store\r\n", b->p, b->len);
 }
 
 /* A histogram from fixed bucket counts (non-cumulative in, cumulative out). */

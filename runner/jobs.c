@@ -210,6 +210,12 @@ static void ent_release(Runner *r, RunEnt *x)
 	r->free_ents = x;
 }
 
+void runner_req_defer(RJob *j, RunnerReq *q)
+{
+	q->next = j->deferred;	/* newest first: evq_pop turns the list round */
+	j->deferred = q;
+}
+
 void runner_reqs_answer(RunnerReq **list, int rc, uint64_t seq)
 {
 	RunnerReq *q, *qn;
@@ -686,8 +692,7 @@ void runner_attempt_spawned(Runner *r, RProc *rp)
 		rp->why = WHY_NONE;
 		for (q = j->waiters, j->waiters = NULL; q; q = qn) {
 			qn = q->next;
-			q->next = j->deferred;
-			j->deferred = q;
+			runner_req_defer(j, q);
 		}
 	} else if (rp->why != WHY_NONE) {
 		/* Stopped (a cancel) while it was being spawned. */

@@ -144,8 +144,7 @@ static int req_defer(RJob *j, RunnerReq *q)
 		runner_req_answer(q, j->evq->e.rc);	/* e.g. 503 storage_full */
 		return 1;
 	}
-	q->next = j->deferred;
-	j->deferred = q;
+	runner_req_defer(j, q);
 	return 1;
 }
 
@@ -194,8 +193,7 @@ void runner_req_cancel(Runner *r, RunnerReq *q)
 			/* It ended on its own before this cancel came: decide
 			 * on its outcome (409 if final, a cancel if a retry is
 			 * queued) once the event that records it is durable. */
-			q->next = j->deferred;
-			j->deferred = q;
+			runner_req_defer(j, q);
 			return;
 		}
 		while (*tail)			/* event names the first */

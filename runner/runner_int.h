@@ -187,6 +187,9 @@ void runner_attempt_end(Runner *r, int idx);
 int  runner_attempt_stop(RProc *rp, int why, int64_t grace_ns);
 void runner_tail(Runner *r, int closing);
 void runner_req_answer(RunnerReq *q, int rc);
+/* q waits on j->deferred: decided, oldest first, once j has no event in
+ * flight (evq_pop); at close answered JG_ECLOSED. */
+void runner_req_defer(RJob *j, RunnerReq *q);
 void runner_reqs_answer(RunnerReq **list, int rc, uint64_t seq);	/* a ->next chain */
 void runner_req_run(Runner *r, RunnerReq *q);
 void runner_req_cancel(Runner *r, RunnerReq *q);
