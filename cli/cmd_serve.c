@@ -438,6 +438,16 @@ int cmd_serve(int argc, char **argv)
 			fputs(usage, stdout);
 			return 0;
 		}
+	/* Block the stop signals first thing, in this thread and every one
+	 * created later: the signal thread takes them with sigwait().  A stop
+	 * that comes while the server is still starting waits until it can be
+	 * graceful, instead of killing it half set up (exit 143). */
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	if ((rc = parse_args(argc, argv, &a)) != 0 || (rc = load_config(&a, &c)) != 0 ||
 	    (rc = check_commands(c, a.config)) != 0) {
 		config_free(c);
@@ -468,14 +478,6 @@ int cmd_serve(int argc, char **argv)
 		return rc;
 	}
 	raise_fd_limit(c);
-	/* Block the stop signals in every thread created from here on; the
-	 * signal thread takes them with sigwait(). */
-	signal(SIGPIPE, SIG_IGN);
-	sigemptyset(&set);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGHUP);
-	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	code = run(c, tok, created, have_data_token, &welcomed, &served);
 	if (created && !welcomed) {
 		/* The token generated for this start was never shown (the port
