@@ -123,6 +123,18 @@ int log_mdb_rc(int rc)
 			_exit(1);
 		}
 		return JG_EDAMAGED;
+	case MDB_PANIC:
+		/* A failed meta page write (EIO) leaves LMDB refusing every txn,
+		 * reads too, until the environment is opened again: a server
+		 * that went on would answer 500 to every trigger and 404 for
+		 * jobs it acknowledged.  Nothing acknowledged is at stake (the
+		 * failed commit was not), and a restart reopens it. */
+		if (atomic_load(&log_damage_fatal)) {
+			jg_log(JG_ERROR, "the event log failed and stays unusable until a restart: exiting",
+			       "lmdb", mdb_strerror(rc), NULL);
+			_exit(1);
+		}
+		return JG_ELMDB;
 	case MDB_MAP_FULL:
 	case ENOSPC:
 	case EDQUOT:        return JG_ESTORAGE;
@@ -620,6 +632,34 @@ static void prealloc(Log *l, int at_start)
 	l->file_end = end;
 }
 
+int64_t log_reader_check_ns = 1000000000LL;
+
+/*
+ * Writer thread: free the reader slots of processes that died holding a
+ * snapshot.  `log dump`, `log verify` and `replay` read the server's log
+ * from their own process; one killed mid-read (kill -9, the OOM killer)
+ * leaves its slot in lock.mdb, and LMDB then reuses no page freed after
+ * that snapshot: the file grew ~15x until a restart, and could fill the
+ * map (helper 48).  mdb_reader_check finds slots whose process is gone
+ * (its lock on lock.mdb died with it).  Looked at most once a second, and
+ * only after commits, since only commits free pages.
+ */
+static void reader_check(Log *l)
+{
+	int64_t now = jg_mono_ns();
+	int dead = 0;
+	char n[16];
+
+	if (now < l->rcheck_ns)
+		return;
+	l->rcheck_ns = now + log_reader_check_ns;
+	if (mdb_reader_check(l->env, &dead) != 0 || dead == 0)
+		return;
+	snprintf(n, sizeof n, "%d", dead);
+	jg_log(JG_WARN, "freed the log snapshots of readers that died (a log dump, log verify or replay killed while reading)",
+	       "#readers", n, NULL);
+}
+
 /* Writer thread: log a failed commit.  A full disk fails every commit
  * until someone acts, and a line per trigger would flood the log (maybe
  * onto that disk): after one line, the next of its kind comes 10 s later
@@ -719,6 +759,8 @@ static void *writer_main(void *arg)
 			pthread_mutex_unlock(&l->wmu);
 		}
 		prealloc(l, 0);		/* after the acks, one chunk: off their path */
+		if (any)
+			reader_check(l);
 	}
 	return NULL;
 }

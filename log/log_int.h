@@ -39,6 +39,7 @@ struct Log {
 	int64_t   prealloc_retry_ns;	/* {writer} failed (ENOSPC): not before this */
 	int64_t   fail_said_ns[2];	/* {writer} last logged: [0] batch warning, [1] error */
 	uint64_t  fail_quiet[2];	/* {writer} lines of that kind not logged since */
+	int64_t   rcheck_ns;		/* {writer} next look for dead readers' slots */
 	Buf       rec;			/* {writer} scratch record */
 };
 
@@ -54,6 +55,9 @@ struct LogReader {
 int      log_mdb_rc(int rc);
 /* Events log_verify reads per snapshot (a variable for the unit test). */
 extern unsigned log_verify_batch;
+/* How often the writer frees the snapshots of readers that died (a
+ * variable for the unit test). */
+extern int64_t  log_reader_check_ns;
 /* Last key of dbi in txn into *seq, 0 if empty; an error code if unreadable. */
 int      log_last_seq(MDB_txn *txn, MDB_dbi dbi, uint64_t *seq);
 

@@ -297,3 +297,78 @@ def test_runner_skips_a_damaged_record_and_runs_new_jobs(make_server):
     assert len(skipped) == 1 and skipped[0]["seq"] == 1 + 3 * 6, (skipped, s.read_log())
     assert not [l for l in lines if "recovery failed" in l["msg"] or
                 "log read failed" in l["msg"]], s.read_log()
+
+
+EIO_SHIM = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+/* Fail (EIO) the first write to a meta page (offset < 8192) of data.mdb
+ * once the file named by $EIO_TRIGGER exists; it is removed then. */
+ssize_t pwrite(int fd, const void *buf, size_t n, off_t off)
+{
+	static ssize_t (*real)(int, const void *, size_t, off_t);
+	const char *trig = getenv("EIO_TRIGGER");
+	char p[64], t[4096];
+	ssize_t k;
+
+	if (!real)
+		real = (ssize_t (*)(int, const void *, size_t, off_t))dlsym(RTLD_NEXT, "pwrite");
+	if (off < 8192 && trig && access(trig, F_OK) == 0) {
+		snprintf(p, sizeof p, "/proc/self/fd/%d", fd);
+		k = readlink(p, t, sizeof t - 1);
+		if (k > 0) {
+			t[k] = 0;
+			if (strstr(t, "data.mdb") && unlink(trig) == 0) {
+				errno = EIO;
+				return -1;
+			}
+		}
+	}
+	return real(fd, buf, n, off);
+}
+ssize_t pwrite64(int fd, const void *buf, size_t n, off_t off) { return pwrite(fd, buf, n, off); }
+"""
+
+
+def test_failed_meta_write_ends_the_server_instead_of_serving_404s(make_server, tmp_path):
+    """One EIO writing LMDB's meta page makes LMDB refuse every later txn
+    (MDB_PANIC), reads too, until the environment is opened again.  The
+    server went on: every trigger 500, an acknowledged job 404, /healthz
+    "ok" (helper 48).  It now says so and exits 1; a restart serves all
+    that was acknowledged."""
+    src = tmp_path / "eio.c"
+    src.write_text(EIO_SHIM)
+    so = tmp_path / "eio.so"
+    subprocess.run(["cc", "-shared", "-fPIC", "-O1", "-o", str(so), str(src), "-ldl"],
+                   check=True, timeout=60)
+    trig = tmp_path / "fail-now"
+    s = make_server(config={"jobs": {"echo": {"builtin": "echo"}}},
+                    env={"LD_PRELOAD": str(so), "EIO_TRIGGER": str(trig),
+                         "ASAN_OPTIONS": "verify_asan_link_order=0:"
+                         + os.environ.get("ASAN_OPTIONS", "")})
+    r = s.post("/trigger/echo/wait", {"a": 1})
+    assert r.status == 200 and r.json()["status"] == "succeeded"
+    job = r.json()["id"]
+    trig.write_text("")
+    codes = []
+    for i in range(20):
+        try:
+            codes.append(s.post("/trigger/echo", {"b": i}).status)
+        except OSError:
+            break                       # the server is gone: what we want
+        if s.proc.poll() is not None:
+            break
+    assert s.proc.wait(30) == 1, codes
+    assert 202 not in codes[1:], codes  # nothing acknowledged after the failure
+    assert any("the event log failed" in (l.get("msg") or "") for l in s.log_lines())
+    s.env.pop("LD_PRELOAD")
+    s.start()
+    r = s.get("/jobs/%s" % job)
+    assert r.status == 200 and r.json()["status"] == "succeeded"
+    assert s.post("/trigger/echo/wait", {"c": 1}).status == 200
+    assert run("log", "verify", "--data-dir", s.data_dir).returncode == 0

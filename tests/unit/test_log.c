@@ -602,6 +602,60 @@ TEST(event_decode_reads_members)
 	log_close(l);
 }
 
+static int count_reader(const char *line, void *ctx)
+{
+	int pid = 0;
+
+	if (sscanf(line, "%d", &pid) == 1 && pid == *(int *)ctx)
+		*(int *)ctx = -1;	/* seen */
+	return 0;
+}
+
+/* A CLI reader (another process) killed while it held a snapshot leaves
+ * its slot in lock.mdb, which kept every page freed since from reuse; the
+ * writer frees such slots after its commits (helper 48). */
+TEST(writer_frees_the_snapshot_of_a_reader_that_died)
+{
+	Log *l = open_log();
+	LogEntry es[10], more[10];
+	pid_t pid;
+	int st, seen;
+
+	log_reader_check_ns = 0;		/* look after every commit */
+	append_n(l, es, 10, NULL);
+	fflush(NULL);
+	if ((pid = fork()) == 0) {		/* `log dump`, killed mid-read */
+		LogOptions ro = { 1, 0, 64 };
+		LogReader *r;
+		Log *cli;
+
+		if (log_open(&cli, t_dir(), &ro) != 0 || log_reader_open(cli, &r) != 0 ||
+		    log_reader_begin(r) != 0)
+			_exit(3);
+		_exit(0);			/* no close: the slot stays */
+	}
+	CHECK(pid > 0 && waitpid(pid, &st, 0) == pid);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	seen = pid;
+	mdb_reader_list(l->env, count_reader, &seen);
+	CHECK(seen == -1);			/* the dead reader's slot is there */
+	append_n(l, more, 10, NULL);		/* a commit: the writer looks after the acks */
+	for (int i = 0; i < 200; i++) {		/* (not by reopening: a lone opener resets the table) */
+		seen = pid;
+		mdb_reader_list(l->env, count_reader, &seen);
+		if (seen == pid)
+			break;
+		usleep(10000);
+	}
+	CHECK(seen == pid);			/* gone */
+	log_reader_check_ns = 1000000000LL;
+	log_close(l);
+	for (int i = 0; i < 10; i++) {
+		event_entry_free(&es[i]);
+		event_entry_free(&more[i]);
+	}
+}
+
 /* LMDB forbids opening one env twice in a process, so the writer is
  * closed first; beside a live server the reader is another process. */
 TEST(readonly_open_reads_committed_log)
@@ -637,6 +691,7 @@ int main(void)
 	RUN(status_events_have_room_after_a_burst_of_enqueues);
 	RUN(decode_refuses_payload_at_offset_zero);
 	RUN(reported_page_damage_is_fatal_once_a_server_log_is_open);
+	RUN(writer_frees_the_snapshot_of_a_reader_that_died);
 	RUN(event_decode_reads_members);
 	RUN(readonly_open_reads_committed_log);
 	return t_done();
