@@ -96,16 +96,25 @@ static int dump(Log *l, const LogArgs *a)
 		first = 0;
 		buf_reset(&b);
 		more = n = 0;
+		ev.seq = 0;
 		rc = next <= to ? log_reader_seek(r, next, &ev) : JG_ENOTFOUND;
-		for (; rc == 0 && ev.seq <= to; rc = log_reader_next(r, &ev)) {
-			next = ev.seq + 1;
-			if (log_event_verify(&ev, msg, sizeof msg) != 0) {
+		for (;; ev.seq = 0, rc = log_reader_next(r, &ev)) {
+			/* A record whose header does not decode still names its
+			 * seq (log_reader_next): say so and go on past it. */
+			if (rc == JG_ECORRUPT && ev.seq >= next && ev.seq <= to) {
+				fprintf(stderr, "jobgate log dump: damaged: seq %llu: the record "
+					"does not decode\n", (unsigned long long)ev.seq);
+				bad = 1;
+			} else if (rc != 0 || ev.seq > to) {
+				break;
+			} else if (log_event_verify(&ev, msg, sizeof msg) != 0) {
 				fprintf(stderr, "jobgate log dump: damaged: %s\n", msg);
 				bad = 1;
 			} else {
 				log_event_json(&ev, &b, 1);
 				buf_puts(&b, "\n");
 			}
+			next = ev.seq + 1;
 			if (++n == DUMP_BATCH_EVENTS || b.len >= DUMP_BATCH_BYTES) {
 				more = 1;
 				break;

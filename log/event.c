@@ -263,6 +263,20 @@ static int member(const char *js, const jsmntok_t *toks, int k, EventView *v)
 		if (tok_i64(js, t, &x) != 0)
 			return JG_ECORRUPT;
 		v->max_attempts = (int)x;
+	} else if (KEY("type")) {
+		v->j_type = tok_span(js, t);
+	} else if (KEY("status")) {
+		v->j_status = tok_span(js, t);
+	} else if (KEY("job")) {
+		v->j_job = tok_span(js, t);
+	} else if (KEY("at")) {
+		v->j_at = tok_span(js, t);
+	} else if (KEY("job_id")) {
+		if (tok_i64(js, t, &v->j_job_id) != 0)
+			return JG_ECORRUPT;
+	} else if (KEY("attempt")) {
+		if (tok_i64(js, t, &v->j_attempt) != 0)
+			return JG_ECORRUPT;
 	} else if (KEY("retry_at")) {
 		if (json_str(js, t, tb, sizeof tb) != 0 ||
 		    jg_parse_time(tb, strlen(tb), &v->retry_at_ms) != 0)
@@ -283,6 +297,7 @@ void event_view_header(const LogEvent *ev, EventView *v)
 	v->job.p = ev->job;
 	v->job.n = ev->job_len;
 	v->duration_ms = -1;
+	v->j_job_id = v->j_attempt = -1;
 }
 
 int event_decode(const LogEvent *ev, EventView *v)

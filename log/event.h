@@ -60,6 +60,10 @@ typedef struct EventView {
 	int64_t  duration_ms;	/* -1 = absent */
 	int64_t  retry_at_ms;	/* 0 = absent */
 	int      max_attempts;	/* enqueued */
+	/* The JSON's own copies of header fields, for `log verify` to compare
+	 * (spans n == 0 and numbers -1 when absent). */
+	Span     j_type, j_status, j_job, j_at;	/* raw JSON strings */
+	int64_t  j_job_id, j_attempt;
 } EventView;
 
 /* 0, or JG_ECORRUPT when the JSON does not hold what the type needs. */

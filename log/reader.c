@@ -267,14 +267,57 @@ out:
 	return log_mdb_rc(rc);
 }
 
+/* s is the JSON string "str" (names and type/status words never need
+ * escapes, so bytes compare exactly). */
+static int span_is(Span s, const char *str, size_t n)
+{
+	return s.n == n + 2 && s.p[0] == '"' && memcmp(s.p + 1, str, n) == 0 &&
+	       s.p[n + 1] == '"';
+}
+
+/* Which field the binary header and the JSON disagree on, or NULL.
+ * Consumers act on the header (projector, runner, filters) while clients
+ * read the JSON, so a record where they differ is damage that decodes. */
+static const char *header_mismatch(const LogEvent *ev, const EventView *v)
+{
+	static const char pay[] = ",\"payload\":";
+	const char *t = log_type_name(ev->type), *st = log_status_name(ev->status);
+	int64_t at;
+
+	if (!span_is(v->j_type, t, strlen(t)))
+		return "type";
+	if (!span_is(v->j_status, st, strlen(st)))
+		return "status";
+	if (v->j_job_id < 0 || (uint64_t)v->j_job_id != ev->job_id)
+		return "job_id";
+	if (!span_is(v->j_job, ev->job, ev->job_len))
+		return "job";
+	if (ev->type == JG_EV_ENQUEUED ? v->j_attempt != -1
+				       : v->j_attempt < 0 || (uint64_t)v->j_attempt != ev->attempt)
+		return "attempt";
+	if (v->j_at.n < 2 || jg_parse_time(v->j_at.p + 1, v->j_at.n - 2, &at) != 0 ||
+	    at != ev->at_ms)
+		return "at";
+	if (ev->pay_len && (ev->pay_len < sizeof pay - 1 ||
+			    memcmp(ev->json + ev->pay_off, pay, sizeof pay - 1) != 0))
+		return "payload";
+	return NULL;
+}
+
 /* One record decodes and makes sense (log.h). */
 int log_event_verify(const LogEvent *ev, char *msg, size_t cap)
 {
 	EventView v;
+	const char *what;
 
 	if (event_decode(ev, &v) != 0) {
 		snprintf(msg, cap, "seq %llu: event JSON does not decode",
 			 (unsigned long long)ev->seq);
+		return JG_ECORRUPT;
+	}
+	if ((what = header_mismatch(ev, &v)) != NULL) {
+		snprintf(msg, cap, "seq %llu: the record's header and its JSON disagree on %s",
+			 (unsigned long long)ev->seq, what);
 		return JG_ECORRUPT;
 	}
 	if (ev->type == JG_EV_ENQUEUED ? ev->job_id != ev->seq : ev->job_id >= ev->seq) {

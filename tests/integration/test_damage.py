@@ -372,3 +372,61 @@ def test_failed_meta_write_ends_the_server_instead_of_serving_404s(make_server, 
     assert r.status == 200 and r.json()["status"] == "succeeded"
     assert s.post("/trigger/echo/wait", {"c": 1}).status == 200
     assert run("log", "verify", "--data-dir", s.data_dir).returncode == 0
+
+
+def patch_headers(mdb, type_name, job_id, offset, data_bytes):
+    """Overwrite bytes at `offset` in the binary header (log.c: 32 bytes,
+    then the job name, then the JSON) of every copy of the `type_name`
+    record of job `job_id`; LMDB leaves old copies of pages it rewrote."""
+    import struct
+    with open(mdb, "r+b") as f:
+        data = bytearray(f.read())
+        want = b'{"type":"' + type_name.encode() + b'"'
+        n, at = 0, data.find(want)
+        while at >= 0:
+            for nl in range(1, 65):
+                h = at - nl - 32
+                if h >= 0 and data[h] == 1 and data[h + 3] == nl and \
+                        struct.unpack_from("<Q", data, h + 8)[0] == job_id:
+                    data[h + offset:h + offset + len(data_bytes)] = data_bytes
+                    n += 1
+                    break
+            at = data.find(want, at + 1)
+        assert n > 0
+        f.seek(0)
+        f.write(data)
+
+
+def test_verify_finds_a_header_that_contradicts_its_json(make_server):
+    """The projector, the runner and stream filters act on a record's
+    binary header; clients read its JSON.  A header whose job_id was
+    damaged (LMDB has no checksums) decoded fine, so `log verify` and
+    `replay --check` said ok while the read model gave job 1 another
+    job's result (helper 48)."""
+    import struct
+    s = make_server(config={"jobs": {"echo": {"builtin": "echo"}}})
+    ids = [s.post("/trigger/echo/wait", {"i": i}).json()["id"] for i in range(3)]
+    assert s.stop() == 0
+    mdb = os.path.join(s.data_dir, "log", "data.mdb")
+    assert run("log", "verify", "--data-dir", s.data_dir).returncode == 0
+    patch_headers(mdb, "job.succeeded", int(ids[2]), 8, struct.pack("<Q", int(ids[0])))
+    r = run("log", "verify", "--data-dir", s.data_dir)
+    assert r.returncode == 1 and "disagree on job_id" in r.stdout, r.stdout
+
+
+def test_dump_goes_on_past_a_record_whose_header_does_not_decode(make_server):
+    """`log dump` prints every record it can and names each bad one; a
+    damaged header (here the version byte) used to end the dump at that
+    record, hiding every good one after it (helper 48)."""
+    s = make_server(config={"jobs": {"echo": {"builtin": "echo"}}})
+    ids = [s.post("/trigger/echo/wait", {"i": i}).json()["id"] for i in range(3)]
+    assert s.stop() == 0
+    before = run("log", "dump", "--data-dir", s.data_dir).stdout.splitlines()
+    assert len(before) == 9
+    patch_headers(os.path.join(s.data_dir, "log", "data.mdb"), "job.enqueued",
+                  int(ids[1]), 0, b"\x09")
+    r = run("log", "dump", "--data-dir", s.data_dir)
+    assert r.returncode == 1
+    seqs = [json.loads(l)["seq"] for l in r.stdout.splitlines()]
+    assert seqs == [json.loads(l)["seq"] for l in before if json.loads(l)["seq"] != int(ids[1])]
+    assert "seq %s: the record does not decode" % ids[1] in r.stderr, r.stderr
