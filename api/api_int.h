@@ -102,6 +102,7 @@ void streams_ws_closed(Streams *s, ApiSession *sess);
 #define API_BODY_BUDGET   (256u << 20)	/* body bytes buffered at once */
 #define API_UNAUTH_BUDGET (API_BODY_BUDGET / 4)	/* of which for callers without a token */
 #define API_BODY_TIMEOUT_S 10		/* client must send the body within */
+#define API_SEND_STALL_S  60		/* client must read an answer lws had to buffer within */
 #define API_IDEM_MAX      255
 #define API_HDR_MAX       16384		/* request line + known headers: more is 431 */
 #define API_HDR_STORE     32768		/* lws's header store per connection (see routes.c) */
@@ -214,6 +215,7 @@ struct Api {
 	ApiLoop            *evl;	/* the event loop under lws (loop.c) */
 	uint64_t            ncb;	/* api_callback calls: loop.c tells busy from idle turns */
 	int           port;
+	int           send_stall_s;	/* API_SEND_STALL_S; tests shorten it */
 	atomic_int    stop;		/* set by api_stop() on another thread */
 	atomic_int    closed;		/* set under cq_mu: api_close() began, ctx is off limits */
 

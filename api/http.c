@@ -88,6 +88,13 @@ int api_flush(Api *a, ApiReq *r)
 	if (r->out.oom || lws_write(wsi, (unsigned char *)r->out.p + LWS_PRE, n,
 				    LWS_WRITE_HTTP_HEADERS) < (int)n)
 		return -1;
+	/* What the socket did not take, lws keeps (a list page: up to 16
+	 * MiB) and sends as the client reads, with no timeout of its own: a
+	 * client that never reads held it for as long as the connection
+	 * lived.  Once it is all sent, the transaction's end sets the
+	 * keep-alive timeout in place of this one. */
+	if (lws_partial_buffered(wsi))
+		lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT, a->send_stall_s);
 	if (r->close_after) {
 		r->state = RQ_CLOSING;
 		lws_callback_on_writable(wsi);

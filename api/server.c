@@ -628,6 +628,24 @@ static char *api_hdr_key(const char *name)
 	return k;
 }
 
+/* A test seam: seconds from the environment variable `name`, 1..max; max
+ * when unset or out of range (said once). */
+static int api_env_seconds(const char *name, int max)
+{
+	const char *env = getenv(name);
+	uint64_t v;
+	char range[32];
+
+	if (!env)
+		return max;
+	if (jg_parse_u64(env, strlen(env), &v) == 0 && v >= 1 && v <= (uint64_t)max)
+		return (int)v;
+	snprintf(range, sizeof range, "1..%d", max);
+	jg_log(JG_WARN, "environment variable ignored", "name", name, "value", env,
+	       "expected", range, NULL);
+	return max;
+}
+
 int api_open(Api **out, const Config *cfg, Log *log, Projector *proj,
 	     Runner *run, const char *db_path)
 {
@@ -647,6 +665,7 @@ int api_open(Api **out, const Config *cfg, Log *log, Projector *proj,
 	atomic_init(&a->stop, 0);
 	atomic_init(&a->head, log_head(log));
 	a->head_seen = a->head_streams = log_head(log);
+	a->send_stall_s = api_env_seconds("JOBGATE_SEND_STALL_S", API_SEND_STALL_S);
 	rc = ENOMEM;
 	if (!(a->enq = calloc((size_t)cfg->njobs * API_NOUTCOMES + 1, sizeof *a->enq)) ||
 	    !(a->hmac_hdr = calloc((size_t)cfg->njobs + 1, sizeof *a->hmac_hdr)) ||

@@ -5,6 +5,7 @@ import json
 import os
 import socket
 import subprocess
+import time
 
 
 from conftest import BIN, TOKEN, raw_exchange
@@ -103,3 +104,61 @@ def test_over_long_headers_get_431(server):
     assert resp.startswith(b"HTTP/1.1 431 ") and b"connection: close" in resp
     assert server.get("/healthz", token=None).status == 200
     assert server.get("/healthz", token=None).json()["log_seq"] == 0
+
+
+def big_list(s, n=100, size=64 << 10):
+    """n jobs whose payloads (and echoed results) make a list page of
+    about n * 2 * size bytes: far more than the socket buffers hold."""
+    blob = "x" * size
+    for i in range(n):
+        assert s.post("/trigger/echo/wait", {"i": i, "b": blob}).status == 200
+
+
+def test_an_answer_the_client_never_reads_is_dropped(make_server):
+    """A list page the socket cannot take at once is buffered by lws; a
+    client that sent the request and never read held it (up to 16 MiB)
+    for as long as its connection lived (helper 47: 8 such clients, +138
+    MiB for good).  Now an answer not read within the stall limit (60 s;
+    2 s here) closes the connection."""
+    s = make_server(config={"jobs": {"echo": {"builtin": "echo"}}},
+                    env={"JOBGATE_SEND_STALL_S": "2"})
+    big_list(s)
+    req = ("GET /jobs?limit=100 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n"
+           % TOKEN).encode()
+    c = socket.socket()
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    c.connect(("127.0.0.1", s.port))
+    c.sendall(req)
+    time.sleep(4)                       # read nothing past the limit
+    c.settimeout(5)
+    got, eof = 0, False
+    try:
+        while True:
+            b = c.recv(1 << 16)
+            if not b:
+                eof = True
+                break
+            got += len(b)
+    except (socket.timeout, ConnectionResetError):
+        pass
+    c.close()
+    assert eof and got < 100 * 2 * (64 << 10), (eof, got)
+    assert s.get("/healthz").status == 200
+
+
+def test_a_slow_but_complete_read_keeps_its_connection(make_server):
+    """The stall limit ends with the answer: a client that read it all
+    keeps its kept-alive connection past the limit."""
+    s = make_server(config={"jobs": {"echo": {"builtin": "echo"}}},
+                    env={"JOBGATE_SEND_STALL_S": "2"})
+    big_list(s, n=40)
+    c = s.conn()
+    c.request("GET", "/jobs?limit=40", headers={"Authorization": "Bearer " + TOKEN})
+    r = c.getresponse()
+    assert r.status == 200 and len(json.loads(r.read())["jobs"]) == 40
+    time.sleep(3)                       # past the limit, connection idle
+    c.request("GET", "/healthz")
+    r = c.getresponse()
+    assert r.status == 200
+    r.read()
+    c.close()
