@@ -19,6 +19,19 @@
  * the next deadline.  lws's internal timeouts (idle connections, slow
  * bodies) are in whole seconds; a 1 s "tick" does the same for them.
  *
+ * A second gap: lws runs its due timers (all of them: its own timeouts
+ * and our lws_sul_schedule callbacks) from a libev idle watcher, and libev
+ * runs idle watchers only in turns with no other event pending.  A
+ * pipelined request parked behind an answer (a /wait after a GET on one
+ * connection) leaves that connection's socket polled for writing, which
+ * is ready every turn: the idle watcher never ran, and every timer of the
+ * process waited for that /wait's job to end -- its own timeout, every
+ * other client's /wait timeout, stream wake-ups (helper 46).  So a check
+ * watcher (run every turn, whatever else is pending) also runs lws's due
+ * timers, through its exported __lws_sul_service_ripe(): the lists start
+ * at the owner our first lws_sul_schedule() was put on (index 0 of the
+ * LWS_COUNT_PT_SUL_OWNERS lists, lws-timeout-timer.h).
+ *
  * Also here: a one-shot "readable" watcher on a socket lws itself is not
  * reading (an SSE stream: lws 4.1 leaves its input alone while the
  * response is open, so a client's close would go unnoticed).
@@ -33,6 +46,8 @@ struct ApiLoop {
 	struct ev_loop *ev;
 	ev_timer        kick;		/* the earliest of our lws timers */
 	ev_timer        tick;		/* 1 s, for lws's own timeouts */
+	ev_check        check;		/* every turn: lws's due timers */
+	lws_dll2_owner_t *sul_own;	/* lws's first timer list (see above) */
 	Api            *a;
 	double         *due;		/* min-heap of our timers' deadlines */
 	size_t          ndue, capdue;
@@ -112,6 +127,15 @@ static void api_loop_poke(struct ev_loop *ev, ev_timer *w, int revents)
 		kick_rearm(l);
 }
 
+static void api_loop_check(struct ev_loop *ev, ev_check *w, int revents)
+{
+	ApiLoop *l = w->data;
+
+	(void)ev, (void)revents;
+	if (l->sul_own && l->a->ctx)
+		__lws_sul_service_ripe(l->sul_own, LWS_COUNT_PT_SUL_OWNERS, lws_now_usecs());
+}
+
 int api_loop_open(Api *a)
 {
 	ApiLoop *l = calloc(1, sizeof *l);
@@ -123,8 +147,10 @@ int api_loop_open(Api *a)
 	l->a = a;
 	ev_timer_init(&l->kick, api_loop_poke, 0, 0);
 	ev_timer_init(&l->tick, api_loop_poke, 1.0, 1.0);
-	l->kick.data = l->tick.data = l;
+	ev_check_init(&l->check, api_loop_check);
+	l->kick.data = l->tick.data = l->check.data = l;
 	ev_timer_start(l->ev, &l->tick);
+	ev_check_start(l->ev, &l->check);
 	a->evl = l;
 	return 0;
 }
@@ -172,6 +198,7 @@ void api_loop_close(Api *a)
 		return;
 	ev_timer_stop(a->evl->ev, &a->evl->kick);
 	ev_timer_stop(a->evl->ev, &a->evl->tick);
+	ev_check_stop(a->evl->ev, &a->evl->check);
 	ev_loop_destroy(a->evl->ev);
 	free(a->evl->due);
 	free(a->evl);
@@ -187,6 +214,8 @@ void api_sul_schedule(struct lws_context *ctx, lws_sorted_usec_list_t *sul,
 	double at;
 
 	lws_sul_schedule(ctx, 0, sul, cb, us);
+	if (!l->sul_own)
+		l->sul_own = sul->list.owner;
 	ev_now_update(l->ev);
 	at = ev_now(l->ev) + (double)us / 1e6;
 	due_push(l, at);

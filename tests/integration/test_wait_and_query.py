@@ -1,9 +1,13 @@
 """/wait as a client that retries it meets it, its timeout forms, and the
 query parameters each route takes (SPEC §4)."""
 import asyncio
+import json
+import threading
 import time
 
 import websockets
+
+from conftest import TOKEN, raw_exchange, responses
 
 CFG = {"jobs": {"echo": {"builtin": "echo"},
                 "slow": {"command": ["sleep", "4"]},
@@ -230,3 +234,32 @@ def test_projector_says_when_it_applies_again_after_a_lock(make_server):
         time.sleep(0.1)
     again = [l for l in s.log_lines() if l["msg"] == "projector applying again"]
     assert len(again) == 1 and again[0]["projected_seq"] == h["log_seq"], s.read_log()
+
+
+def test_pipelined_wait_keeps_its_timeout_and_everyone_elses(make_server):
+    """A /wait pipelined behind a GET on one connection left that socket
+    polled for writing every loop turn, which starved the idle watcher
+    where lws runs its timers: that /wait, every other client's /wait
+    timeout and stream wake-ups all waited for its job to end (helper
+    46: answered 200 after 12 s instead of 202 after 1 s).  The job
+    sleeps 20 s: a 200 here means a timer waited for it."""
+    s = make_server(config={"jobs": {"slow": {"command": ["/bin/sleep", "20"],
+                                              "max_attempts": 1}}})
+    auth = "Authorization: Bearer %s\r\n" % TOKEN
+    req = ("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+           "POST /trigger/slow/wait?timeout=1 HTTP/1.1\r\nHost: x\r\n" + auth +
+           "Content-Length: 0\r\n\r\n").encode()
+    other = {}
+
+    def elsewhere():
+        time.sleep(0.5)                 # while the pipelined /wait is parked
+        other["r"] = s.post("/trigger/slow/wait?timeout=1", {})
+
+    t = threading.Thread(target=elsewhere)
+    t.start()
+    out, _ = raw_exchange(s.port, req, timeout=15, want=2)
+    t.join(20)
+    got = responses(out)
+    assert [st for st, _, _ in got] == [200, 202], got
+    assert json.loads(got[1][2])["status"] == "running"
+    assert other["r"].status == 202 and other["r"].json()["status"] == "running"
