@@ -103,6 +103,7 @@ void streams_ws_closed(Streams *s, ApiSession *sess);
 #define API_UNAUTH_BUDGET (API_BODY_BUDGET / 4)	/* of which for callers without a token */
 #define API_BODY_TIMEOUT_S 10		/* client must send the body within */
 #define API_SEND_STALL_S  60		/* client must read an answer lws had to buffer within */
+#define API_FULL_WINDOW_MS 30000	/* /healthz: a space refusal this recent is degraded */
 #define API_IDEM_MAX      255
 #define API_HDR_MAX       16384		/* request line + known headers: more is 431 */
 #define API_HDR_STORE     32768		/* lws's header store per connection (see routes.c) */

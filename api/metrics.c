@@ -12,7 +12,11 @@
 #include "api_int.h"
 #include "../common/jg.h"
 
-/* 200 "ok"; 503 "degraded" while the projector cannot apply the log (the
+/* 200 "ok"; 503 "degraded" while new jobs are refused for lack of space
+ * (from the first refusal until a trigger is taken again, or until
+ * API_FULL_WINDOW_MS pass without one: a load balancer that stopped
+ * sending then tries again, which matters once the disk was cleared), or
+ * while the projector cannot apply the log (the
  * read model then stops moving: a damaged record needs an operator), or
  * has waited for a lock on jobs.db as long as a list waits for it (lists
  * then answer from a read model that lacks acknowledged jobs). */
@@ -22,7 +26,8 @@ int api_healthz(Api *a, ApiReq *r)
 	uint64_t seq;
 	int rc = proj_failing(a->proj, &seq);
 	int64_t stalled = rc ? 0 : proj_stalled_ms(a->proj, &seq);
-	int degraded = rc || stalled;
+	int64_t full = log_full_since(a->log, API_FULL_WINDOW_MS);
+	int degraded = rc || stalled || full;
 
 	buf_reset(b);
 	buf_puts(b, degraded ? "{\"status\":\"degraded\",\"log_seq\":" :
@@ -30,7 +35,13 @@ int api_healthz(Api *a, ApiReq *r)
 	buf_u64(b, log_head(a->log));
 	buf_puts(b, ",\"projected_seq\":");
 	buf_u64(b, proj_applied(a->proj));
-	if (rc) {
+	if (full) {
+		char t[JG_TIME_LEN + 1];
+
+		jg_fmt_time(full, t);
+		buf_printf(b, ",\"error\":\"log: out of space since %s: new jobs get 503 "
+			   "storage_full\"", t);
+	} else if (rc) {
 		buf_printf(b, ",\"error\":\"projector: %s at seq %llu\"", jg_strerror(rc),
 			   (unsigned long long)seq);
 	} else if (stalled) {

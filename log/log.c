@@ -310,6 +310,31 @@ uint64_t log_head(Log *l)
 	return __atomic_load_n(&l->head, __ATOMIC_ACQUIRE);
 }
 
+int64_t log_full_since(Log *l, int64_t window_ms)
+{
+	int64_t last = __atomic_load_n(&l->full_last_ms, __ATOMIC_RELAXED);
+
+	if (!last || jg_now_ms() - last > window_ms)
+		return 0;
+	return __atomic_load_n(&l->full_first_ms, __ATOMIC_RELAXED);
+}
+
+/* Writer thread: note whether an enqueue was refused for space (a replay
+ * of an idempotency key wrote nothing, so proves no room). */
+static void note_space(Log *l, const LogEntry *e)
+{
+	if (e->type != JG_EV_ENQUEUED)
+		return;
+	if (e->rc == JG_ESTORAGE) {
+		int64_t now = jg_now_ms();
+		if (!__atomic_load_n(&l->full_last_ms, __ATOMIC_RELAXED))
+			__atomic_store_n(&l->full_first_ms, now, __ATOMIC_RELAXED);
+		__atomic_store_n(&l->full_last_ms, now, __ATOMIC_RELAXED);
+	} else if (e->rc == 0 && !e->replayed) {
+		__atomic_store_n(&l->full_last_ms, 0, __ATOMIC_RELAXED);
+	}
+}
+
 static void entry_reset(LogEntry *e)
 {
 	e->next = NULL;
@@ -732,6 +757,16 @@ static void *writer_main(void *arg)
 
 	pthread_setname_np(pthread_self(), "jg-log");
 	prealloc(l, 1);			/* also learns how full the map is */
+	if (l->map_bytes && l->used > l->map_bytes - l->map_bytes / 8) {
+		char used[24], map[24];
+		/* A map made smaller than the log already is (LMDB opens it
+		 * at the size in use), or one that filled before the restart:
+		 * say so at start, not only with the first refused trigger. */
+		snprintf(used, sizeof used, "%llu", (unsigned long long)(l->used >> 10));
+		snprintf(map, sizeof map, "%llu", (unsigned long long)(l->map_bytes >> 10));
+		jg_log(JG_WARN, "the log is (nearly) full: new jobs get 503 storage_full once 15/16 of "
+		       "the map is used; raise limits.map_size_mb", "#used_kib", used, "#map_kib", map, NULL);
+	}
 	for (;;) {
 		pthread_mutex_lock(&l->mu);
 		while (!l->qhead && !l->closing)
@@ -747,6 +782,8 @@ static void *writer_main(void *arg)
 			n++;
 		if ((any = write_all(l, batch, n)) != 0)
 			__atomic_store_n(&l->head, l->next - 1, __ATOMIC_RELEASE);
+		for (e = batch; e; e = e->next)
+			note_space(l, e);
 		/* done() may free or reuse e: read next first. */
 		for (e = batch; e; e = next) {
 			next = e->next;

@@ -400,6 +400,36 @@ def test_full_map_loses_nothing_and_no_job_sticks(make_server):
         assert started == list(range(1, len(started) + 1)), types
 
 
+def test_healthz_says_when_new_jobs_are_refused_for_space(make_server):
+    """Every trigger got 503 storage_full while /healthz said "ok", so a
+    load balancer or monitor never noticed (helper 46).  It is degraded
+    from the first refusal until a trigger is taken again; a start on a
+    log that is already full says so in the log."""
+    s = make_server(config=cfg({}, map_size_mb=1))
+    payload = "x" * 20000
+    for _ in range(80):
+        r = s.post("/trigger/echo", json.dumps(payload))
+        if r.status == 503:
+            break
+        assert r.status == 202, r.body
+    assert r.json()["error"] == "storage_full"
+    h = s.get("/healthz")
+    assert h.status == 503 and h.json()["status"] == "degraded", h.body
+    assert h.json()["error"].startswith("log: out of space since "), h.body
+    assert s.stop() == 0
+    s.start()
+    assert any(l.get("msg", "").startswith("the log is (nearly) full") for l in s.log_lines())
+    assert s.get("/healthz").status == 200         # nothing refused yet
+    assert s.post("/trigger/echo", json.dumps(payload)).status == 503
+    assert s.get("/healthz").status == 503
+    assert s.stop() == 0
+    with open(s.cfg_path, "w") as f:
+        json.dump(cfg({}, map_size_mb=64), f)
+    s.start()
+    assert s.post("/trigger/echo", {}).status == 202
+    assert s.get("/healthz").status == 200
+
+
 def test_full_filesystem_is_storage_full_and_loses_nothing(make_server, tmp_path):
     """A data dir on a 12 MiB tmpfs filled by 100 KB triggers: the disk, not
     the map, runs out.  LMDB reports a write cut short by the full disk as
