@@ -356,7 +356,10 @@ static int api_bearer(const char *h, size_t n, const char **tok, size_t *tn)
 
 /* Every credential the request carries must be good: a bearer header, and
  * on the stream routes an access_token; when both are there they must name
- * the same token (a stale one beside a good one is refused, not ignored). */
+ * the same token (a stale one beside a good one is refused, not ignored).
+ * An Authorization header of another scheme is not ours to judge: a
+ * browser behind a Basic-auth proxy sends one with every EventSource and
+ * WebSocket, whose access_token then counts alone (helper 46). */
 const JgToken *api_auth(Api *a, struct lws *wsi, int allow_query)
 {
 	const JgToken *bt = NULL, *qt = NULL;
@@ -368,8 +371,10 @@ const JgToken *api_auth(Api *a, struct lws *wsi, int allow_query)
 	/* Present but longer than any token (the copy fails): not absent. */
 	if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_AUTHORIZATION) > 0) {
 		n = lws_hdr_copy(wsi, h, sizeof h, WSI_TOKEN_HTTP_AUTHORIZATION);
-		if (n <= 0 || !api_bearer(h, (size_t)n, &tok, &tn) ||
-		    !(bt = config_auth(a->cfg, tok, tn)))
+		if (n <= 0)
+			return NULL;
+		if (strncasecmp(h, "bearer", 6) == 0 &&
+		    (!api_bearer(h, (size_t)n, &tok, &tn) || !(bt = config_auth(a->cfg, tok, tn))))
 			return NULL;
 	}
 	/* Likewise an access_token too long to copy is a bad one. */

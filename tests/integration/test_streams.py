@@ -595,6 +595,31 @@ def test_stream_access_token_on_both_routes_and_no_stale_credential(server):
         w.close()
 
 
+def test_access_token_counts_beside_another_auth_scheme(server):
+    """A browser behind a Basic-auth proxy sends `Authorization: Basic ...`
+    with every EventSource and WebSocket: the access_token then counts
+    alone.  Such a header made every stream 401 (helper 46).  A Bearer
+    header is still judged, and a Basic one alone is no credential."""
+    trigger(server, 1)
+    settle(server, 1)
+    basic = {"Authorization": "Basic " + base64.b64encode(b"user:pass").decode()}
+    c = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    c.request("GET", "/events?from_seq=1&access_token=" + TOKEN, headers=basic)
+    r = c.getresponse()
+    assert r.status == 200
+    assert [x["id"] for x in sse_records(r, count=3, deadline=time.time() + 20)] == [1, 2, 3]
+    c.close()
+    msgs, _ = run(ws_read(ws_url(server, "from_seq=1", token=TOKEN), count=3, headers=basic))
+    assert [m["seq"] for m in msgs] == [1, 2, 3]
+    c = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    for path in ("/events?from_seq=1", "/jobs"):
+        c.request("GET", path, headers=basic)
+        r = c.getresponse()
+        r.read()
+        assert r.status == 401, path
+    c.close()
+
+
 def test_pings_on_idle_streams(make_server):
     """An idle stream is never quiet for longer than the ping period (300 ms
     here; the allowance is for a loaded test machine), and the one sweep
