@@ -338,6 +338,12 @@ int pdb_open(ProjDb *d, const char *path, int mode)
 		goto out;
 	d->committed = d->applied;
 out:
+	if (rc != 0 && d->db && mode == PDB_LIVE &&
+	    ((sqlite3_errcode(d->db) & 0xff) == SQLITE_NOTADB ||
+	     (sqlite3_errcode(d->db) & 0xff) == SQLITE_CORRUPT))
+		jg_log(JG_ERROR, "the read model is damaged or not a SQLite database; it is only "
+		       "a view of the log: move it aside (with its -wal and -shm files) and "
+		       "start again, which rebuilds it", "path", path, NULL);
 	if (rc != 0)
 		pdb_close(d);
 	return rc;

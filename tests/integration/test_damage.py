@@ -430,3 +430,24 @@ def test_dump_goes_on_past_a_record_whose_header_does_not_decode(make_server):
     seqs = [json.loads(l)["seq"] for l in r.stdout.splitlines()]
     assert seqs == [json.loads(l)["seq"] for l in before if json.loads(l)["seq"] != int(ids[1])]
     assert "seq %s: the record does not decode" % ids[1] in r.stderr, r.stderr
+
+
+def test_a_jobs_db_that_is_not_a_database_says_what_to_do(make_server):
+    """jobs.db is a view of the log; one that is not a database (here text)
+    stops the start with advice, not only SQLite's 'file is not a database'
+    (helper 46).  Moving it aside rebuilds it."""
+    s = filled_data_dir(make_server, n=3)
+    db = os.path.join(s.data_dir, "jobs.db")
+    for f in ("jobs.db-wal", "jobs.db-shm"):
+        if os.path.exists(os.path.join(s.data_dir, f)):
+            os.unlink(os.path.join(s.data_dir, f))
+    with open(db, "w") as f:
+        f.write("garbage, not SQLite\n" * 100)
+    p = subprocess.run([BIN, "serve", "--listen", "127.0.0.1:0", "--data-dir", s.data_dir],
+                       capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, JOBGATE_TOKEN=TOKEN))
+    assert p.returncode == 1
+    assert "move it aside" in p.stderr and db in p.stderr, p.stderr[-600:]
+    os.rename(db, db + ".bad")
+    s.start()
+    assert s.get("/jobs?limit=10").json()["jobs"].__len__() == 3
