@@ -204,8 +204,17 @@ int cfg_posint(CfgParse *p, int i, const char *path, void *obj,
 {
 	int64_t v;
 
-	if (json_int(p->js, &p->t[i], 1, INT64_MAX, &v) != 0)
+	if (json_int(p->js, &p->t[i], 1, INT64_MAX, &v) != 0) {
+		const jsmntok_t *t = &p->t[i];
+		int k = t->start;
+
+		/* All digits but past int64: a positive integer, too big. */
+		while (t->type == JSMN_PRIMITIVE && k < t->end && p->js[k] >= '0' && p->js[k] <= '9')
+			k++;
+		if (k == t->end && k - t->start > 18 && p->js[t->start] != '0')
+			return cfg_fail(p, path, "must be at most %lld", (long long)f->max);
 		return cfg_fail(p, path, "expected a positive integer");
+	}
 	if (v > f->max)
 		return cfg_fail(p, path, "must be at most %lld", (long long)f->max);
 	if (f->wide)

@@ -338,6 +338,9 @@ static int cfg_tok_jobs(CfgParse *p, int i, const char *path, void *obj,
 			cfg_key(p, e, name, sizeof name);
 			return cfg_fail(p, sub, "unknown job \"%s\"", name);
 		}
+		for (int j = 0; j < k; j++)
+			if (strcmp(t->jobs[j], name) == 0)	/* a typo, most likely */
+				return cfg_fail(p, sub, "job \"%s\" is listed twice", name);
 		if (!(t->jobs[k] = strdup(name)))
 			return ENOMEM;
 		t->njobs = k + 1;
