@@ -283,6 +283,10 @@ void api_defer_error(Api *a, ApiReq *r, int status, const char *code, const char
  * refusals, requests without an ApiReq).  lws_write's result. */
 int  api_write_error(Api *a, struct lws *wsi, int status, const char *code,
 		     const char *msg, int close);
+int  api_write_error_hdrs(Api *a, struct lws *wsi, int status, const char *hdrs,
+			  const char *code, const char *msg, int close);
+/* A connection lws 4.1 did not take as HTTP (the raw role): its answer. */
+int  api_raw_refuse(Api *a, struct lws *wsi, const char *in, size_t n);
 /* Remember an error to send once the body has been read (keeps the
  * connection usable); returns 0. */
 int  api_pend_error(ApiReq *r, int status, const char *code, const char *msg);

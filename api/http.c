@@ -187,11 +187,17 @@ int api_pend_error(ApiReq *r, int status, const char *code, const char *msg)
 int api_write_error(Api *a, struct lws *wsi, int status, const char *code,
 		    const char *msg, int close)
 {
+	return api_write_error_hdrs(a, wsi, status, api_error_hdrs(status), code, msg, close);
+}
+
+int api_write_error_hdrs(Api *a, struct lws *wsi, int status, const char *hdrs,
+			 const char *code, const char *msg, int close)
+{
 	Buf *b = &a->job;	/* scratch holds the body */
 
 	api_error_body(&a->scratch, code, msg);
 	api_count(a, status);
-	api_compose(b, status, api_error_hdrs(status), a->scratch.p, a->scratch.len, close, 0);
+	api_compose(b, status, hdrs, a->scratch.p, a->scratch.len, close, 0);
 	if (b->oom)
 		return -1;
 	return lws_write(wsi, (unsigned char *)b->p + LWS_PRE, b->len - LWS_PRE,

@@ -42,6 +42,39 @@ static const ApiRoute api_routes[] = {
 };
 #define API_NROUTES (int)(sizeof api_routes / sizeof api_routes[0])
 
+/*
+ * lws 4.1 hands a connection whose request line it does not parse to the
+ * raw role (FALLBACK_TO_APPLY_LISTEN_ACCEPT_CONFIG), with its first bytes.
+ * TRACE and CONNECT are HTTP methods lws does not know: like any method a
+ * path does not take, 405 with that path's Allow (404 for no route).
+ * Anything else is not HTTP to us: 400.  Then hang up either way.
+ */
+int api_raw_refuse(Api *a, struct lws *wsi, const char *in, size_t n)
+{
+	static const char *const methods[] = { "TRACE ", "CONNECT " };
+	const char *t = NULL;
+	char hdr[64];
+	RoutePath rp;
+	size_t tn = 0, k;
+
+	for (k = 0; k < sizeof methods / sizeof methods[0] && !t; k++)
+		if (n > strlen(methods[k]) && memcmp(in, methods[k], strlen(methods[k])) == 0)
+			t = in + strlen(methods[k]);
+	if (!t)
+		return api_write_error(a, wsi, 400, "bad_request",
+				       "malformed HTTP request line or unsupported method", 1);
+	while (t + tn < in + n && t[tn] != ' ' && t[tn] != '?' && t[tn] != '\r')
+		tn++;
+	if (route_split(t, tn, &rp) == 0)
+		for (int i = 0; i < API_NROUTES; i++)
+			if (route_match(api_routes[i].pattern, &rp, NULL, 0)) {
+				snprintf(hdr, sizeof hdr, "allow: %s\r\n", api_routes[i].allow);
+				return api_write_error_hdrs(a, wsi, 405, hdr, "method_not_allowed",
+							    "method not allowed on this path", 1);
+			}
+	return api_write_error(a, wsi, 404, "not_found", "no such route", 1);
+}
+
 static unsigned api_method(struct lws *wsi)
 {
 	if (lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI))

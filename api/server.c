@@ -555,8 +555,7 @@ static int api_callback(struct lws *wsi, enum lws_callback_reasons reason,
 		 * connection to the raw role): one JSON 400, then hang up. */
 		if (sess && sess->kind != SESS_RAW) {
 			sess->kind = SESS_RAW;
-			if (api_write_error(a, wsi, 400, "bad_request",
-					    "malformed HTTP request line or unsupported method", 1) < 0)
+			if (api_raw_refuse(a, wsi, in, len) < 0)
 				return -1;
 			lws_callback_on_writable(wsi);
 		}

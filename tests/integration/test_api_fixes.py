@@ -7,8 +7,10 @@ import socket
 import subprocess
 import time
 
+import pytest
 
-from conftest import BIN, TOKEN, raw_exchange
+
+from conftest import BIN, TOKEN, raw_exchange, responses
 
 
 def serve_fails(tmp_path, listen):
@@ -162,3 +164,21 @@ def test_a_slow_but_complete_read_keeps_its_connection(make_server):
     assert r.status == 200
     r.read()
     c.close()
+
+
+@pytest.mark.parametrize("method", ["TRACE", "CONNECT"])
+def test_trace_and_connect_are_405_with_allow(server, method):
+    """lws 4.1 does not parse TRACE or CONNECT and hands the connection
+    over raw; they got 400 "unsupported method", while SPEC §4 has 405 +
+    Allow for a known path and any method it does not take (helper 46)."""
+    for path, allow in (("/jobs", "GET, HEAD"), ("/jobs/1/cancel", "POST"),
+                        ("/trigger/echo/poll", "POST"), ("/nope", None)):
+        out, _ = raw_exchange(server.port, ("%s %s HTTP/1.1\r\nHost: x\r\n\r\n"
+                                            % (method, path)).encode(), want=1)
+        (st, h, body), = responses(out)
+        if allow:
+            assert st == 405 and h.get("allow") == allow, (path, st, h)
+            assert json.loads(body)["error"] == "method_not_allowed"
+        else:
+            assert st == 404 and json.loads(body)["error"] == "not_found"
+    assert server.get("/healthz").status == 200
