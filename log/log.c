@@ -64,6 +64,7 @@
 
 #define PREALLOC_STEP   (8u << 20)	/* zero-fill the data file this far ahead */
 #define PREALLOC_CHUNK  (256u << 10)	/* at most this much per writer turn */
+#define PREALLOC_SPARE  (64u << 20)	/* leave the filesystem at least this free */
 
 static int commit_default(void *txn) { return mdb_txn_commit(txn); }
 int (*log_commit_fn)(void *mdb_txn) = commit_default;
@@ -620,6 +621,7 @@ static void prealloc_failed(Log *l, int err)
 static void prealloc(Log *l, int at_start)
 {
 	static const char zero[64 << 10];
+	struct statvfs sv;
 	struct stat sb;
 	uint64_t used, end, off;
 	int fd;
@@ -639,6 +641,13 @@ static void prealloc(Log *l, int at_start)
 	off = l->file_end > used ? l->file_end : used;
 	if (!at_start && end > off + PREALLOC_CHUNK)
 		end = off + PREALLOC_CHUNK;
+	/* Space taken ahead is space the read model, the logs and everyone
+	 * else on the disk no longer have: on a nearly full filesystem take
+	 * none, and let LMDB grow the file as it writes (helper 48: an 8 MiB
+	 * step on a small disk left SQLite no room for the first event). */
+	if (end > off && fstatvfs(fd, &sv) == 0 &&
+	    (uint64_t)sv.f_bavail * sv.f_frsize < (end - off) + PREALLOC_SPARE)
+		return;
 	for (; off < end; off += sizeof zero) {
 		size_t n = end - off < sizeof zero ? end - off : sizeof zero;
 		ssize_t w = pwrite(fd, zero, n, (off_t)off);

@@ -451,3 +451,47 @@ def test_a_jobs_db_that_is_not_a_database_says_what_to_do(make_server):
     os.rename(db, db + ".bad")
     s.start()
     assert s.get("/jobs?limit=10").json()["jobs"].__len__() == 3
+
+
+LOWDISK_SHIM = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <sys/statvfs.h>
+/* Report 2 MiB free on every filesystem. */
+int fstatvfs(int fd, struct statvfs *sv)
+{
+	static int (*real)(int, struct statvfs *);
+	int rc;
+
+	if (!real)
+		real = (int (*)(int, struct statvfs *))dlsym(RTLD_NEXT, "fstatvfs");
+	if ((rc = real(fd, sv)) == 0) {
+		sv->f_bavail = (2u << 20) / sv->f_frsize;
+		sv->f_bfree = sv->f_bavail;
+	}
+	return rc;
+}
+int fstatvfs64(int fd, struct statvfs64 *sv) { return fstatvfs(fd, (struct statvfs *)sv); }
+"""
+
+
+def test_no_space_is_taken_ahead_on_a_nearly_full_disk(make_server, tmp_path):
+    """The writer zero-fills data.mdb 8 MiB ahead of LMDB's pages; on a
+    small or nearly full filesystem that took the last space the read model
+    needed for its first event (helper 48, a 3 MB tmpfs).  With less than
+    64 MiB free it now takes none and LMDB grows the file as it writes."""
+    src = tmp_path / "lowdisk.c"
+    src.write_text(LOWDISK_SHIM)
+    so = tmp_path / "lowdisk.so"
+    subprocess.run(["cc", "-shared", "-fPIC", "-O1", "-o", str(so), str(src), "-ldl"],
+                   check=True, timeout=60)
+    s = make_server(config={"jobs": {"echo": {"builtin": "echo"}}},
+                    env={"LD_PRELOAD": str(so),
+                         "ASAN_OPTIONS": "verify_asan_link_order=0:"
+                         + os.environ.get("ASAN_OPTIONS", "")})
+    for i in range(20):
+        assert s.post("/trigger/echo/wait", {"i": i}).status == 200
+    assert s.stop() == 0
+    used = json.loads(run("log", "stat", "--data-dir", s.data_dir).stdout)["bytes"]
+    size = os.path.getsize(os.path.join(s.data_dir, "log", "data.mdb"))
+    assert size < used + (1 << 20), (size, used)
