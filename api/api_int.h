@@ -102,7 +102,8 @@ void streams_ws_closed(Streams *s, ApiSession *sess);
 #define API_BODY_BUDGET   (256u << 20)	/* body bytes buffered at once */
 #define API_UNAUTH_BUDGET (API_BODY_BUDGET / 4)	/* of which for callers without a token */
 #define API_BODY_TIMEOUT_S 10		/* client must send the body within */
-#define API_SEND_STALL_S  60		/* client must read an answer lws had to buffer within */
+#define API_SEND_STALL_S  60		/* a client that reads nothing of an answer this long is dropped */
+#define API_SEND_CHUNK    (64u << 10)	/* an answer goes out this much per writable turn */
 #define API_FULL_WINDOW_MS 30000	/* /healthz: a space refusal this recent is degraded */
 #define API_IDEM_MAX      255
 #define API_HDR_MAX       16384		/* request line + known headers: more is 431 */
@@ -121,6 +122,7 @@ enum {
 	RQ_WAIT,	/* api: parked until the job's final event or timeout */
 	RQ_PROJ,	/* api: GET /jobs parked until the projector catches up */
 	RQ_READY,	/* api: response in out, waiting for writable */
+	RQ_SENDING,	/* api: part of out sent (sent bytes), the rest as the client reads */
 	RQ_CLOSING	/* api: response sent, hang up when flushed */
 };
 enum { API_KIND_OTHER, API_KIND_TRIGGER, API_KIND_RUNNER };
@@ -136,6 +138,7 @@ struct ApiReq {
 	struct lws *wsi;	/* NULL once the connection closed */
 	int         state, kind, orphan;
 	int         close_after;	/* reply "connection: close", then hang up */
+	size_t      sent;		/* bytes of out (past LWS_PRE) written so far */
 	int         discard;	/* an error is pending: drop body bytes */
 	const ApiRoute *route;
 	const JgToken  *tok;	/* NULL: no bearer (hmac or public route) */
@@ -273,7 +276,7 @@ int  api_reply(Api *a, ApiReq *r, int status, const char *hdrs,
 	       const char *body, size_t bn);
 void api_defer(Api *a, ApiReq *r, int status, const char *hdrs,
 	       const char *body, size_t bn);
-int  api_flush(Api *a, ApiReq *r);		/* HTTP_WRITEABLE for RQ_READY */
+int  api_flush(Api *a, ApiReq *r);		/* HTTP_WRITEABLE for RQ_READY, RQ_SENDING */
 /* The JSON error body for code/msg into b. */
 void api_error_body(Buf *b, const char *code, const char *msg);
 /* Error response (headers by status: WWW-Authenticate, Retry-After). */

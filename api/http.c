@@ -2,12 +2,13 @@
  * http.c -- responses, JSON errors, auth (bearer and HMAC) and query
  * arguments for the HTTP side of api/.  All on the api thread.
  *
- * Responses are written whole with one lws_write(LWS_WRITE_HTTP_HEADERS):
- * status line, headers and body composed in one buffer, so a typical
- * answer costs one send(2).  Header text is fixed strings plus numbers;
- * nothing is formatted with printf on the hot path.  lws keeps whatever
- * the kernel did not take and finishes it before the next writable
- * callback, and lws_http_transaction_completed() waits for that too.
+ * Responses are composed whole in one buffer (status line, headers and
+ * body) and written with lws_write(LWS_WRITE_HTTP_HEADERS), so a typical
+ * answer costs one send(2); one over 64 KiB goes out a chunk per writable
+ * turn (api_flush).  Header text is fixed strings plus numbers; nothing is
+ * formatted with printf on the hot path.  lws keeps whatever the kernel
+ * did not take and finishes it before the next writable callback, and
+ * lws_http_transaction_completed() waits for that too.
  */
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -78,23 +79,38 @@ static int api_end(struct lws *wsi)
 	return lws_http_transaction_completed(wsi) ? -1 : 0;
 }
 
-/* Write r->out; then end the transaction, or hang up once flushed. */
+/*
+ * Write r->out, API_SEND_CHUNK per writable turn; then end the
+ * transaction, or hang up once flushed.  lws 4.1 copies what the socket
+ * does not take into a buffer of its own and sends that before it offers
+ * the next writable turn, with no timeout: a whole list page (up to 16
+ * MiB) written at once sat there for as long as a client that never read
+ * kept its connection (helper 47).  In chunks lws holds at most one, and
+ * every chunk re-arms a stall timeout: a client that reads, however
+ * slowly, keeps its answer; one that reads nothing for API_SEND_STALL_S
+ * is dropped.  Once all is sent, the transaction's end sets the
+ * keep-alive timeout in its place.  (The bytes before the chunk were sent
+ * already, so lws may use them as its LWS_PRE room.)
+ */
 int api_flush(Api *a, ApiReq *r)
 {
 	struct lws *wsi = r->wsi;
 	ApiSession *sess = lws_wsi_user(wsi);
-	size_t n = r->out.len - LWS_PRE;
+	size_t total = r->out.len - LWS_PRE, n = total - r->sent;
 
-	if (r->out.oom || lws_write(wsi, (unsigned char *)r->out.p + LWS_PRE, n,
-				    LWS_WRITE_HTTP_HEADERS) < (int)n)
+	if (n > API_SEND_CHUNK)
+		n = API_SEND_CHUNK;
+	if (r->out.oom || lws_write(wsi, (unsigned char *)r->out.p + LWS_PRE + r->sent, n,
+				    r->sent ? LWS_WRITE_HTTP : LWS_WRITE_HTTP_HEADERS) < (int)n)
 		return -1;
-	/* What the socket did not take, lws keeps (a list page: up to 16
-	 * MiB) and sends as the client reads, with no timeout of its own: a
-	 * client that never reads held it for as long as the connection
-	 * lived.  Once it is all sent, the transaction's end sets the
-	 * keep-alive timeout in place of this one. */
-	if (lws_partial_buffered(wsi))
+	r->sent += n;
+	if (r->sent < total || lws_partial_buffered(wsi))
 		lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT, a->send_stall_s);
+	if (r->sent < total) {
+		r->state = RQ_SENDING;
+		lws_callback_on_writable(wsi);
+		return 0;
+	}
 	if (r->close_after) {
 		r->state = RQ_CLOSING;
 		lws_callback_on_writable(wsi);

@@ -89,6 +89,7 @@ ApiReq *api_req_get(Api *a)
 	memset(&r->ck, 0, sizeof r->ck);
 	buf_reset(&r->body);
 	buf_reset(&r->out);
+	r->sent = 0;
 	r->idem_len = 0;
 	return r;
 }
@@ -524,7 +525,7 @@ static int api_callback(struct lws *wsi, enum lws_callback_reasons reason,
 			return 0;
 		if (r->state == RQ_CLOSING || r->hup)
 			return -1;
-		return r->state == RQ_READY ? api_flush(a, r) : 0;
+		return r->state == RQ_READY || r->state == RQ_SENDING ? api_flush(a, r) : 0;
 	case LWS_CALLBACK_CLOSED_HTTP:
 		if (sess && sess->kind == SESS_SSE) {
 			streams_sse_closed(a->streams, sess);
