@@ -648,8 +648,8 @@ TEST(writer_frees_the_snapshot_of_a_reader_that_died)
 		usleep(10000);
 	}
 	CHECK(seen == pid);			/* gone */
-	log_reader_check_ns = 1000000000LL;
 	log_close(l);
+	log_reader_check_ns = 1000000000LL;	/* the writer is joined: no race */
 	for (int i = 0; i < 10; i++) {
 		event_entry_free(&es[i]);
 		event_entry_free(&more[i]);
