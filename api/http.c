@@ -376,6 +376,23 @@ static int api_bearer(const char *h, size_t n, const char **tok, size_t *tn)
 	return n > 0;
 }
 
+/* A "Bearer" scheme after a comma: a second Authorization header (lws
+ * joins repeats as "first,  second"). */
+static int api_has_bearer(const char *h, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		size_t j = i + 1;
+
+		if (h[i] != ',')
+			continue;
+		while (j < n && (h[j] == ' ' || h[j] == '\t'))
+			j++;
+		if (n - j >= 6 && strncasecmp(h + j, "bearer", 6) == 0)
+			return 1;
+	}
+	return 0;
+}
+
 /* Every credential the request carries must be good: a bearer header, and
  * on the stream routes an access_token; when both are there they must name
  * the same token (a stale one beside a good one is refused, not ignored).
@@ -395,9 +412,14 @@ const JgToken *api_auth(Api *a, struct lws *wsi, int allow_query)
 		n = lws_hdr_copy(wsi, h, sizeof h, WSI_TOKEN_HTTP_AUTHORIZATION);
 		if (n <= 0)
 			return NULL;
-		if (strncasecmp(h, "bearer", 6) == 0 &&
-		    (!api_bearer(h, (size_t)n, &tok, &tn) || !(bt = config_auth(a->cfg, tok, tn))))
+		if (strncasecmp(h, "bearer", 6) == 0) {
+			if (!api_bearer(h, (size_t)n, &tok, &tn) || !(bt = config_auth(a->cfg, tok, tn)))
+				return NULL;
+		} else if (api_has_bearer(h, (size_t)n)) {
+			/* Several Authorization headers (lws joins them with
+			 * commas), a Bearer among them: not ours to pick. */
 			return NULL;
+		}
 	}
 	/* Likewise an access_token too long to copy is a bad one. */
 	if (allow_query && (n = api_query_arg(wsi, "access_token", h, sizeof h)) != JG_ENOTFOUND &&

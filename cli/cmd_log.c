@@ -106,6 +106,8 @@ static int dump(Log *l, const LogArgs *a)
 					"does not decode\n", (unsigned long long)ev.seq);
 				bad = 1;
 			} else if (rc != 0 || ev.seq > to) {
+				if (rc == JG_ECORRUPT && ev.seq > to)
+					rc = JG_ENOTFOUND;	/* damage past --to is not ours */
 				break;
 			} else if (log_event_verify(&ev, msg, sizeof msg) != 0) {
 				fprintf(stderr, "jobgate log dump: damaged: %s\n", msg);

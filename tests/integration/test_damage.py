@@ -430,6 +430,9 @@ def test_dump_goes_on_past_a_record_whose_header_does_not_decode(make_server):
     seqs = [json.loads(l)["seq"] for l in r.stdout.splitlines()]
     assert seqs == [json.loads(l)["seq"] for l in before if json.loads(l)["seq"] != int(ids[1])]
     assert "seq %s: the record does not decode" % ids[1] in r.stderr, r.stderr
+    # A range that ends just before the damaged record is all good (helper 49).
+    r = run("log", "dump", "--data-dir", s.data_dir, "--to", str(int(ids[1]) - 1))
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == int(ids[1]) - 1, r.stderr
 
 
 def test_a_jobs_db_that_is_not_a_database_says_what_to_do(make_server):

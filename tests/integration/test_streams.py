@@ -617,6 +617,17 @@ def test_access_token_counts_beside_another_auth_scheme(server):
         r = c.getresponse()
         r.read()
         assert r.status == 401, path
+    # Two Authorization headers, a stale Bearer behind the Basic one: the
+    # Bearer is still judged (lws joins the two; helper 49).
+    for first, second in ((basic["Authorization"], "Bearer stale"),
+                          ("Bearer stale", basic["Authorization"])):
+        c.putrequest("GET", "/events?from_seq=1&access_token=" + TOKEN)
+        c.putheader("Authorization", first)
+        c.putheader("Authorization", second)
+        c.endheaders()
+        r = c.getresponse()
+        r.read()
+        assert r.status == 401, (first, second)
     c.close()
 
 
