@@ -29,6 +29,7 @@ typedef struct ApiSession {
 /* ---- provided by loop.c (the api thread's libev loop) ---- */
 int   api_loop_open(Api *a);
 void *api_loop_ev(Api *a);
+void  api_loop_learn_timers(Api *a);		/* once, right after lws_create_context */
 void  api_loop_once(Api *a, int nowait);
 void  api_loop_close(Api *a);
 /* lws_sul_schedule() that is sure to fire on time (see loop.c). */
@@ -43,6 +44,8 @@ void  api_loop_unwatch(ApiFdWatch *fw);
 
 /* ---- provided by server.c ---- */
 Api     *api_from_wsi(struct lws *wsi);
+/* A test seam: environment variable name's number if in lo..hi, else dflt. */
+int64_t  api_env_num(const char *name, int64_t lo, int64_t hi, int64_t dflt);
 Streams *api_streams(Api *a);
 /* Authenticated token for this request (Authorization: Bearer, or the
  * access_token query arg when allow_query is set), NULL if none matches. */

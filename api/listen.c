@@ -244,6 +244,7 @@ int api_listen(Api *a)
 	api_conn_init();		/* count what lws reads (pipeline.c) */
 	if (!(a->ctx = lws_create_context(&info)))
 		return api_listen_fail(addr, EADDRNOTAVAIL, "libwebsockets could not bind it (see its log line)");
+	api_loop_learn_timers(a);
 	a->vh = lws_get_vhost_by_name(a->ctx, "jobgate");
 	a->port = a->vh ? lws_get_vhost_listen_port(a->vh) : -1;
 	if (a->port <= 0)

@@ -29,8 +29,9 @@
  * other client's /wait timeout, stream wake-ups (helper 46).  So a check
  * watcher (run every turn, whatever else is pending) also runs lws's due
  * timers, through its exported __lws_sul_service_ripe(): the lists start
- * at the owner our first lws_sul_schedule() was put on (index 0 of the
- * LWS_COUNT_PT_SUL_OWNERS lists, lws-timeout-timer.h).
+ * at the owner a probe lws_sul_schedule() is put on right after the
+ * context is made (index 0 of the LWS_COUNT_PT_SUL_OWNERS lists,
+ * lws-timeout-timer.h).
  *
  * Also here: a one-shot "readable" watcher on a socket lws itself is not
  * reading (an SSE stream: lws 4.1 leaves its input alone while the
@@ -39,6 +40,7 @@
 #include <errno.h>
 #include <ev.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "api_int.h"
 
@@ -125,6 +127,24 @@ static void api_loop_poke(struct ev_loop *ev, ev_timer *w, int revents)
 		lws_cancel_service(l->a->ctx);
 	if (w == &l->kick)
 		kick_rearm(l);
+}
+
+static void api_loop_noop(lws_sorted_usec_list_t *sul)
+{
+	(void)sul;
+}
+
+/* Right after the context is made: learn where lws keeps its timers
+ * (lws_sul_schedule puts one on the first of its lists), so the check
+ * below serves lws's own timeouts from the start. */
+void api_loop_learn_timers(Api *a)
+{
+	lws_sorted_usec_list_t probe;
+
+	memset(&probe, 0, sizeof probe);
+	lws_sul_schedule(a->ctx, 0, &probe, api_loop_noop, LWS_US_PER_SEC);
+	a->evl->sul_own = probe.list.owner;
+	lws_sul_cancel(&probe);
 }
 
 static void api_loop_check(struct ev_loop *ev, ev_check *w, int revents)
@@ -214,8 +234,6 @@ void api_sul_schedule(struct lws_context *ctx, lws_sorted_usec_list_t *sul,
 	double at;
 
 	lws_sul_schedule(ctx, 0, sul, cb, us);
-	if (!l->sul_own)
-		l->sul_own = sul->list.owner;
 	ev_now_update(l->ev);
 	at = ev_now(l->ev) + (double)us / 1e6;
 	due_push(l, at);

@@ -628,22 +628,22 @@ static char *api_hdr_key(const char *name)
 	return k;
 }
 
-/* A test seam: seconds from the environment variable `name`, 1..max; max
- * when unset or out of range (said once). */
-static int api_env_seconds(const char *name, int max)
+/* A test seam: the number in environment variable `name` if it is in
+ * lo..hi, else dflt (a bad value is said once: "NAME ignored"). */
+int64_t api_env_num(const char *name, int64_t lo, int64_t hi, int64_t dflt)
 {
 	const char *env = getenv(name);
 	uint64_t v;
-	char range[32];
+	char range[48], msg[96];
 
 	if (!env)
-		return max;
-	if (jg_parse_u64(env, strlen(env), &v) == 0 && v >= 1 && v <= (uint64_t)max)
-		return (int)v;
-	snprintf(range, sizeof range, "1..%d", max);
-	jg_log(JG_WARN, "environment variable ignored", "name", name, "value", env,
-	       "expected", range, NULL);
-	return max;
+		return dflt;
+	if (jg_parse_u64(env, strlen(env), &v) == 0 && v >= (uint64_t)lo && v <= (uint64_t)hi)
+		return (int64_t)v;
+	snprintf(range, sizeof range, "%lld..%lld", (long long)lo, (long long)hi);
+	snprintf(msg, sizeof msg, "%s ignored", name);
+	jg_log(JG_WARN, msg, "value", env, "expected", range, NULL);
+	return dflt;
 }
 
 int api_open(Api **out, const Config *cfg, Log *log, Projector *proj,
@@ -665,7 +665,8 @@ int api_open(Api **out, const Config *cfg, Log *log, Projector *proj,
 	atomic_init(&a->stop, 0);
 	atomic_init(&a->head, log_head(log));
 	a->head_seen = a->head_streams = log_head(log);
-	a->send_stall_s = api_env_seconds("JOBGATE_SEND_STALL_S", API_SEND_STALL_S);
+	a->send_stall_s = (int)api_env_num("JOBGATE_SEND_STALL_S", 1, API_SEND_STALL_S,
+					   API_SEND_STALL_S);
 	rc = ENOMEM;
 	if (!(a->enq = calloc((size_t)cfg->njobs * API_NOUTCOMES + 1, sizeof *a->enq)) ||
 	    !(a->hmac_hdr = calloc((size_t)cfg->njobs + 1, sizeof *a->hmac_hdr)) ||

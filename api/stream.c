@@ -154,28 +154,14 @@ static void streams_own(Streams *s)
 int streams_open(Streams **out, const Config *cfg, Log *log)
 {
 	Streams *s;
-	const char *env;
 	int rc;
 
 	if (!(s = calloc(1, sizeof *s)))
 		return ENOMEM;
 	s->cfg = cfg;
 	s->log = log;
-	s->ping_ms = STREAMS_PING_MS;
 	/* Tests shorten the period to see pings without waiting 25 s. */
-	if ((env = getenv("JOBGATE_STREAM_PING_MS")) != NULL) {
-		uint64_t v;
-
-		char range[32];
-
-		if (jg_parse_u64(env, strlen(env), &v) == 0 && v >= 50 && v <= STREAMS_PING_MS) {
-			s->ping_ms = (int64_t)v;
-		} else {
-			snprintf(range, sizeof range, "50..%d", STREAMS_PING_MS);
-			jg_log(JG_WARN, "JOBGATE_STREAM_PING_MS ignored", "value", env,
-			       "expected", range, NULL);
-		}
-	}
+	s->ping_ms = api_env_num("JOBGATE_STREAM_PING_MS", 50, STREAMS_PING_MS, STREAMS_PING_MS);
 	if ((rc = log_reader_open(log, &s->rd)) != 0) {
 		free(s);
 		return rc;

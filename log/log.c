@@ -313,26 +313,27 @@ uint64_t log_head(Log *l)
 
 int64_t log_full_since(Log *l, int64_t window_ms)
 {
-	int64_t last = __atomic_load_n(&l->full_last_ms, __ATOMIC_RELAXED);
+	int64_t last = __atomic_load_n(&l->full_last_ns, __ATOMIC_ACQUIRE);
 
-	if (!last || jg_now_ms() - last > window_ms)
+	if (!last || jg_mono_ns() - last > window_ms * 1000000)
 		return 0;
 	return __atomic_load_n(&l->full_first_ms, __ATOMIC_RELAXED);
 }
 
-/* Writer thread: note whether an enqueue was refused for space (a replay
- * of an idempotency key wrote nothing, so proves no room). */
+/* Writer thread: note whether an enqueue was refused for space.  The first
+ * refusal since the last enqueue that was written is the "since"; a
+ * replay of an idempotency key writes nothing, so it says nothing about
+ * room either way. */
 static void note_space(Log *l, const LogEntry *e)
 {
 	if (e->type != JG_EV_ENQUEUED)
 		return;
 	if (e->rc == JG_ESTORAGE) {
-		int64_t now = jg_now_ms();
-		if (!__atomic_load_n(&l->full_last_ms, __ATOMIC_RELAXED))
-			__atomic_store_n(&l->full_first_ms, now, __ATOMIC_RELAXED);
-		__atomic_store_n(&l->full_last_ms, now, __ATOMIC_RELAXED);
+		if (!__atomic_load_n(&l->full_last_ns, __ATOMIC_RELAXED))
+			__atomic_store_n(&l->full_first_ms, jg_now_ms(), __ATOMIC_RELAXED);
+		__atomic_store_n(&l->full_last_ns, jg_mono_ns(), __ATOMIC_RELEASE);
 	} else if (e->rc == 0 && !e->replayed) {
-		__atomic_store_n(&l->full_last_ms, 0, __ATOMIC_RELAXED);
+		__atomic_store_n(&l->full_last_ns, 0, __ATOMIC_RELEASE);
 	}
 }
 
@@ -756,6 +757,21 @@ static int write_all(Log *l, LogEntry *batch, uint64_t n)
 	return any;
 }
 
+/* Writer thread, at start: a map made smaller than the log already is
+ * (LMDB opens it at the size in use), or one that filled before the
+ * restart, is said at once, not only with the first refused trigger. */
+static void warn_if_full(Log *l)
+{
+	char used[24], map[24];
+
+	if (!l->map_bytes || l->used <= l->map_bytes - l->map_bytes / 8)
+		return;
+	snprintf(used, sizeof used, "%llu", (unsigned long long)(l->used >> 10));
+	snprintf(map, sizeof map, "%llu", (unsigned long long)(l->map_bytes >> 10));
+	jg_log(JG_WARN, "the log is (nearly) full: new jobs get 503 storage_full once 15/16 of "
+	       "the map is used; raise limits.map_size_mb", "#used_kib", used, "#map_kib", map, NULL);
+}
+
 /* Writer thread ("jg-log"): drain q_log, commit a batch, acknowledge. */
 static void *writer_main(void *arg)
 {
@@ -766,16 +782,7 @@ static void *writer_main(void *arg)
 
 	pthread_setname_np(pthread_self(), "jg-log");
 	prealloc(l, 1);			/* also learns how full the map is */
-	if (l->map_bytes && l->used > l->map_bytes - l->map_bytes / 8) {
-		char used[24], map[24];
-		/* A map made smaller than the log already is (LMDB opens it
-		 * at the size in use), or one that filled before the restart:
-		 * say so at start, not only with the first refused trigger. */
-		snprintf(used, sizeof used, "%llu", (unsigned long long)(l->used >> 10));
-		snprintf(map, sizeof map, "%llu", (unsigned long long)(l->map_bytes >> 10));
-		jg_log(JG_WARN, "the log is (nearly) full: new jobs get 503 storage_full once 15/16 of "
-		       "the map is used; raise limits.map_size_mb", "#used_kib", used, "#map_kib", map, NULL);
-	}
+	warn_if_full(l);
 	for (;;) {
 		pthread_mutex_lock(&l->mu);
 		while (!l->qhead && !l->closing)

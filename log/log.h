@@ -91,8 +91,8 @@ void log_unwatch(Log *l, LogWatchFn fn, void *ctx);
 
 uint64_t log_head(Log *l);		/* last committed seq, any thread */
 /* Any thread: when (wall ms) new jobs began to be refused for lack of
- * space (map or disk full), if the last enqueue the writer handled was
- * refused so and that was within window_ms; else 0. */
+ * space (map or disk full), if no enqueue was written since and the last
+ * refusal was within window_ms; else 0. */
 int64_t  log_full_since(Log *l, int64_t window_ms);
 
 typedef struct LogStats {		/* counters since start, any thread */

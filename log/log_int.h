@@ -40,7 +40,8 @@ struct Log {
 	int64_t   fail_said_ns[2];	/* {writer} last logged: [0] batch warning, [1] error */
 	uint64_t  fail_quiet[2];	/* {writer} lines of that kind not logged since */
 	int64_t   rcheck_ns;		/* {writer} next look for dead readers' slots */
-	int64_t   full_first_ms, full_last_ms;	/* atomic (writer sets): log_full_since() */
+	int64_t   full_first_ms;	/* atomic (writer sets): wall time of the first refusal */
+	int64_t   full_last_ns;		/* atomic (writer sets): monotonic, last refusal; 0 none */
 	Buf       rec;			/* {writer} scratch record */
 };
 
