@@ -390,6 +390,23 @@ out:
 	return r;
 }
 
+/* The tokens form one tree whose root spans all n of them, so that
+ * json_skip() never walks past the end.  jsmn alone guarantees that only
+ * for well-formed input, and a damaged log record need not be. */
+static int json_tree_ok(const jsmntok_t *t, int n)
+{
+	long owed = 1;
+	int i = 0;
+
+	while (owed > 0) {
+		if (i >= n)
+			return 0;
+		owed += t[i].size - 1;
+		i++;
+	}
+	return i == n;
+}
+
 int json_parse_own(const char *js, size_t n, jsmntok_t *stack, int nstack,
 		   jsmntok_t **heap, jsmntok_t **out)
 {
@@ -409,7 +426,7 @@ int json_parse_own(const char *js, size_t n, jsmntok_t *stack, int nstack,
 		r = jsmn_parse(&p, js, n, *heap, (unsigned)r);
 		*out = *heap;
 	}
-	return r > 0 ? r : JG_EINVAL;
+	return r > 0 && json_tree_ok(*out, r) ? r : JG_EINVAL;
 }
 
 int json_parse(const char *js, size_t n, jsmntok_t **toks)

@@ -27,7 +27,9 @@
 int json_parse(const char *js, size_t n, jsmntok_t **toks);
 
 /* Tokenize JSON this program wrote itself (log records): jsmn alone, no
- * strict pass, since the writer only stores validated or generated JSON.
+ * strict pass, since the writer only stores validated or generated JSON;
+ * but the tokens are checked to form one tree (a damaged record is
+ * JG_EINVAL, never a json_skip() past the end).
  * Tokens go to stack[0..nstack) when they fit, else to a malloc'd array
  * in *heap that the caller frees (*heap stays NULL otherwise); *out points
  * at whichever holds them.  Returns the count or JG_EINVAL. */

@@ -306,8 +306,13 @@ int event_decode(const LogEvent *ev, EventView *v)
 		free(heap);
 		return JG_ECORRUPT;
 	}
-	for (i = 1; i < n && rc == 0; i = json_skip(toks, i + 1))
+	for (i = 1; i < n && rc == 0; i = json_skip(toks, i + 1)) {
+		if (toks[i].size != 1 || i + 1 >= n) {	/* a key without its value */
+			rc = JG_ECORRUPT;
+			break;
+		}
 		rc = member(ev->json, toks, i, v);
+	}
 	free(heap);
 	if (rc == 0 && ev->type == JG_EV_ENQUEUED && !v->payload.n)
 		rc = JG_ECORRUPT;

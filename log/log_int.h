@@ -60,6 +60,9 @@ extern unsigned log_verify_batch;
 /* How often the writer frees the snapshots of readers that died (a
  * variable for the unit test). */
 extern int64_t  log_reader_check_ns;
+/* One stored record (v) of seq into ev, borrowing from v: 0, or
+ * JG_ECORRUPT when its framing does not hold (ev->seq is set either way). */
+int      log_decode(uint64_t seq, const MDB_val *v, LogEvent *ev);
 /* Last key of dbi in txn into *seq, 0 if empty; an error code if unreadable. */
 int      log_last_seq(MDB_txn *txn, MDB_dbi dbi, uint64_t *seq);
 

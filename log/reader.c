@@ -12,13 +12,14 @@
 #include <string.h>
 
 #include "../common/jg.h"
+#include "../common/json.h"
 #include "event.h"
 #include "log.h"
 #include "log_int.h"
 
 /* ---- records ---- */
 
-static int log_decode(uint64_t seq, const MDB_val *v, LogEvent *ev)
+int log_decode(uint64_t seq, const MDB_val *v, LogEvent *ev)
 {
 	const unsigned char *p = v->mv_data;
 	size_t n = v->mv_size;
@@ -298,8 +299,13 @@ static const char *header_mismatch(const LogEvent *ev, const EventView *v)
 	if (v->j_at.n < 2 || jg_parse_time(v->j_at.p + 1, v->j_at.n - 2, &at) != 0 ||
 	    at != ev->at_ms)
 		return "at";
-	if (ev->pay_len && (ev->pay_len < sizeof pay - 1 ||
-			    memcmp(ev->json + ev->pay_off, pay, sizeof pay - 1) != 0))
+	/* The span readers cut to leave the payload out must be exactly the
+	 * member: ",\"payload\":" and the value event_decode found. */
+	if (ev->pay_len ? ev->pay_len < sizeof pay - 1 ||
+			  memcmp(ev->json + ev->pay_off, pay, sizeof pay - 1) != 0 ||
+			  v->payload.p != ev->json + ev->pay_off + sizeof pay - 1 ||
+			  v->payload.n != ev->pay_len - (sizeof pay - 1)
+			: v->payload.n != 0)
 		return "payload";
 	return NULL;
 }
@@ -309,8 +315,14 @@ int log_event_verify(const LogEvent *ev, char *msg, size_t cap)
 {
 	EventView v;
 	const char *what;
+	size_t at;
 
-	if (event_decode(ev, &v) != 0) {
+	/* event_decode reads members leniently (jsmn); what clients get must
+	 * be JSON (json_error_at: strict but for lone surrogate escapes, which
+	 * records written before they were refused may hold).  A damaged byte
+	 * inside a key passed the first and broke every stream that relayed
+	 * it (fuzz_event). */
+	if (event_decode(ev, &v) != 0 || json_error_at(ev->json, ev->json_len, &at) != 0) {
 		snprintf(msg, cap, "seq %llu: event JSON does not decode",
 			 (unsigned long long)ev->seq);
 		return JG_ECORRUPT;

@@ -18,7 +18,7 @@ FUZZ_CFLAGS  := -std=c11 -D_GNU_SOURCE -g -O1 -Wall -Wextra -Werror \
 	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
 	-fno-omit-frame-pointer
 
-FUZZ_TARGETS := json config route
+FUZZ_TARGETS := json config route event
 
 json_SRCS    := common/json.c common/buf.c common/jg.c
 json_LIBS    :=
@@ -26,6 +26,8 @@ config_SRCS  := common/config.c common/config_jobs.c common/json.c common/buf.c 
 config_LIBS  := -lcrypto
 route_SRCS   := api/route.c common/buf.c common/jg.c
 route_LIBS   :=
+event_SRCS   := log/reader.c log/event.c log/log.c common/json.c common/buf.c common/jg.c
+event_LIBS   := -llmdb
 
 all: $(FUZZ_TARGETS:%=run-%)
 build: $(FUZZ_TARGETS:%=$(FUZZ_O)/fuzz_%)
