@@ -567,6 +567,30 @@ TEST(decode_refuses_payload_at_offset_zero)
 	log_close(l);
 }
 
+/* A damaged record's JSON may end in a key without its value, which jsmn
+ * (lenient) still tokenizes: decoding read the token past the last one
+ * (fuzz_event).  Also a token tree that does not hold together. */
+TEST(event_decode_refuses_a_key_without_value)
+{
+	static const char *const bad[] = {
+		"{\"type\":\"job.started\",\"status\"}",
+		"{\"type\":\"job.started\",\"attempt\":1,\"x\"}",
+	};
+	LogEvent ev;
+	EventView v;
+
+	for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+		memset(&ev, 0, sizeof ev);
+		ev.seq = 2;
+		ev.job_id = 1;
+		ev.type = JG_EV_STARTED;
+		ev.status = JG_ST_RUNNING;
+		ev.json = bad[k];
+		ev.json_len = strlen(bad[k]);
+		CHECK(event_decode(&ev, &v) == JG_ECORRUPT);
+	}
+}
+
 TEST(event_decode_reads_members)
 {
 	Log *l = open_log();
@@ -693,6 +717,7 @@ int main(void)
 	RUN(reported_page_damage_is_fatal_once_a_server_log_is_open);
 	RUN(writer_frees_the_snapshot_of_a_reader_that_died);
 	RUN(event_decode_reads_members);
+	RUN(event_decode_refuses_a_key_without_value);
 	RUN(readonly_open_reads_committed_log);
 	return t_done();
 }
