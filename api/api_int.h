@@ -240,6 +240,7 @@ struct Api {
 	ApiReq       *free;		/* request pool */
 	lws_dll2_owner_t body_fifo;	/* requests whose body is being read */
 	int           nreq, inflight;	/* allocated; owned by log/runner */
+	int           writing;		/* RQ_READY or RQ_SENDING: an answer not all handed to lws */
 	size_t        body_bytes;	/* buffered request bodies, <= API_BODY_BUDGET */
 	size_t        unauth_bytes;	/* of them, signed-job requests without a token */
 	ApiReq       *wait[API_WAIT_BUCKETS];	/* parked /wait requests by job id */

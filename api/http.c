@@ -107,11 +107,15 @@ int api_flush(Api *a, ApiReq *r)
 	if (r->sent < total || lws_partial_buffered(wsi))
 		lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT, a->send_stall_s);
 	if (r->sent < total) {
+		if (r->state != RQ_READY && r->state != RQ_SENDING)
+			a->writing++;
 		r->state = RQ_SENDING;
 		lws_callback_on_writable(wsi);
 		return 0;
 	}
 	if (r->close_after) {
+		if (r->state == RQ_READY || r->state == RQ_SENDING)
+			a->writing--;
 		r->state = RQ_CLOSING;
 		lws_callback_on_writable(wsi);
 		return 0;
@@ -135,6 +139,8 @@ void api_defer(Api *a, ApiReq *r, int status, const char *hdrs,
 {
 	api_count(a, status);
 	api_compose(&r->out, status, hdrs, body, bn, r->close_after, r->head_only);
+	if (r->state != RQ_READY && r->state != RQ_SENDING)
+		a->writing++;
 	r->state = RQ_READY;
 	/* lws 4.1 delivers no POLLOUT to an h1 connection whose rx is
 	 * flow-controlled: let rx go on now (pipeline.c). */
@@ -380,14 +386,20 @@ static int api_bearer(const char *h, size_t n, const char **tok, size_t *tn)
  * joins repeats as "first,  second"). */
 static int api_has_bearer(const char *h, size_t n)
 {
+	int quoted = 0;
+
 	for (size_t i = 0; i < n; i++) {
 		size_t j = i + 1;
 
-		if (h[i] != ',')
+		if (h[i] == '"' && (i == 0 || h[i - 1] != '\\'))
+			quoted = !quoted;
+		if (quoted || h[i] != ',')
 			continue;
 		while (j < n && (h[j] == ' ' || h[j] == '\t'))
 			j++;
-		if (n - j >= 6 && strncasecmp(h + j, "bearer", 6) == 0)
+		/* The scheme alone, or followed by a space: not "bearer_x=". */
+		if (n - j >= 6 && strncasecmp(h + j, "bearer", 6) == 0 &&
+		    (n - j == 6 || h[j + 6] == ' ' || h[j + 6] == '\t'))
 			return 1;
 	}
 	return 0;

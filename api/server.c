@@ -129,6 +129,8 @@ void api_budget_put(Api *a, ApiReq *r)
  * the pool's footprint stays near API_REQ_MAX small requests. */
 void api_req_put(Api *a, ApiReq *r)
 {
+	if (r->state == RQ_READY || r->state == RQ_SENDING)
+		a->writing--;
 	api_list_unhook(a, r);		/* a parked list leaves proj_wait */
 	api_park_unwatch(r);
 	lws_sul_cancel(&r->sul);	/* a /wait timer must not outlive it */
@@ -714,7 +716,8 @@ int api_run(Api *a)
 	api_wait_flush(a);
 	api_list_flush(a);
 	until = jg_mono_ns() + (int64_t)API_DRAIN_S * 1000000000;
-	while ((a->inflight > 0 || a->nwait > 0 || a->proj_wait.count) && jg_mono_ns() < until)
+	while ((a->inflight > 0 || a->nwait > 0 || a->proj_wait.count || a->writing > 0) &&
+	       jg_mono_ns() < until)
 		api_loop_once(a, 0);
 	/* A few more turns so answers queued by the drain get written. */
 	for (int i = 0; i < 3; i++)

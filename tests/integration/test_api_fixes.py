@@ -3,6 +3,7 @@ HTTP, over-long headers, Expect: 100-continue, SSE log noise, header
 whitespace, duplicate query parameters, unknown ids, HEAD, deep JSON."""
 import json
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -165,7 +166,9 @@ def test_a_slow_reader_gets_the_whole_answer(make_server):
     c.settimeout(10)
     buf, t0 = b"", time.time()
     while b"\r\n\r\n" not in buf:
-        buf += c.recv(4096)
+        b = c.recv(4096)
+        assert b, "closed before the headers"
+        buf += b
     head, _, body = buf.partition(b"\r\n\r\n")
     n = int([l for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")][0]
             .split(b":")[1])
@@ -199,3 +202,32 @@ def test_trace_and_connect_are_405_with_allow(server, method):
         else:
             assert st == 404 and json.loads(body)["error"] == "not_found"
     assert server.get("/healthz").status == 200
+
+
+def test_an_answer_given_at_stop_is_sent_whole(make_server):
+    """SIGTERM answers a parked /wait at once; the stop then waits (at most
+    5 s) until every answer is handed to lws.  With answers sent 64 KiB
+    per loop turn, the three turns it used to give them cut a 300 KB
+    answer at ~192 KiB (helper 50)."""
+    s = make_server(config={"jobs": {"slow": {"command": ["sleep", "30"]}},
+                            "limits": {"max_payload_bytes": 8 << 20}})
+    body = json.dumps({"b": "x" * 300000}).encode()
+    c = socket.create_connection(("127.0.0.1", s.port))
+    c.sendall(("POST /trigger/slow/wait HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+               "Content-Length: %d\r\n\r\n" % (TOKEN, len(body))).encode() + body)
+    time.sleep(1.0)                     # parked: the job sleeps
+    s.proc.send_signal(signal.SIGTERM)
+    c.settimeout(20)
+    buf = b""
+    while True:
+        try:
+            b = c.recv(1 << 20)
+        except ConnectionResetError:
+            break
+        if not b:
+            break
+        buf += b
+    c.close()
+    (st, h, answer), = responses(buf)
+    assert st == 202 and json.loads(answer)["payload"]["b"] == "x" * 300000
+    assert s.proc.wait(30) == 0

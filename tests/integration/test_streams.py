@@ -617,6 +617,15 @@ def test_access_token_counts_beside_another_auth_scheme(server):
         r = c.getresponse()
         r.read()
         assert r.status == 401, path
+    # Another scheme's parameters that merely begin with "bearer" are not
+    # a Bearer header (helper 50).
+    for h in ('Digest username="u", realm="r", bearer_format="jwt"',
+              'Digest username="ann, bearer of news", realm="r"'):
+        c.request("GET", "/events?from_seq=1&access_token=" + TOKEN, headers={"Authorization": h})
+        r = c.getresponse()
+        assert r.status == 200, h
+        c.close()
+        c = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
     # Two Authorization headers, a stale Bearer behind the Basic one: the
     # Bearer is still judged (lws joins the two; helper 49).
     for first, second in ((basic["Authorization"], "Bearer stale"),
