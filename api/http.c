@@ -382,27 +382,48 @@ static int api_bearer(const char *h, size_t n, const char **tok, size_t *tn)
 	return n > 0;
 }
 
-/* A "Bearer" scheme after a comma: a second Authorization header (lws
- * joins repeats as "first,  second"). */
-static int api_has_bearer(const char *h, size_t n)
+/* Whether a "Bearer" scheme follows a comma in h; with quotes, commas
+ * inside quoted strings do not count, and *open says whether h ended
+ * inside one. */
+static int api_bearer_after(const char *h, size_t n, int quotes, int *open)
 {
 	int quoted = 0;
 
 	for (size_t i = 0; i < n; i++) {
-		size_t j = i + 1;
+		size_t j = i + 1, k;
 
-		if (h[i] == '"' && (i == 0 || h[i - 1] != '\\'))
+		if (quotes && quoted && h[i] == '\\') {
+			i++;			/* an escaped byte inside quotes */
+			continue;
+		}
+		if (quotes && h[i] == '"')
 			quoted = !quoted;
 		if (quoted || h[i] != ',')
 			continue;
 		while (j < n && (h[j] == ' ' || h[j] == '\t'))
 			j++;
-		/* The scheme alone, or followed by a space: not "bearer_x=". */
-		if (n - j >= 6 && strncasecmp(h + j, "bearer", 6) == 0 &&
-		    (n - j == 6 || h[j + 6] == ' ' || h[j + 6] == '\t'))
+		if (n - j < 6 || strncasecmp(h + j, "bearer", 6) != 0)
+			continue;
+		/* The scheme (alone, or a space and its token), not a
+		 * parameter: "bearer_x=..." or "bearer = ...". */
+		for (k = j + 6; k < n && (h[k] == ' ' || h[k] == '\t'); k++)
+			;
+		if ((j + 6 == n || h[j + 6] == ' ' || h[j + 6] == '\t') && (k == n || h[k] != '='))
 			return 1;
 	}
+	*open = quoted;
 	return 0;
+}
+
+/* A "Bearer" scheme after a comma: a second Authorization header (lws
+ * joins repeats as "first,  second").  Commas inside another scheme's
+ * quoted parameters do not count; a quote left open (which could hide the
+ * second header) has the header read again without quotes. */
+static int api_has_bearer(const char *h, size_t n)
+{
+	int open = 0;
+
+	return api_bearer_after(h, n, 1, &open) || (open && api_bearer_after(h, n, 0, &open));
 }
 
 /* Every credential the request carries must be good: a bearer header, and

@@ -42,7 +42,8 @@ typedef struct JsonScan {
 	int ntok;			/* tokens jsmn will emit */
 	int depth;
 	int strict_u;			/* refuse lone surrogate escapes */
-	unsigned char obj[JSON_MAX_DEPTH / 8];	/* bit set: level is an object */
+	int max_depth;			/* JSON_MAX_DEPTH, or one more (stored events) */
+	unsigned char obj[JSON_MAX_DEPTH / 8 + 1];	/* bit set: level is an object */
 } JsonScan;
 
 static void json_ws(JsonScan *sc)
@@ -184,7 +185,7 @@ static int json_push(JsonScan *sc, int is_obj)
 {
 	unsigned char bit = (unsigned char)(1u << (sc->depth & 7));
 
-	if (sc->depth >= JSON_MAX_DEPTH)
+	if (sc->depth >= sc->max_depth)
 		return JG_ETOODEEP;
 	if (is_obj)
 		sc->obj[sc->depth >> 3] |= bit;
@@ -285,7 +286,8 @@ static int json_scan_after(JsonScan *sc, int *state)
 
 /* Validate js[0..n) as one JSON value; 0 and the token count, or JG_EINVAL
  * (JG_ETOODEEP: valid so far, but nested deeper than JSON_MAX_DEPTH). */
-static int json_scan_at(const char *js, size_t n, int *ntok, size_t *at, int strict_u)
+static int json_scan_at(const char *js, size_t n, int *ntok, size_t *at, int strict_u,
+			int max_depth)
 {
 	JsonScan sc;
 	int rc = 0, state = JS_VALUE;
@@ -294,6 +296,7 @@ static int json_scan_at(const char *js, size_t n, int *ntok, size_t *at, int str
 	sc.s = js;
 	sc.n = n;
 	sc.strict_u = strict_u;
+	sc.max_depth = max_depth;
 	/* jsmn keeps offsets in int; refuse what it cannot address. */
 	if (!js || n == 0 || n >= INT_MAX)
 		return JG_EINVAL;
@@ -313,7 +316,7 @@ static int json_scan_at(const char *js, size_t n, int *ntok, size_t *at, int str
 
 static int json_scan(const char *js, size_t n, int *ntok)
 {
-	return json_scan_at(js, n, ntok, NULL, 0);
+	return json_scan_at(js, n, ntok, NULL, 0, JSON_MAX_DEPTH);
 }
 
 int json_error_at(const char *js, size_t n, size_t *at)
@@ -321,14 +324,22 @@ int json_error_at(const char *js, size_t n, size_t *at)
 	int ntok;
 
 	*at = 0;
-	return json_scan_at(js, n, &ntok, at, 0);
+	return json_scan_at(js, n, &ntok, at, 0, JSON_MAX_DEPTH);
+}
+
+int json_stored_error_at(const char *js, size_t n, size_t *at)
+{
+	int ntok;
+
+	*at = 0;
+	return json_scan_at(js, n, &ntok, at, 0, JSON_MAX_DEPTH + 1);
 }
 
 int json_valid(const char *js, size_t n)
 {
 	int ntok;
 
-	return json_scan_at(js, n, &ntok, NULL, 1);
+	return json_scan_at(js, n, &ntok, NULL, 1, JSON_MAX_DEPTH);
 }
 
 /* The root is a bare primitive: one token jsmn would refuse to emit. */

@@ -45,6 +45,9 @@ int json_valid(const char *js, size_t n);
  * stopped: for a refused document, the byte offset of (or just after) the
  * first thing wrong. */
 int json_error_at(const char *js, size_t n, size_t *at);
+/* json_error_at for a stored event, one level deeper: the event object
+ * wraps a payload or result that was itself allowed JSON_MAX_DEPTH. */
+int json_stored_error_at(const char *js, size_t n, size_t *at);
 
 /* Index of the token after the subtree rooted at toks[i]. */
 int json_skip(const jsmntok_t *toks, int i);

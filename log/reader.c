@@ -318,11 +318,12 @@ int log_event_verify(const LogEvent *ev, char *msg, size_t cap)
 	size_t at;
 
 	/* event_decode reads members leniently (jsmn); what clients get must
-	 * be JSON (json_error_at: strict but for lone surrogate escapes, which
-	 * records written before they were refused may hold).  A damaged byte
-	 * inside a key passed the first and broke every stream that relayed
-	 * it (fuzz_event). */
-	if (event_decode(ev, &v) != 0 || json_error_at(ev->json, ev->json_len, &at) != 0) {
+	 * be JSON.  json_stored_error_at is strict but for lone surrogate
+	 * escapes (records written before they were refused may hold them)
+	 * and allows one level more than a payload or result may have (the
+	 * event wraps them: helper 52).  A damaged byte inside a key passed
+	 * the first and broke every stream that relayed it (fuzz_event). */
+	if (event_decode(ev, &v) != 0 || json_stored_error_at(ev->json, ev->json_len, &at) != 0) {
 		snprintf(msg, cap, "seq %llu: event JSON does not decode",
 			 (unsigned long long)ev->seq);
 		return JG_ECORRUPT;

@@ -498,3 +498,29 @@ def test_no_space_is_taken_ahead_on_a_nearly_full_disk(make_server, tmp_path):
     used = json.loads(run("log", "stat", "--data-dir", s.data_dir).stdout)["bytes"]
     size = os.path.getsize(os.path.join(s.data_dir, "log", "data.mdb"))
     assert size < used + (1 << 20), (size, used)
+
+
+def test_verify_and_events_take_a_payload_and_result_512_deep(make_server):
+    """A trigger body may nest 512 levels (the limit), and so may a job's
+    stdout kept as its result; the stored event wraps them in one more.
+    log verify's strict scan (added this session) refused such records:
+    GET /jobs/{id}/events 500 and log dump dropped them (helper 52)."""
+    deep = "[" * 512 + "]" * 512
+    s = make_server(config={"jobs": {"echo": {"builtin": "echo"},
+                                     "cat": {"command": ["/bin/cat"]}}})
+    ids = []
+    for job in ("echo", "cat"):
+        r = s.post("/trigger/%s/wait" % job, deep)      # a str body is sent as is
+        assert r.status == 200 and r.json()["status"] == "succeeded", r.body
+        ids.append(r.json()["id"])
+    for jid in ids:
+        r = s.get("/jobs/%s/events" % jid)
+        assert r.status == 200 and len(r.json()["events"]) == 3, r.body
+    assert s.stop() == 0
+    r = run("log", "verify", "--data-dir", s.data_dir)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = run("log", "dump", "--data-dir", s.data_dir)
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 6, r.stderr
+    deeper = "[" + deep + "]"
+    s.start()
+    assert s.post("/trigger/echo", deeper).status == 400

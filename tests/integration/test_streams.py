@@ -626,10 +626,19 @@ def test_access_token_counts_beside_another_auth_scheme(server):
         assert r.status == 200, h
         c.close()
         c = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    for h in ('Digest realm="r", bearer = "jwt"',):      # a parameter (helper 52)
+        c.request("GET", "/events?from_seq=1&access_token=" + TOKEN, headers={"Authorization": h})
+        r = c.getresponse()
+        assert r.status == 200, h
+        c.close()
+        c = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
     # Two Authorization headers, a stale Bearer behind the Basic one: the
-    # Bearer is still judged (lws joins the two; helper 49).
+    # Bearer is still judged (lws joins the two; helper 49), also behind an
+    # escaped backslash or an open quote in the first (helper 52).
     for first, second in ((basic["Authorization"], "Bearer stale"),
-                          ("Bearer stale", basic["Authorization"])):
+                          ("Bearer stale", basic["Authorization"]),
+                          ('Digest realm="a\\\\"', "Bearer stale"),
+                          ('Basic "x', "Bearer stale")):
         c.putrequest("GET", "/events?from_seq=1&access_token=" + TOKEN)
         c.putheader("Authorization", first)
         c.putheader("Authorization", second)
