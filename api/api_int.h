@@ -223,6 +223,7 @@ struct Api {
 	uint64_t            ncb;	/* api_callback calls: loop.c tells busy from idle turns */
 	int           port;
 	int           send_stall_s;	/* API_SEND_STALL_S; tests shorten it */
+	int64_t       full_window_ms;	/* API_FULL_WINDOW_MS; tests shorten it */
 	atomic_int    stop;		/* set by api_stop() on another thread */
 	atomic_int    closed;		/* set under cq_mu: api_close() began, ctx is off limits */
 

@@ -26,7 +26,7 @@ int api_healthz(Api *a, ApiReq *r)
 	uint64_t seq;
 	int rc = proj_failing(a->proj, &seq);
 	int64_t stalled = rc ? 0 : proj_stalled_ms(a->proj, &seq);
-	int64_t full = log_full_since(a->log, API_FULL_WINDOW_MS);
+	int64_t full = log_full_since(a->log, a->full_window_ms);
 	int degraded = rc || stalled || full;
 
 	buf_reset(b);

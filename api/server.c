@@ -669,6 +669,8 @@ int api_open(Api **out, const Config *cfg, Log *log, Projector *proj,
 	a->head_seen = a->head_streams = log_head(log);
 	a->send_stall_s = (int)api_env_num("JOBGATE_SEND_STALL_S", 1, API_SEND_STALL_S,
 					   API_SEND_STALL_S);
+	a->full_window_ms = api_env_num("JOBGATE_FULL_WINDOW_MS", 100, API_FULL_WINDOW_MS,
+					API_FULL_WINDOW_MS);
 	rc = ENOMEM;
 	if (!(a->enq = calloc((size_t)cfg->njobs * API_NOUTCOMES + 1, sizeof *a->enq)) ||
 	    !(a->hmac_hdr = calloc((size_t)cfg->njobs + 1, sizeof *a->hmac_hdr)) ||

@@ -405,7 +405,7 @@ def test_healthz_says_when_new_jobs_are_refused_for_space(make_server):
     load balancer or monitor never noticed (helper 46).  It is degraded
     from the first refusal until a trigger is taken again; a start on a
     log that is already full says so in the log."""
-    s = make_server(config=cfg({}, map_size_mb=1))
+    s = make_server(config=cfg({}, map_size_mb=1), env={"JOBGATE_FULL_WINDOW_MS": "1500"})
     payload = "x" * 20000
     for _ in range(80):
         r = s.post("/trigger/echo", json.dumps(payload))
@@ -416,6 +416,12 @@ def test_healthz_says_when_new_jobs_are_refused_for_space(make_server):
     h = s.get("/healthz")
     assert h.status == 503 and h.json()["status"] == "degraded", h.body
     assert h.json()["error"].startswith("log: out of space since "), h.body
+    # No trigger for longer than the window (30 s; 1.5 s here): "ok" again,
+    # so a load balancer that stopped sending tries again.
+    time.sleep(2)
+    assert s.get("/healthz").status == 200
+    assert s.post("/trigger/echo", json.dumps(payload)).status == 503
+    assert s.get("/healthz").status == 503
     assert s.stop() == 0
     s.start()
     assert any(l.get("msg", "").startswith("the log is (nearly) full") for l in s.log_lines())
