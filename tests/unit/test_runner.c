@@ -583,6 +583,13 @@ static int job_events(Log *l, uint64_t id, EventView *v, Buf *keep, int max)
 	return job_events_from(l, id, 0, v, keep, max);
 }
 
+/* The n buffers job_events() filled. */
+static void keep_free(Buf *keep, int n)
+{
+	for (int i = 0; i < n; i++)
+		buf_free(&keep[i]);
+}
+
 #define CFG_HEAD "{\"jobs\":{\"echo\":{\"builtin\":\"echo\"},"
 
 TEST(runs_cat_and_echo)
@@ -605,8 +612,7 @@ TEST(runs_cat_and_echo)
 	CHECK(n == 3 && strcmp(v[2].result.p, "[1,2,3]") == 0);
 	CHECK(v[2].seq == v[1].seq + 1);	/* an echo's started + succeeded: one pair */
 	env_close(&e, 5);
-	for (int i = 0; i < 8; i++)
-		buf_free(&keep[i]);
+	keep_free(keep, 8);
 }
 
 TEST(failure_retries_with_backoff_then_fails)
@@ -630,8 +636,7 @@ TEST(failure_retries_with_backoff_then_fails)
 	CHECK(v[3].at_ms - v[2].at_ms >= 850 && v[3].at_ms - v[2].at_ms < 3000);
 	CHECK(v[5].at_ms - v[4].at_ms >= 1750 && v[5].at_ms - v[4].at_ms < 4000);
 	env_close(&e, 5);
-	for (int i = 0; i < 16; i++)
-		buf_free(&keep[i]);
+	keep_free(keep, 16);
 }
 
 TEST(timeout_kills_and_fails)
@@ -649,8 +654,7 @@ TEST(timeout_kills_and_fails)
 	int n = job_events(e.log, id, v, keep, 8);
 	CHECK(n == 3 && strcmp(v[2].error.p, "\"timeout\"") == 0 && v[2].signal == SIGTERM);
 	env_close(&e, 5);
-	for (int i = 0; i < 8; i++)
-		buf_free(&keep[i]);
+	keep_free(keep, 8);
 }
 
 typedef struct ReqWait { Wait w; } ReqWait;
@@ -755,8 +759,7 @@ TEST(cancel_running_then_conflict_then_retry)
 	int n = job_events(e.log, id, v, keep, 16);
 	CHECK(n == 5 && v[3].type == JG_EV_RETRIED && v[3].attempt == 2 && v[4].attempt == 2);
 	env_close(&e, 0);	/* interrupts attempt 2: failed, no attempts left */
-	for (int i = 0; i < 16; i++)
-		buf_free(&keep[i]);
+	keep_free(keep, 16);
 }
 
 /* A spawn that is slow and then fails, as an exec of a vanished file on
@@ -786,23 +789,32 @@ static void *set_later(void *arg)
 }
 
 /* Job x (spec: its JSON members) is being spawned by fn, which waits for
- * *go: cancel it then (*go is set 300 ms later) and check the answer. */
-static uint64_t cancel_while_spawning(Env *e, int (*fn)(RunnerProc *, const RunnerSpawn *),
-				      atomic_int *go, const char *spec, int want_rc)
+ * *go: cancel it then (*go is set 300 ms later), check the answer, wait
+ * for status final and return the job's events in v (keep holds their
+ * text); the runner is closed and spawns go the normal way again. */
+static int cancel_while_spawning(int (*fn)(RunnerProc *, const RunnerSpawn *), atomic_int *go,
+				 const char *spec, int want_rc, int final, EventView *v, Buf *keep)
 {
 	char cfg[512];
 	pthread_t th;
 	Later later = { go, 1 };
+	Env e;
+	int n;
 
 	runner_spawn_fn = fn;
 	snprintf(cfg, sizeof cfg, CFG_HEAD "\"x\":{%s}}}", spec);
-	env_open(e, cfg, 1);
-	uint64_t id = enqueue(e->log, "x", "null", 1);
-	wait_status(e->log, id, JG_ST_RUNNING, 10);	/* started is durable: spawning */
+	env_open(&e, cfg, 1);
+	uint64_t id = enqueue(e.log, "x", "null", 1);
+	wait_status(e.log, id, JG_ST_RUNNING, 10);	/* started is durable: spawning */
 	CHECK(pthread_create(&th, NULL, set_later, &later) == 0);
-	CHECK(request(e->run, RUNNER_CANCEL, id) == want_rc);
+	CHECK(request(e.run, RUNNER_CANCEL, id) == want_rc);
 	pthread_join(th, NULL);
-	return id;
+	wait_status(e.log, id, final, 5);
+	n = job_events(e.log, id, v, keep, 16);
+	env_close(&e, 0);
+	runner_spawn_fn = runner_proc_spawn;
+	atomic_store(go, 0);
+	return n;
 }
 
 /* A cancel that arrives while a spawner is starting the process, whose
@@ -810,18 +822,14 @@ static uint64_t cancel_while_spawning(Env *e, int (*fn)(RunnerProc *, const Runn
  * used to wait forever while the job was retried as a spawn failure). */
 TEST(cancel_during_a_failing_spawn)
 {
-	Env e;
 	EventView v[16];
 	Buf keep[16] = {{0}};
+	int n = cancel_while_spawning(slow_failing_spawn, &slow_spawn_go,
+				      "\"command\":[\"/bin/true\"],\"max_attempts\":3", 0,
+				      JG_ST_CANCELED, v, keep);
 
-	uint64_t id = cancel_while_spawning(&e, slow_failing_spawn, &slow_spawn_go,
-					    "\"command\":[\"/bin/true\"],\"max_attempts\":3", 0);
-	wait_status(e.log, id, JG_ST_CANCELED, 5);
-	int n = job_events(e.log, id, v, keep, 16);
 	CHECK(n == 3 && v[1].type == JG_EV_STARTED && v[2].type == JG_EV_CANCELED);
-	env_close(&e, 0);
-	for (int i = 0; i < 16; i++)
-		buf_free(&keep[i]);
+	keep_free(keep, 16);
 }
 
 /* A cancel that arrives while the spawner starts a process that then runs
@@ -843,20 +851,14 @@ static int spawn_late_report(RunnerProc *p, const RunnerSpawn *s)
 
 TEST(cancel_during_the_spawn_of_a_job_that_finishes)
 {
-	Env e;
 	EventView v[16];
 	Buf keep[16] = {{0}};
+	int n = cancel_while_spawning(spawn_late_report, &spawn_go,
+				      "\"command\":[\"/bin/echo\",\"done\"],\"max_attempts\":1",
+				      JG_ECONFLICT, JG_ST_SUCCEEDED, v, keep);
 
-	uint64_t id = cancel_while_spawning(&e, spawn_late_report, &spawn_go,
-					    "\"command\":[\"/bin/echo\",\"done\"],\"max_attempts\":1",
-					    JG_ECONFLICT);
-	int n = job_events(e.log, id, v, keep, 16);
 	CHECK(n == 3 && v[2].type == JG_EV_SUCCEEDED && strcmp(v[2].result.p, "\"done\\n\"") == 0);
-	env_close(&e, 0);
-	runner_spawn_fn = runner_proc_spawn;
-	atomic_store(&spawn_go, 0);
-	for (int i = 0; i < 16; i++)
-		buf_free(&keep[i]);
+	keep_free(keep, 16);
 }
 
 TEST(cancel_queued_at_once)
@@ -916,8 +918,7 @@ TEST(recovery_interrupted_then_rerun)
 	n = job_events(e.log, gone, v, keep, 16);
 	CHECK(n == 2 && strcmp(v[1].error.p, "\"unknown job\"") == 0);
 	env_close(&e, 5);
-	for (int i = 0; i < 16; i++)
-		buf_free(&keep[i]);
+	keep_free(keep, 16);
 }
 
 /* After a restart, a job.retried's max_attempts is the cap, not its
@@ -961,8 +962,7 @@ TEST(recovery_keeps_retried_max_attempts)
 	CHECK(v[4].status == JG_ST_QUEUED && v[4].retry_at_ms > 0);
 	CHECK(v[5].type == JG_EV_STARTED && v[5].attempt == 2);
 	env_close(&e, 5);
-	for (int i = 0; i < 16; i++)
-		buf_free(&keep[i]);
+	keep_free(keep, 16);
 }
 
 /* A job whose last event is job.retried (it names the attempt to run
@@ -982,8 +982,7 @@ TEST(recovery_after_retried_runs_the_named_attempt)
 	CHECK(v[3].type == JG_EV_STARTED && v[3].attempt == 1);
 	CHECK(v[4].type == JG_EV_SUCCEEDED && v[4].attempt == 1);
 	env_close(&e, 5);
-	for (int i = 0; i < 8; i++)
-		buf_free(&keep[i]);
+	keep_free(keep, 8);
 }
 
 TEST(close_interrupts_and_records)
@@ -1004,8 +1003,7 @@ TEST(close_interrupts_and_records)
 	CHECK(v[2].status == JG_ST_QUEUED && v[2].retry_at_ms > 0);
 	log_close(e.log);
 	config_free(e.cfg);
-	for (int i = 0; i < 8; i++)
-		buf_free(&keep[i]);
+	keep_free(keep, 8);
 }
 
 /* Fault seam: commits fail (MDB_MAP_FULL, as a full map does) while
@@ -1110,8 +1108,7 @@ TEST(refused_events_are_retried_until_durable)
 	CHECK(strstr(m.p, "jobgate_jobs_running 0\n"));
 	buf_free(&m);
 	env_close(&e, 5);
-	for (int i = 0; i < 8; i++)
-		buf_free(&keep[i]);
+	keep_free(keep, 8);
 }
 
 /* An echo's job.started refused: its job.succeeded (made at once) must not
@@ -1139,8 +1136,7 @@ TEST(refused_started_not_overtaken)
 	CHECK(n == 3 && v[1].type == JG_EV_STARTED && v[2].type == JG_EV_SUCCEEDED);
 	CHECK(v[2].seq == v[1].seq + 1);
 	env_close(&e, 5);
-	for (int i = 0; i < 8; i++)
-		buf_free(&keep[i]);
+	keep_free(keep, 8);
 }
 
 /* A job.started that becomes durable only once the server is stopping:
@@ -1176,8 +1172,7 @@ TEST(close_with_a_start_in_flight_keeps_the_last_attempt)
 	CHECK(v[2].status == JG_ST_QUEUED && v[2].retry_at_ms > 0);
 	log_close(e.log);
 	config_free(e.cfg);
-	for (int i = 0; i < 8; i++)
-		buf_free(&keep[i]);
+	keep_free(keep, 8);
 }
 
 /* Overwrite the record at seq with bytes that do not decode (the test's
@@ -1259,8 +1254,7 @@ TEST(recovery_learns_a_job_whose_enqueued_is_damaged)
 	CHECK(strcmp(v[1].error.p, "\"interrupted\"") == 0 && v[1].retry_at_ms > 0);
 	CHECK(strncmp(v[3].error.p, "\"payload unreadable:", 20) == 0 && v[3].status == JG_ST_FAILED);
 	env_close(&e, 5);
-	for (int i = 0; i < 8; i++)
-		buf_free(&keep[i]);
+	keep_free(keep, 8);
 }
 
 TEST(metrics_render)
