@@ -291,6 +291,8 @@ void api_defer_error(Api *a, ApiReq *r, int status, const char *code, const char
  * refusals, requests without an ApiReq).  lws_write's result. */
 int  api_write_error(Api *a, struct lws *wsi, int status, const char *code,
 		     const char *msg, int close);
+/* "allow: <the route's methods>\r\n" into tmp (a 405's header). */
+const char *api_allow_hdr(const ApiRoute *rt, char *tmp, size_t cap);
 int  api_write_error_hdrs(Api *a, struct lws *wsi, int status, const char *hdrs,
 			  const char *code, const char *msg, int close);
 /* A connection lws 4.1 did not take as HTTP (the raw role): its answer. */

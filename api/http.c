@@ -167,13 +167,17 @@ static const char *api_error_hdrs(int status)
 	return NULL;
 }
 
+const char *api_allow_hdr(const ApiRoute *rt, char *tmp, size_t cap)
+{
+	snprintf(tmp, cap, "allow: %s\r\n", rt->allow);
+	return tmp;
+}
+
 /* 405 needs the route's Allow; every other status has fixed headers. */
 static const char *api_req_error_hdrs(ApiReq *r, int status, char *tmp, size_t cap)
 {
-	if (status == 405 && r->route) {
-		snprintf(tmp, cap, "allow: %s\r\n", r->route->allow);
-		return tmp;
-	}
+	if (status == 405 && r->route)
+		return api_allow_hdr(r->route, tmp, cap);
 	return api_error_hdrs(status);
 }
 

@@ -67,11 +67,11 @@ int api_raw_refuse(Api *a, struct lws *wsi, const char *in, size_t n)
 		tn++;
 	if (route_split(t, tn, &rp) == 0)
 		for (int i = 0; i < API_NROUTES; i++)
-			if (route_match(api_routes[i].pattern, &rp, NULL, 0)) {
-				snprintf(hdr, sizeof hdr, "allow: %s\r\n", api_routes[i].allow);
-				return api_write_error_hdrs(a, wsi, 405, hdr, "method_not_allowed",
+			if (route_match(api_routes[i].pattern, &rp, NULL, 0))
+				return api_write_error_hdrs(a, wsi, 405,
+							    api_allow_hdr(&api_routes[i], hdr, sizeof hdr),
+							    "method_not_allowed",
 							    "method not allowed on this path", 1);
-			}
 	return api_write_error(a, wsi, 404, "not_found", "no such route", 1);
 }
 

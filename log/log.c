@@ -798,11 +798,11 @@ static void *writer_main(void *arg)
 			n++;
 		if ((any = write_all(l, batch, n)) != 0)
 			__atomic_store_n(&l->head, l->next - 1, __ATOMIC_RELEASE);
-		for (e = batch; e; e = e->next)
-			note_space(l, e);
-		/* done() may free or reuse e: read next first. */
+		/* done() may free or reuse e: read next first.  An answer's
+		 * space note is made before the answer (/healthz agrees). */
 		for (e = batch; e; e = next) {
 			next = e->next;
+			note_space(l, e);
 			e->done(e, e->ctx);
 		}
 		if (any) {
