@@ -234,6 +234,9 @@ out:
 	return log_mdb_rc(rc);
 }
 
+static void map_used(Log *l);
+static void warn_if_full(Log *l);
+
 int log_open(Log **out, const char *dir, const LogOptions *o)
 {
 	char path[4200];
@@ -270,8 +273,11 @@ int log_open(Log **out, const char *dir, const LogOptions *o)
 		goto out;
 	if ((rc = check_size(l, path, 0)) != 0 || (rc = open_dbs(l)) != 0)
 		goto out;
-	if (!l->readonly)
+	if (!l->readonly) {
 		atomic_store(&log_damage_fatal, 1);
+		map_used(l);
+		warn_if_full(l);
+	}
 	*out = l;
 	return 0;
 out:
@@ -757,9 +763,10 @@ static int write_all(Log *l, LogEntry *batch, uint64_t n)
 	return any;
 }
 
-/* Writer thread, at start: a map made smaller than the log already is
- * (LMDB opens it at the size in use), or one that filled before the
- * restart, is said at once, not only with the first refused trigger. */
+/* log_open, before the writer exists: a map made smaller than the log
+ * already is (LMDB opens it at the size in use), or one that filled
+ * before the restart, is said at once, before the server says it
+ * listens, not only with the first refused trigger. */
 static void warn_if_full(Log *l)
 {
 	char used[24], map[24];
@@ -781,8 +788,7 @@ static void *writer_main(void *arg)
 	int any;
 
 	pthread_setname_np(pthread_self(), "jg-log");
-	prealloc(l, 1);			/* also learns how full the map is */
-	warn_if_full(l);
+	prealloc(l, 1);
 	for (;;) {
 		pthread_mutex_lock(&l->mu);
 		while (!l->qhead && !l->closing)
