@@ -685,6 +685,29 @@ def test_orphans_of_a_running_job_are_reaped_while_it_runs(make_server):
     assert job["status"] == "succeeded"
     assert zombies_of(s.proc.pid) == []
 
+
+def test_a_process_that_left_the_session_is_reaped_when_it_exits(make_server):
+    """A job's process that calls setsid() leaves its group (documented: no
+    group kill reaches it), and once its parent in the job exits it is the
+    gateway's child.  When it exited it stayed a zombie for the gateway's
+    life: one per such job, until the pid space ran out.  The runner's
+    sweep reaps it."""
+    s = make_server(config=cfg({
+        "detach": {"command": ["/bin/sh", "-c", "setsid sleep 0.3 & sleep 0.1; echo $!"]},
+        "long": {"command": ["/bin/sleep", "2"]}}))
+    for _ in range(3):
+        jid = trigger(s, "detach")
+        assert wait_job(s, jid, ("succeeded",))["status"] == "succeeded"
+    time.sleep(0.6)                 # the three sleeps have exited by now
+    jid = trigger(s, "long")        # the runner sweeps while a job runs
+    wait_job(s, jid, ("running",))
+    deadline = time.time() + 10
+    while zombies_of(s.proc.pid) and time.time() < deadline:
+        time.sleep(0.05)
+    assert zombies_of(s.proc.pid) == []
+    assert wait_job(s, jid, ("succeeded",))["status"] == "succeeded"
+
+
 def test_a_graceful_stop_keeps_max_attempts_a_promise(make_server, tmp_path):
     """A job with max_attempts 1 that a graceful stop interrupts ran once
     and is not run again at the next start: max_attempts 1 is how
