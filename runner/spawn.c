@@ -372,17 +372,21 @@ static void keep_out(RunnerProc *p, const char *b, size_t n)
 		buf_add(&p->out, b, n);
 }
 
+/* Keeps the tail and the byte before it, which tells whether the tail
+ * begins a line (runner_error_text). */
 static void keep_err(RunnerProc *p, const char *b, size_t n)
 {
-	if (n >= RUNNER_ERR_TAIL) {
-		if (n > RUNNER_ERR_TAIL || p->err_len > 0)
+	const size_t keep = RUNNER_ERR_TAIL + 1;
+
+	if (n >= keep) {
+		if (n > keep || p->err_len > 0)
 			p->err_cut = 1;
-		b += n - RUNNER_ERR_TAIL;
-		n = RUNNER_ERR_TAIL;
+		b += n - keep;
+		n = keep;
 		p->err_len = 0;
 	}
 	if (p->err_len + n > sizeof p->err) {
-		size_t drop = p->err_len + n - RUNNER_ERR_TAIL;
+		size_t drop = p->err_len + n - keep;
 		memmove(p->err, p->err + drop, p->err_len - drop);
 		p->err_len -= drop;
 		p->err_cut = 1;
@@ -646,7 +650,7 @@ void runner_error_text(const RunnerProc *p, Buf *out)
 
 	if (p->err_len > RUNNER_ERR_TAIL) {
 		s = e - RUNNER_ERR_TAIL;
-		cut = 1;
+		cut = s[-1] != '\n';	/* else it begins a whole line */
 	}
 	while (e > s && is_ws(e[-1]))
 		e--;

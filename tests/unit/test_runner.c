@@ -147,6 +147,33 @@ TEST(proc_stderr_tail_keeps_last_lines)
 	buf_free(&b);
 }
 
+/* A tail whose first byte begins a line keeps that line (it was dropped
+ * as if cut mid-line: helper 54), written at once and in two writes. */
+TEST(stderr_tail_at_a_line_start_keeps_that_line)
+{
+	char *argv[][4] = {
+		{ "/bin/sh", "-c", "printf 'P\\nfirst-kept-line\\n%04074d\\nlast\\n' 0 >&2; exit 1", NULL },
+		{ "/bin/sh", "-c", "printf 'P\\nfirst-kept-line\\n' >&2; sleep 0.1; "
+				  "printf '%04074d\\nlast\\n' 0 >&2; exit 1", NULL },
+		{ "/bin/sh", "-c", "printf 'Q\\nfirst-kept-line\\n%04075d\\nlast\\n' 0 >&2; exit 1", NULL },
+	};
+
+	for (int i = 0; i < 3; i++) {
+		RunnerProc p;
+		Buf b = {0};
+
+		CHECK_RC(run_proc(&p, argv[i], "", 0, 100));
+		runner_error_text(&p, &b);
+		buf_add(&b, "", 1);
+		if (i < 2)	/* "first-kept-line\n" + 4074 + "\n" + "last\n" = 4096 */
+			CHECK(strncmp(b.p, "first-kept-line\n0000", 20) == 0 && strlen(b.p) == 4095);
+		else		/* one byte more: "first-kept-line" is cut, so it is dropped */
+			CHECK(strncmp(b.p, "0000", 4) == 0 && strlen(b.p) == 4080);
+		runner_proc_release(&p);
+		buf_free(&b);
+	}
+}
+
 /* A NUL in stderr does not end the error text. */
 TEST(stderr_nul_does_not_cut_the_error)
 {
@@ -1283,6 +1310,7 @@ int main(void)
 	RUN(proc_stdout_capped_and_flagged);
 	RUN(proc_stderr_tail_keeps_last_lines);
 	RUN(stderr_tail_cut_starts_on_a_character);
+	RUN(stderr_tail_at_a_line_start_keeps_that_line);
 	RUN(stderr_nul_does_not_cut_the_error);
 	RUN(proc_exec_failure_reports_errno);
 	RUN(proc_leader_reaped_elsewhere_finishes);
