@@ -258,9 +258,11 @@ static void raise_fd_limit(const Config *c)
 	struct rlimit rl;
 	char have[24], want[24];
 	rlim_t need = (rlim_t)c->max_running * 4 + 1024;	/* + connections, files */
+	rlim_t given;
 
 	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
 		return;
+	given = rl.rlim_cur;
 	if (rl.rlim_cur < rl.rlim_max) {
 		rl.rlim_cur = rl.rlim_max;
 		if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
@@ -268,6 +270,7 @@ static void raise_fd_limit(const Config *c)
 			getrlimit(RLIMIT_NOFILE, &rl);
 		}
 	}
+	runner_set_child_nofile(given);		/* jobs keep the limit we were given */
 	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need) {
 		snprintf(have, sizeof have, "%llu", (unsigned long long)rl.rlim_cur);
 		snprintf(want, sizeof want, "%llu", (unsigned long long)need);

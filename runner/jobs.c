@@ -696,7 +696,7 @@ void runner_attempt_spawned(Runner *r, RProc *rp)
 		}
 	} else if (rp->why != WHY_NONE) {
 		/* Stopped (a cancel) while it was being spawned. */
-		runner_proc_signal(&rp->p, SIGTERM);
+		runner_proc_terminate(&rp->p);
 		rp->kill_ns = rp->start_ns + rp->stop_grace_ns;
 	}
 }
@@ -827,7 +827,7 @@ void runner_orphans_reap(Runner *r)
 	}
 }
 
-/* Ask rp's group to stop: SIGTERM now, SIGKILL after grace_ns.  0 when
+/* Ask rp's group to stop: SIGTERM (and SIGCONT) now, SIGKILL after grace_ns.  0 when
  * its leader had already exited on its own (since the last poll): that
  * outcome stands, and a cancel, timeout or shutdown must not rewrite it. */
 int runner_attempt_stop(RProc *rp, int why, int64_t grace_ns)
@@ -842,7 +842,7 @@ int runner_attempt_stop(RProc *rp, int why, int64_t grace_ns)
 		rp->stop_grace_ns = grace_ns;	/* sent once the pid is known */
 		return 1;
 	}
-	runner_proc_signal(&rp->p, SIGTERM);
+	runner_proc_terminate(&rp->p);
 	rp->kill_ns = now_ns() + grace_ns;
 	return 1;
 }

@@ -107,6 +107,12 @@ int  runner_proc_fds(const RunnerProc *p, struct pollfd *pf);
  * read stdout/stderr, reap.  1 when finished (p->status valid), else 0. */
 int  runner_proc_step(RunnerProc *p, const struct pollfd *pf, int n);
 void runner_proc_signal(RunnerProc *p, int sig);	/* killpg while unreaped */
+/* SIGTERM to the group, then SIGCONT, so a stopped process sees it. */
+void runner_proc_terminate(RunnerProc *p);
+/* Before any spawn: the open file limit jobs get (soft; the hard one is
+ * the gateway's).  serve raises its own to the hard limit for its sockets;
+ * jobs keep what the gateway was started with.  0: leave as is. */
+void runner_set_child_nofile(unsigned long long soft);
 /* 1 if p's leader has exited (reaped or not), without reaping it. */
 int  runner_proc_exited(const RunnerProc *p);
 /* After the leader was reaped: reap our children left in group pgid (the

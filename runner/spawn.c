@@ -45,6 +45,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
@@ -79,6 +80,18 @@ static int child_dup(int src, int dst)
 }
 
 int runner_close_range_off;
+
+static struct rlimit child_nofile;	/* set before threads; rlim_cur 0: unset */
+
+void runner_set_child_nofile(unsigned long long soft)
+{
+	struct rlimit rl;
+
+	if (soft && getrlimit(RLIMIT_NOFILE, &rl) == 0 && soft < rl.rlim_cur) {
+		child_nofile.rlim_cur = (rlim_t)soft;
+		child_nofile.rlim_max = rl.rlim_max;
+	}
+}
 
 /* Parent side, before the vfork: where the child's fallback close loop
  * (kernels before 5.9, without close_range) may stop.  Not the fd limit:
@@ -160,6 +173,8 @@ static void child_exec(const RunnerSpawn *s, char *const envp[], const int fds[3
 	    child_dup(fds[2], 2) < 0)
 		goto fail;
 	close_from(3, errfd, fd_end);
+	if (child_nofile.rlim_cur)
+		setrlimit(RLIMIT_NOFILE, &child_nofile);	/* per process, not shared by vfork */
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
 	execve(s->path, s->argv, envp);
@@ -466,6 +481,15 @@ void runner_proc_signal(RunnerProc *p, int sig)
 {
 	if (p->pid > 0 && !p->reaped)
 		kill(-p->pid, sig);
+}
+
+/* Runner thread.  See runner.h.  A process stopped by SIGSTOP or a
+ * terminal signal keeps a SIGTERM pending until it is continued: without
+ * SIGCONT it waited out the whole grace period for its SIGKILL. */
+void runner_proc_terminate(RunnerProc *p)
+{
+	runner_proc_signal(p, SIGTERM);
+	runner_proc_signal(p, SIGCONT);
 }
 
 /* Runner thread.  See runner.h.  A pidfd polls readable once its process

@@ -752,3 +752,39 @@ def test_freed_slots_go_round_the_jobs_in_turn(make_server):
             order.append(line["job"])
     assert len(order) == 12
     assert all(order[i] != order[i + 1] for i in range(11)), order
+
+
+def test_a_stopped_job_gets_sigcont_with_its_sigterm(make_server):
+    """A job stopped by SIGSTOP keeps a SIGTERM pending until continued, so
+    a timeout or a cancel waited out the whole grace period and ended it
+    with SIGKILL (helper 54).  SIGCONT follows the SIGTERM, as a service
+    manager sends it: the job ends by the SIGTERM."""
+    s = make_server(config=cfg({"stops": {
+        "command": ["/bin/sh", "-c", "kill -STOP $$; sleep 100"],
+        "timeout_s": 1, "max_attempts": 1}}))
+    jid = trigger(s, "stops")
+    job = wait_job(s, jid, ("failed",))
+    assert job["error"] == "timeout", job
+    ev = [e for e in events_of(s, jid) if e["type"] == "job.failed"][-1]
+    assert ev.get("signal") == signal.SIGTERM, ev
+
+
+def test_jobs_keep_the_open_file_limit_the_gateway_was_given(make_server):
+    """serve raises its soft open-file limit to the hard one for its
+    sockets; jobs inherited that (20,000 and more), which breaks programs
+    that use select() or close every fd up to the limit (helper 54).  A job
+    gets the soft limit the gateway was started with, and the same hard."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard <= 512:
+        pytest.skip("hard open-file limit too low to tell the two apart")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+    try:
+        s = make_server(config=cfg({"lim": {"command": ["/bin/sh", "-c", "ulimit -n; ulimit -Hn"]}}))
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    jid = trigger(s, "lim")
+    job = wait_job(s, jid, ("succeeded",))
+    lines = job["result"].split()
+    want_hard = "unlimited" if hard == resource.RLIM_INFINITY else str(hard)
+    assert lines == ["256", want_hard], job
