@@ -311,6 +311,33 @@ static int cfg_default_jobs(Config *c)
 	return 0;
 }
 
+/* One event must fit in the log's map with room to spare: a payload that
+ * cannot is refused at every trigger (503 storage_full on an empty log),
+ * and a result that cannot is never recorded (the runner retries its
+ * job.succeeded for ever and the job stays running).  A result is stored
+ * as a JSON string at up to 6 bytes a byte (\u0001), beside the event's
+ * other fields; half the map is the most one event may take. */
+#define CFG_EVENT_SLACK (64 << 10)
+
+static int cfg_check_fit(CfgParse *p)
+{
+	long long half = (long long)p->c->map_size_mb << 19;	/* MiB / 2 */
+	long long most = (half - CFG_EVENT_SLACK) / 6;
+
+	if (p->c->max_payload_bytes > half - CFG_EVENT_SLACK)
+		return cfg_fail(p, "limits.max_payload_bytes", "%lld bytes cannot fit in half "
+				"of the log's map (limits.map_size_mb %lld): at most %lld, or a "
+				"bigger map", (long long)p->c->max_payload_bytes,
+				(long long)p->c->map_size_mb, half - CFG_EVENT_SLACK);
+	if (p->c->max_result_bytes > most)
+		return cfg_fail(p, "limits.max_result_bytes", "%lld bytes (up to 6 times that "
+				"once escaped in its event) cannot fit in half of the log's map "
+				"(limits.map_size_mb %lld): at most %lld, or a bigger map",
+				(long long)p->c->max_result_bytes, (long long)p->c->map_size_mb,
+				most);
+	return 0;
+}
+
 int config_default(Config **out)
 {
 	Config *c = cfg_new();
@@ -363,6 +390,8 @@ int config_parse(const char *js, size_t n, Config **out, char *err, size_t errle
 		goto out;
 	rc = cfg_fields(&p, 0, "", p.c, cfg_root_fields,
 			(int)(sizeof cfg_root_fields / sizeof cfg_root_fields[0]));
+	if (rc == 0)
+		rc = cfg_check_fit(&p);
 out:
 	if (rc == ENOMEM && err && errlen)
 		snprintf(err, errlen, "config: out of memory");

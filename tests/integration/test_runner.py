@@ -356,7 +356,8 @@ def test_full_map_loses_nothing_and_no_job_sticks(make_server):
     events cannot be written stay as the log shows them (never 'running' with
     cancel saying 'already finished'); once there is room (a bigger map after
     a restart) every acknowledged job finishes, each event once."""
-    s = make_server(config=cfg({"cat": {"command": ["/bin/cat"]}}, map_size_mb=1))
+    s = make_server(config=cfg({"cat": {"command": ["/bin/cat"]}}, map_size_mb=1,
+                                max_payload_bytes=65536))
     payload = "x" * 20000
     ids, codes = [], []
     for _ in range(80):
@@ -405,7 +406,8 @@ def test_healthz_says_when_new_jobs_are_refused_for_space(make_server):
     load balancer or monitor never noticed (helper 46).  It is degraded
     from the first refusal until a trigger is taken again; a start on a
     log that is already full says so in the log."""
-    s = make_server(config=cfg({}, map_size_mb=1), env={"JOBGATE_FULL_WINDOW_MS": "1500"})
+    s = make_server(config=cfg({}, map_size_mb=1, max_payload_bytes=65536),
+                    env={"JOBGATE_FULL_WINDOW_MS": "1500"})
     payload = "x" * 20000
     for _ in range(80):
         r = s.post("/trigger/echo", json.dumps(payload))

@@ -70,6 +70,18 @@ TEST(spec_example_parses)
 	config_free(c);
 }
 
+/* The largest limits that fit in half a 2 MiB map are taken. */
+TEST(limits_that_fit_the_map)
+{
+	Config *c = NULL;
+	char err[256];
+
+	CHECK_RC(parse("{" MINJOBS ",'limits':{'map_size_mb':2,'max_result_bytes':163840,"
+		       "'max_payload_bytes':983040}}", &c, err, sizeof err));
+	CHECK(c->max_result_bytes == 163840 && c->max_payload_bytes == 983040);
+	config_free(c);
+}
+
 TEST(defaults_fill_in)
 {
 	Config *c = NULL;
@@ -148,6 +160,16 @@ static const struct {
 	{"{" MINJOBS ",'limits':{'max_running':0}}", "limits.max_running:"},
 	{"{" MINJOBS ",'limits':{'queue_max':0}}", "limits.queue_max:"},
 	{"{" MINJOBS ",'limits':{'map_size_mb':true}}", "limits.map_size_mb:"},
+	/* one event must fit in half the map (a result escaped: 6 bytes a byte) */
+	{"{" MINJOBS ",'limits':{'map_size_mb':2,'max_payload_bytes':65536,'max_result_bytes':8000000}}",
+	 "limits.max_result_bytes: 8000000 bytes (up to 6 times that once escaped in its "
+	 "event) cannot fit in half of the log's map (limits.map_size_mb 2): at most 163840, "
+	 "or a bigger map"},
+	{"{" MINJOBS ",'limits':{'map_size_mb':2,'max_payload_bytes':65536,'max_result_bytes':163841}}",
+	 "limits.max_result_bytes: 163841 bytes"},
+	{"{" MINJOBS ",'limits':{'map_size_mb':1}}",
+	 "limits.max_payload_bytes: 1048576 bytes cannot fit in half of the log's map "
+	 "(limits.map_size_mb 1): at most 458752, or a bigger map"},
 	{"{" MINJOBS ",'limits':{'queue_max':1,'queue_max':2}}", "limits.queue_max: duplicate key"},
 	{"{'jobs':{'e':{'builtin':'echo'},'e':{'builtin':'echo'}}}", "jobs.e: duplicate key"},
 	{"{'jobs':{'bad name':{'builtin':'echo'}}}", "jobs: bad job name \"bad name\""},
@@ -486,6 +508,7 @@ int main(void)
 {
 	RUN(spec_example_parses);
 	RUN(defaults_fill_in);
+	RUN(limits_that_fit_the_map);
 	RUN(embedded_default);
 	RUN(missing_jobs_means_builtin_echo);
 	RUN(every_error_names_its_path);
