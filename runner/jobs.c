@@ -572,7 +572,11 @@ static void spawn_failed(Runner *r, RJob *j, int rc)
 	char msg[160];
 
 	runner_resolve(r->cfg->jobs[j->spec].argv[0], s->path, sizeof s->path);	/* PATH may have changed */
-	snprintf(msg, sizeof msg, "spawn failed: %s", jg_strerror(rc));
+	/* execve says ENOENT also when the file is there but the interpreter
+	 * on its #! line (or the ELF loader) is not. */
+	snprintf(msg, sizeof msg, "spawn failed: %s%s", jg_strerror(rc),
+		 rc == ENOENT && s->path[0] && access(s->path, F_OK) == 0 ?
+		 " (the program exists: is the interpreter on its #! line missing?)" : "");
 	s->running--;
 	runner_stats_finished(r->stats, j->spec, JG_ST_FAILED, 0);
 	runner_job_fail(r, j, -1, 0, msg, 0, 1);

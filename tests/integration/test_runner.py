@@ -790,3 +790,23 @@ def test_jobs_keep_the_open_file_limit_the_gateway_was_given(make_server):
     lines = job["result"].split()
     want_hard = "unlimited" if hard == resource.RLIM_INFINITY else str(hard)
     assert lines == ["256", want_hard], job
+
+
+def test_a_script_whose_interpreter_is_missing_says_so(make_server, tmp_path):
+    """execve's ENOENT for a script whose #! names a missing interpreter
+    read "spawn failed: No such file or directory" about a file that is
+    there (helper 54); a missing program still reads as before."""
+    script = tmp_path / "job.sh"
+    script.write_text("#!/nonexistent/interp\necho hi\n")
+    script.chmod(0o755)
+    gone = tmp_path / "gone.sh"
+    gone.write_text("#!/bin/sh\necho hi\n")
+    gone.chmod(0o755)
+    s = make_server(config=cfg({"bang": {"command": [str(script)], "max_attempts": 1},
+                                "gone": {"command": [str(gone)], "max_attempts": 1}}))
+    gone.unlink()                   # there at start-up, gone when it runs
+    job = wait_job(s, trigger(s, "bang"), ("failed",))
+    assert job["error"] == ("spawn failed: No such file or directory (the program exists: "
+                            "is the interpreter on its #! line missing?)"), job
+    job = wait_job(s, trigger(s, "gone"), ("failed",))
+    assert job["error"] == "spawn failed: No such file or directory", job
