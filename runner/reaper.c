@@ -214,6 +214,11 @@ static int reaper_flush(void)
 	return 0;
 }
 
+pid_t runner_reaper_pid(void)
+{
+	return reaper_pid;
+}
+
 /* Runner thread, each loop turn and at exit: notes still waiting (the
  * reaper was not reading) go out as soon as the pipe has room, so a "-"
  * is not held while its pgid could be reused.  1 while some wait. */

@@ -50,6 +50,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/wait.h>
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
 
@@ -69,6 +70,41 @@ void runner_wake(Runner *r)
 static int drain_over(const Runner *r, int64_t t)
 {
 	return r->drain_until_ns && t >= r->drain_until_ns;
+}
+
+
+/* Runner thread: reap every exited child of ours that no one waits for,
+ * and say whether one is left for its owner (1: the group sweep may have
+ * work).  As a child subreaper the gateway inherits what a job leaves
+ * behind: a process that left the job's group (`timeout`, `set -m`) or
+ * its session (`setsid`) outlives the leader's group kill, and when it
+ * exits nothing else reaps it: it stayed a zombie for the gateway's life,
+ * and, being listed first, hid every later exit from this walk.  Left
+ * alone: a job leader (its exit belongs to its pidfd), the reaper process
+ * (reaper.c reaps it), and, while a spawn is in flight, anything in our
+ * session (a new leader the runner does not know yet; one in another
+ * session cannot be that: a group leader cannot call setsid).  The kernel
+ * lists the oldest child first, so one left alone stops the walk until
+ * its owner reaps it. */
+static int reap_strays(Runner *r)
+{
+	static pid_t own_sid;
+	pid_t z;
+	int k, n;
+
+	if (!own_sid)
+		own_sid = getsid(0);
+	for (n = 0; n < 64 && (z = runner_child_exited()) > 0; n++) {
+		for (k = 0; k < r->nprocs; k++)	/* p is a spawner's while spawning */
+			if (!r->procs[k]->spawning && r->procs[k]->p.pid == z)
+				break;
+		if (k < r->nprocs || z == runner_reaper_pid() ||
+		    (r->nspawning && getsid(z) == own_sid))
+			return 1;
+		if (waitpid(z, NULL, WNOHANG) <= 0)
+			return 1;	/* not ours after all: leave it */
+	}
+	return n == 64;
 }
 
 /* Take queued done entries and requests; note a close request. */
@@ -130,7 +166,7 @@ static void timers(Runner *r, int closing)
 		 * this one took (from its end: never back to back). */
 		int64_t t1;
 
-		if (runner_children_exited())
+		if (reap_strays(r))
 			for (i = 0; i < r->nprocs; i++)
 				if (!r->procs[i]->spawning && r->procs[i]->p.pid > 0 &&
 				    !r->procs[i]->p.reaped)

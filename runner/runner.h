@@ -126,9 +126,9 @@ int  runner_proc_reap_group(pid_t pgid);
  * zombies (the runner calls it every 50 ms).  Never its leader: that
  * exit belongs to the job's pidfd. */
 void runner_proc_reap_members(pid_t pgid);
-/* 1 if any child of the gateway has exited and waits to be reaped.
- * Reaps, on the way, exited children that left the gateway's session. */
-int  runner_children_exited(void);
+/* The pid of a child of the gateway that has exited and waits to be
+ * reaped (not reaped here), or 0. */
+pid_t runner_child_exited(void);
 /* Close and free everything; a still-running group is SIGKILLed and reaped. */
 void runner_proc_release(RunnerProc *p);
 /* Runner thread: tell the reaper process (reaper.c) that group pgid

@@ -547,36 +547,15 @@ void runner_proc_reap_members(pid_t pgid)
 }
 
 /* Runner thread.  See runner.h.  One walk of our children, without
- * reaping: each waitid(P_PGID) walks them all, so the per-group sweep is
- * only worth running when this finds something.
- *
- * An exited child in another session than ours is reaped here: a job's
- * process that called setsid() (`setsid cmd &`, a daemon) left its group,
- * so no group sweep finds it, and as our child (we are a subreaper) it
- * would stay a zombie for the gateway's life: one per such job, until
- * the pid space ran out, and this walk would find it every time.  Job
- * leaders never change session (a group leader cannot call setsid), and
- * the reaper and a spawn still between fork and exec are in ours, so no
- * exit the runner waits for is taken.  The kernel lists the oldest child
- * first, so one in our session stops the walk until it is reaped. */
-int runner_children_exited(void)
+ * reaping (the kernel lists the oldest first). */
+pid_t runner_child_exited(void)
 {
-	static pid_t own_sid;
 	siginfo_t si;
-	pid_t sid;
 
-	if (!own_sid)
-		own_sid = getsid(0);
-	for (int n = 0; n < 64; n++) {
-		memset(&si, 0, sizeof si);
-		if (waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) < 0 || si.si_pid == 0)
-			return 0;
-		sid = getsid(si.si_pid);
-		if (sid < 0 || sid == own_sid)
-			return 1;
-		while (waitpid(si.si_pid, NULL, 0) < 0 && errno == EINTR) {}
-	}
-	return 0;
+	memset(&si, 0, sizeof si);
+	if (waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) < 0)
+		return 0;
+	return si.si_pid;
 }
 
 /* Runner thread.  See runner.h. */
