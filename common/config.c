@@ -314,21 +314,24 @@ static int cfg_default_jobs(Config *c)
 /* One event must fit in the log's map with room to spare: a payload that
  * cannot is refused at every trigger (503 storage_full on an empty log),
  * and a result that cannot is never recorded (the runner retries its
- * job.succeeded for ever and the job stays running).  A result is stored
- * as a JSON string at up to 6 bytes a byte (\u0001), beside the event's
- * other fields; half the map is the most one event may take. */
+ * job.succeeded for ever and the job stays running).  The log takes a
+ * job.enqueued only while twice its size fits under 15/16 of the map
+ * (log.c, put_entry); a result is stored as a JSON string at up to 6
+ * bytes a byte (\u0001), and a status event may take half the map.  The
+ * slack covers an empty log's pages and the event's other fields. */
 #define CFG_EVENT_SLACK (64 << 10)
 
 static int cfg_check_fit(CfgParse *p)
 {
-	long long half = (long long)p->c->map_size_mb << 19;	/* MiB / 2 */
-	long long most = (half - CFG_EVENT_SLACK) / 6;
+	long long map = (long long)p->c->map_size_mb << 20;
+	long long pay = map / 32 * 15 - CFG_EVENT_SLACK;
+	long long most = (map / 2 - CFG_EVENT_SLACK) / 6;
 
-	if (p->c->max_payload_bytes > half - CFG_EVENT_SLACK)
-		return cfg_fail(p, "limits.max_payload_bytes", "%lld bytes cannot fit in half "
-				"of the log's map (limits.map_size_mb %lld): at most %lld, or a "
+	if (p->c->max_payload_bytes > pay)
+		return cfg_fail(p, "limits.max_payload_bytes", "%lld bytes cannot be taken "
+				"into the log's map (limits.map_size_mb %lld): at most %lld, or a "
 				"bigger map", (long long)p->c->max_payload_bytes,
-				(long long)p->c->map_size_mb, half - CFG_EVENT_SLACK);
+				(long long)p->c->map_size_mb, pay);
 	if (p->c->max_result_bytes > most)
 		return cfg_fail(p, "limits.max_result_bytes", "%lld bytes (up to 6 times that "
 				"once escaped in its event) cannot fit in half of the log's map "

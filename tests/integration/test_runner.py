@@ -812,3 +812,25 @@ def test_a_script_whose_interpreter_is_missing_says_so(make_server, tmp_path):
                             "is the interpreter on its #! line missing?)"), job
     job = wait_job(s, trigger(s, "gone"), ("failed",))
     assert job["error"] == "spawn failed: No such file or directory", job
+
+
+@pytest.mark.parametrize("map_mb", [3, 16])
+def test_the_largest_payload_the_config_allows_is_taken(make_server, tmp_path, map_mb):
+    """Start-up refuses a max_payload_bytes the log could never take and
+    names the largest it allows; a body of that size is taken on an empty
+    log (helper 55: the first bound let every body near it get 503
+    storage_full)."""
+    import re
+    import subprocess
+    conf = tmp_path / "too-big.json"
+    conf.write_text(json.dumps(cfg({}, map_size_mb=map_mb, max_payload_bytes=1 << 26)))
+    r = subprocess.run([BIN, "serve", "--config", str(conf), "--listen", "127.0.0.1:0",
+                        "--data-dir", str(tmp_path / "d")], capture_output=True, text=True,
+                       timeout=30)
+    m = re.search(r"limits\.max_payload_bytes: .* at most (\d+)", r.stderr)
+    assert r.returncode == 2 and m, (r.returncode, r.stderr)
+    pay = int(m.group(1))
+    s = make_server(config=cfg({}, map_size_mb=map_mb, max_payload_bytes=pay))
+    r = s.post("/trigger/echo", json.dumps("x" * (pay - 2)))
+    assert r.status == 202, r.body
+    assert s.get("/healthz").status == 200

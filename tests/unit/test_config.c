@@ -70,15 +70,16 @@ TEST(spec_example_parses)
 	config_free(c);
 }
 
-/* The largest limits that fit in half a 2 MiB map are taken. */
+/* The largest limits that fit a 2 MiB map are taken (an integration test
+ * posts a payload of the largest size a 3 MiB map takes). */
 TEST(limits_that_fit_the_map)
 {
 	Config *c = NULL;
 	char err[256];
 
 	CHECK_RC(parse("{" MINJOBS ",'limits':{'map_size_mb':2,'max_result_bytes':163840,"
-		       "'max_payload_bytes':983040}}", &c, err, sizeof err));
-	CHECK(c->max_result_bytes == 163840 && c->max_payload_bytes == 983040);
+		       "'max_payload_bytes':917504}}", &c, err, sizeof err));
+	CHECK(c->max_result_bytes == 163840 && c->max_payload_bytes == 917504);
 	config_free(c);
 }
 
@@ -168,8 +169,10 @@ static const struct {
 	{"{" MINJOBS ",'limits':{'map_size_mb':2,'max_payload_bytes':65536,'max_result_bytes':163841}}",
 	 "limits.max_result_bytes: 163841 bytes"},
 	{"{" MINJOBS ",'limits':{'map_size_mb':1}}",
-	 "limits.max_payload_bytes: 1048576 bytes cannot fit in half of the log's map "
-	 "(limits.map_size_mb 1): at most 458752, or a bigger map"},
+	 "limits.max_payload_bytes: 1048576 bytes cannot be taken into the log's map "
+	 "(limits.map_size_mb 1): at most 425984, or a bigger map"},
+	{"{" MINJOBS ",'limits':{'map_size_mb':3,'max_payload_bytes':1409025}}",
+	 "limits.max_payload_bytes: 1409025 bytes"},
 	{"{" MINJOBS ",'limits':{'queue_max':1,'queue_max':2}}", "limits.queue_max: duplicate key"},
 	{"{'jobs':{'e':{'builtin':'echo'},'e':{'builtin':'echo'}}}", "jobs.e: duplicate key"},
 	{"{'jobs':{'bad name':{'builtin':'echo'}}}", "jobs: bad job name \"bad name\""},
