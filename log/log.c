@@ -533,7 +533,8 @@ static void count_batch(Log *l, uint64_t n, uint64_t events, int64_t ns)
 		__atomic_store_n(&l->st.batch_max, n, __ATOMIC_RELAXED);
 }
 
-/* Writer thread: how much of the map the last commit left in use. */
+/* Writer thread (and log_open, before it exists): how much of the map
+ * the last commit left in use. */
 static void map_used(Log *l)
 {
 	MDB_envinfo ei;

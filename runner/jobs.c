@@ -6,6 +6,7 @@
  */
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -565,6 +566,27 @@ void runner_attempt_start(Runner *r, RJob *j, const char *p, size_t n)
 	runner_ent_submit(r, j, st, event_started(&st->e, j->name, j->id, j->attempt));
 }
 
+/* execve says ENOENT also when the program is there but what starts it
+ * is not: the interpreter on a script's #! line, or a binary's ELF loader
+ * (a musl or 32-bit build).  A bare name was never exec'd (not found in
+ * the PATH), so nothing is read then. */
+static const char *enoent_hint(const char *path)
+{
+	char h[4];
+	ssize_t n;
+	int fd;
+
+	if (!strchr(path, '/') || (fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)) < 0)
+		return "";
+	n = read(fd, h, sizeof h);
+	close(fd);
+	if (n >= 2 && h[0] == '#' && h[1] == '!')
+		return " (the program exists: is the interpreter on its #! line missing?)";
+	if (n == 4 && memcmp(h, "\x7f" "ELF", 4) == 0)
+		return " (the program exists: is its ELF loader missing?)";
+	return " (the program exists: something it needs to start is missing)";
+}
+
 /* Runner thread: a spawn did not happen (rc): free the slot, record why. */
 static void spawn_failed(Runner *r, RJob *j, int rc)
 {
@@ -572,11 +594,8 @@ static void spawn_failed(Runner *r, RJob *j, int rc)
 	char msg[160];
 
 	runner_resolve(r->cfg->jobs[j->spec].argv[0], s->path, sizeof s->path);	/* PATH may have changed */
-	/* execve says ENOENT also when the file is there but the interpreter
-	 * on its #! line (or the ELF loader) is not. */
 	snprintf(msg, sizeof msg, "spawn failed: %s%s", jg_strerror(rc),
-		 rc == ENOENT && s->path[0] && access(s->path, F_OK) == 0 ?
-		 " (the program exists: is the interpreter on its #! line missing?)" : "");
+		 rc == ENOENT ? enoent_hint(s->path) : "");
 	s->running--;
 	runner_stats_finished(r->stats, j->spec, JG_ST_FAILED, 0);
 	runner_job_fail(r, j, -1, 0, msg, 0, 1);

@@ -794,24 +794,38 @@ def test_jobs_keep_the_open_file_limit_the_gateway_was_given(make_server):
     assert lines == ["256", want_hard], job
 
 
-def test_a_script_whose_interpreter_is_missing_says_so(make_server, tmp_path):
+def test_a_program_whose_interpreter_is_missing_says_so(make_server, tmp_path):
     """execve's ENOENT for a script whose #! names a missing interpreter
-    read "spawn failed: No such file or directory" about a file that is
-    there (helper 54); a missing program still reads as before."""
+    (or a binary whose ELF loader is missing) read "spawn failed: No such
+    file or directory" about a file that is there (helper 54, 55); a
+    missing program still reads as before."""
     script = tmp_path / "job.sh"
     script.write_text("#!/nonexistent/interp\necho hi\n")
     script.chmod(0o755)
     gone = tmp_path / "gone.sh"
     gone.write_text("#!/bin/sh\necho hi\n")
     gone.chmod(0o755)
-    s = make_server(config=cfg({"bang": {"command": [str(script)], "max_attempts": 1},
-                                "gone": {"command": [str(gone)], "max_attempts": 1}}))
+    jobs = {"bang": {"command": [str(script)], "max_attempts": 1},
+            "gone": {"command": [str(gone)], "max_attempts": 1}}
+    with open("/bin/true", "rb") as f:
+        elf = f.read()
+    loader = b"/lib64/ld-linux-x86-64.so.2"
+    if loader in elf:               # x86-64 glibc: a loader that is not there
+        noload = tmp_path / "noload"
+        noload.write_bytes(elf.replace(loader, loader[:-1] + b"X"))
+        noload.chmod(0o755)
+        jobs["noload"] = {"command": [str(noload)], "max_attempts": 1}
+    s = make_server(config=cfg(jobs))
     gone.unlink()                   # there at start-up, gone when it runs
+    enoent = "spawn failed: No such file or directory"
     job = wait_job(s, trigger(s, "bang"), ("failed",))
-    assert job["error"] == ("spawn failed: No such file or directory (the program exists: "
-                            "is the interpreter on its #! line missing?)"), job
+    assert job["error"] == enoent + (" (the program exists: is the interpreter on "
+                                     "its #! line missing?)"), job
     job = wait_job(s, trigger(s, "gone"), ("failed",))
-    assert job["error"] == "spawn failed: No such file or directory", job
+    assert job["error"] == enoent, job
+    if "noload" in jobs:
+        job = wait_job(s, trigger(s, "noload"), ("failed",))
+        assert job["error"] == enoent + " (the program exists: is its ELF loader missing?)", job
 
 
 @pytest.mark.parametrize("map_mb", [3, 16])
