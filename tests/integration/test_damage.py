@@ -16,10 +16,16 @@ def run(*args, env=None):
 
 
 def filled_data_dir(make_server, n=20, marker=None):
+    """n echo jobs, each finished before the next is triggered, so job i's
+    events are seqs 3i+1 (enqueued, its id) .. 3i+3 whatever the timing
+    (after a plain 202 the runner's started/succeeded could land after the
+    next job.enqueued on a loaded machine: 4 in 20 runs under load)."""
     s = make_server(config={"jobs": {"echo": {"builtin": "echo"}}})
     for i in range(n):
         body = {"i": i, "m": marker} if (marker and i == n // 2) else {"i": i}
-        assert s.post("/trigger/echo", body).status == 202
+        r = s.post("/trigger/echo/wait", body)
+        assert r.status == 200 and r.json()["status"] == "succeeded", r.body
+        assert r.json()["id"] == 3 * i + 1, r.body
     assert s.stop() == 0
     return s
 
