@@ -156,6 +156,30 @@ def test_list_parked_for_a_stuck_projector(make_server):
         db.close()
 
 
+def wait_projector_in_lock_wait(s, timeout=10):
+    """Wait (bounded) until the projector thread sleeps in its SQLite busy
+    handler: it has met the lock, so its stall clock (/healthz "stuck for")
+    has started.  Seen as the jg-proj thread inside a sleep syscall (idle,
+    it waits on a futex)."""
+    import os
+    import platform
+    sleeps = {"x86_64": ("35", "230"), "aarch64": ("101", "115")}[platform.machine()]
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for t in os.listdir("/proc/%d/task" % s.proc.pid):
+            try:
+                with open("/proc/%d/task/%s/comm" % (s.proc.pid, t)) as f:
+                    if f.read().strip() != "jg-proj":
+                        continue
+                with open("/proc/%d/task/%s/syscall" % (s.proc.pid, t)) as f:
+                    if f.read().split()[0] in sleeps:
+                        return
+            except FileNotFoundError:
+                pass
+        time.sleep(0.005)
+    raise AssertionError("the projector never waited for the jobs.db lock")
+
+
 def test_pipelined_list_parked_for_the_projector_does_not_spin(make_server):
     """A pipelined GET /jobs waiting for a stalled projector holds its
     connection's rx, like a trigger with the log: the bytes behind it wait,
@@ -168,6 +192,13 @@ def test_pipelined_list_parked_for_the_projector_does_not_spin(make_server):
     db.execute("BEGIN IMMEDIATE")
     try:
         assert s.post("/trigger/echo", {"p": 1}).status == 202
+        # The list's 2 s count from its arrival, the projector's "stuck
+        # for" from its first wait for the lock: let that come first.
+        # (Sent at once, the list could arrive before the projector thread
+        # ran at all -- the log acks before it wakes the projector -- and
+        # /healthz behind it could still say "ok": it said "stuck for"
+        # 2000-2006 ms in 36 tries under load, a margin of 0-6 ms.)
+        wait_projector_in_lock_wait(s)
         req = ("GET /jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n"
                "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" % s.token).encode()
         with open("/proc/%d/stat" % s.proc.pid) as f:
