@@ -190,10 +190,10 @@ def test_two_cancels_of_a_running_job_name_the_first(make_server, tmp_path):
     """Both cancels wait for the one job.canceled; its actor is the token
     that asked first (the job takes a second to stop after SIGTERM)."""
     import threading
-    marker = str(tmp_path / "up")
+    marker, termed = str(tmp_path / "up"), str(tmp_path / "term")
     c = cfg({"stubborn": {"command": ["/bin/sh", "-c",
-                                      "trap 'sleep 1; exit 0' TERM; echo up > %s; "
-                                      "sleep 100 & wait; wait" % marker],
+                                      "trap 'echo t > %s; sleep 1; exit 0' TERM; echo up > %s; "
+                                      "sleep 100 & wait; wait" % (termed, marker)],
                           "max_attempts": 1}})
     c["tokens"] = [{"name": "first", "token": "first-token-123"},
                    {"name": "second", "token": "second-token-45"}]
@@ -206,7 +206,7 @@ def test_two_cancels_of_a_running_job_name_the_first(make_server, tmp_path):
         got[name] = s.post("/jobs/%d/cancel" % jid, token=tok).status
     t1 = threading.Thread(target=cancel, args=("first", "first-token-123"))
     t1.start()
-    time.sleep(0.3)
+    wait_file(termed)               # the first cancel has reached the job
     cancel("second", "second-token-45")
     t1.join(15)
     assert got == {"first": 200, "second": 200}
