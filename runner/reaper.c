@@ -45,7 +45,8 @@ typedef struct ReaperMsg { int32_t op, pgid; } ReaperMsg;
 #define PEND_MAX 65536
 
 static int reaper_fd = -1;		/* write end (O_NONBLOCK); set before threads exist */
-static pid_t reaper_pid;		/* to reap it if it dies before us */
+static pid_t reaper_pid;		/* to reap it if it dies before us; 0 once reaped
+					 * {pend_mu to change after start; atomic} */
 /* The runner thread and the spawners (spawnq.c) both send notes. */
 static pthread_mutex_t pend_mu = PTHREAD_MUTEX_INITIALIZER;
 static atomic_int reaper_broken;	/* EPIPE seen {pend_mu to set} */
@@ -182,6 +183,22 @@ int runner_reaper_child_note(pid_t pgid)
 	return 1;		/* EAGAIN: the reaper is not reading */
 }
 
+/* {pend_mu}: the reaper is gone: reap it (no zombie for our lifetime),
+ * forget its pid (the runner's sweep must not take a later process of that
+ * number for it) and say so. */
+static void reaper_gone(const char *why)
+{
+	pid_t pid = __atomic_load_n(&reaper_pid, __ATOMIC_RELAXED);
+
+	reaper_broken = 1;
+	if (pid <= 0)
+		return;			/* reaped and said already */
+	while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {}
+	__atomic_store_n(&reaper_pid, 0, __ATOMIC_RELAXED);
+	jg_log(JG_WARN, "runner: the reaper process is gone; job process groups "
+	       "are no longer killed if the gateway dies", "error", why, NULL);
+}
+
 /* {pend_mu}: write the pending notes; 0 when all are out. */
 static int reaper_flush(void)
 {
@@ -200,13 +217,9 @@ static int reaper_flush(void)
 			pend_stuck = 1;
 			return 1;
 		}
-		reaper_broken = 1;
 		/* EPIPE: its read end is closed, so it has exited or is
-		 * exiting: reap it (no zombie for our lifetime). */
-		while (waitpid(reaper_pid, NULL, 0) < 0 && errno == EINTR) {}
-		jg_log(JG_WARN, "runner: the reaper process is gone; job process groups "
-		       "are no longer killed if the gateway dies", "error",
-		       w < 0 ? strerror(errno) : "short write", NULL);
+		 * exiting. */
+		reaper_gone(w < 0 ? strerror(errno) : "short write");
 		return 1;
 	}
 	pend_off = 0;
@@ -214,9 +227,22 @@ static int reaper_flush(void)
 	return 0;
 }
 
-pid_t runner_reaper_pid(void)
+/* Runner thread (the sweep): z is an exited child.  If it is the reaper,
+ * it is reaped now, not at the next note (which waits for a job to end):
+ * its zombie would stop the sweep until then.  1 if it was. */
+int runner_reaper_exited(pid_t z)
 {
-	return reaper_pid;
+	int was = 0;
+
+	if (z != __atomic_load_n(&reaper_pid, __ATOMIC_RELAXED))
+		return 0;
+	pthread_mutex_lock(&pend_mu);
+	if (z == __atomic_load_n(&reaper_pid, __ATOMIC_RELAXED)) {
+		reaper_gone("it exited");
+		was = 1;
+	}
+	pthread_mutex_unlock(&pend_mu);
+	return was;
 }
 
 /* Runner thread, each loop turn and at exit: notes still waiting (the

@@ -72,18 +72,18 @@ static int drain_over(const Runner *r, int64_t t)
 	return r->drain_until_ns && t >= r->drain_until_ns;
 }
 
-
 /* Runner thread: reap every exited child of ours that no one waits for,
  * and say whether one is left for its owner (1: the group sweep may have
  * work).  As a child subreaper the gateway inherits what a job leaves
  * behind: a process that left the job's group (`timeout`, `set -m`) or
  * its session (`setsid`) outlives the leader's group kill, and when it
  * exits nothing else reaps it: it stayed a zombie for the gateway's life,
- * and, being listed first, hid every later exit from this walk.  Left
- * alone: a job leader (its exit belongs to its pidfd), the reaper process
- * (reaper.c reaps it), and, while a spawn is in flight, anything in our
- * session (a new leader the runner does not know yet; one in another
- * session cannot be that: a group leader cannot call setsid).  The kernel
+ * and, being listed first, hid every later exit from this walk.  The
+ * reaper process is reaped by reaper.c (at once: it says so).  Left
+ * alone: a job leader (its exit belongs to its pidfd) and, while a spawn
+ * is in flight, anything in our session (a new leader the runner does not
+ * know yet; one in another session cannot be that: a group leader cannot
+ * call setsid, short of moving to another group first).  The kernel
  * lists the oldest child first, so one left alone stops the walk until
  * its owner reaps it. */
 static int reap_strays(Runner *r)
@@ -98,8 +98,11 @@ static int reap_strays(Runner *r)
 		for (k = 0; k < r->nprocs; k++)	/* p is a spawner's while spawning */
 			if (!r->procs[k]->spawning && r->procs[k]->p.pid == z)
 				break;
-		if (k < r->nprocs || z == runner_reaper_pid() ||
-		    (r->nspawning && getsid(z) == own_sid))
+		if (k < r->nprocs)
+			return 1;
+		if (runner_reaper_exited(z))
+			continue;
+		if (r->nspawning && getsid(z) == own_sid)
 			return 1;
 		if (waitpid(z, NULL, WNOHANG) <= 0)
 			return 1;	/* not ours after all: leave it */

@@ -199,7 +199,7 @@ void runner_wake(Runner *r);
 void runner_orphans_reap(Runner *r);
 int  runner_reaper_start(void);			/* reaper.c: before threads exist */
 int  runner_reaper_retry(void);			/* runner thread: 1 while notes wait */
-pid_t runner_reaper_pid(void);			/* the reaper process, or 0 */
+int  runner_reaper_exited(pid_t z);		/* runner thread: reaps z if it is the reaper */
 
 RJob *runner_job_new(Runner *r, uint64_t id, const char *name, size_t n);
 RunEnt *runner_ent_new(Runner *r);

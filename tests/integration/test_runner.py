@@ -648,6 +648,29 @@ def test_jobs_run_on_after_the_reaper_is_killed(make_server):
     assert not os.path.exists("/proc/%d" % reaper), "reaper left a zombie"
 
 
+def test_a_dead_reaper_does_not_stop_the_sweep(make_server):
+    """The reaper's zombie, first among the gateway's exited children, made
+    the sweep stop there until a job ended and a note to the reaper found
+    it gone; a long job that keeps leaving processes behind (here: each a
+    `timeout` in a group of its own) filled the gateway with zombies
+    meanwhile (helper 56).  The sweep reaps the reaper itself."""
+    s = make_server(config=cfg({"leaver": {
+        "command": ["/bin/sh", "-c",
+                    "for i in $(seq 60); do (timeout 5 sleep 0.01 &); sleep 0.05; done; sleep 30"],
+        "timeout_s": 60}}))
+    reaper = _reaper_of(s.proc.pid)
+    os.kill(reaper, signal.SIGKILL)
+    jid = trigger(s, "leaver")
+    wait_job(s, jid, ("running",))
+    peak = 0
+    for _ in range(25):             # no job ends meanwhile
+        peak = max(peak, len(zombies_of(s.proc.pid)))
+        time.sleep(0.1)
+    assert peak <= 15, peak
+    assert "reaper process is gone" in s.read_log()
+    assert s.post("/jobs/%d/cancel" % jid).status == 200
+
+
 def zombies_of(pid):
     out = []
     for d in os.listdir("/proc"):
