@@ -566,36 +566,15 @@ void runner_attempt_start(Runner *r, RJob *j, const char *p, size_t n)
 	runner_ent_submit(r, j, st, event_started(&st->e, j->name, j->id, j->attempt));
 }
 
-/* execve says ENOENT also when the program is there but what starts it
- * is not: the interpreter on a script's #! line, or a binary's ELF loader
- * (a musl or 32-bit build).  A bare name was never exec'd (not found in
- * the PATH), so nothing is read then. */
-static const char *enoent_hint(const char *path)
-{
-	char h[4];
-	ssize_t n;
-	int fd;
-
-	if (!strchr(path, '/') || (fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)) < 0)
-		return "";
-	n = read(fd, h, sizeof h);
-	close(fd);
-	if (n >= 2 && h[0] == '#' && h[1] == '!')
-		return " (the program exists: is the interpreter on its #! line missing?)";
-	if (n == 4 && memcmp(h, "\x7f" "ELF", 4) == 0)
-		return " (the program exists: is its ELF loader missing?)";
-	return " (the program exists: something it needs to start is missing)";
-}
-
-/* Runner thread: a spawn did not happen (rc): free the slot, record why. */
-static void spawn_failed(Runner *r, RJob *j, int rc)
+/* Runner thread: a spawn did not happen (rc): free the slot, record why
+ * (hint: runner_proc_spawn's spawn_hint, or NULL). */
+static void spawn_failed(Runner *r, RJob *j, int rc, const char *hint)
 {
 	Spec *s = &r->specs[j->spec];
 	char msg[160];
 
 	runner_resolve(r->cfg->jobs[j->spec].argv[0], s->path, sizeof s->path);	/* PATH may have changed */
-	snprintf(msg, sizeof msg, "spawn failed: %s%s", jg_strerror(rc),
-		 rc == ENOENT ? enoent_hint(s->path) : "");
+	snprintf(msg, sizeof msg, "spawn failed: %s%s", jg_strerror(rc), hint ? hint : "");
 	s->running--;
 	runner_stats_finished(r->stats, j->spec, JG_ST_FAILED, 0);
 	runner_job_fail(r, j, -1, 0, msg, 0, 1);
@@ -644,7 +623,7 @@ void runner_attempt_spawn(Runner *r, RJob *j)
 		return;
 	}
 	if ((rc = runner_snap_begin(r)) != 0) {
-		spawn_failed(r, j, rc);		/* a passing condition: retried */
+		spawn_failed(r, j, rc, NULL);	/* a passing condition: retried */
 		return;
 	}
 	if ((rc = log_reader_get(r->rd, j->id, &ev)) != 0) {
@@ -659,7 +638,7 @@ void runner_attempt_spawn(Runner *r, RJob *j)
 	plen = strlen(s->path) + 1;
 	if (!(rp = calloc(1, sizeof *rp)) || !(rp->sp_buf = malloc(plen + n))) {
 		free(rp);
-		spawn_failed(r, j, ENOMEM);
+		spawn_failed(r, j, ENOMEM, NULL);
 		return;
 	}
 	memcpy(rp->sp_buf, s->path, plen);
@@ -685,6 +664,7 @@ void runner_attempt_spawned(Runner *r, RProc *rp)
 	rp->sp_buf = NULL;
 	if (rp->sp_rc != 0) {
 		int rc = rp->sp_rc, why = rp->why;
+		const char *hint = rp->p.spawn_hint;
 		j->proc = NULL;
 		free(rp);
 		if (why == WHY_CANCEL) {
@@ -699,7 +679,7 @@ void runner_attempt_spawned(Runner *r, RProc *rp)
 						     q ? q->actor : ""), q);
 			return;
 		}
-		spawn_failed(r, j, rc);
+		spawn_failed(r, j, rc, hint);
 		return;
 	}
 	rp->start_ns = now_ns();

@@ -90,6 +90,7 @@ typedef struct RunnerProc {
 	size_t  err_len;
 	int     err_cut;		/* earlier stderr bytes were dropped */
 	int     reaped, status;		/* wait status once reaped */
+	const char *spawn_hint;		/* a failed spawn: what its errno may mean, or NULL */
 } RunnerProc;
 
 /* Start s->argv in a new process group with env exactly PATH,

@@ -46,6 +46,7 @@
 #include <unistd.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
@@ -243,6 +244,31 @@ static void write_stdin(RunnerProc *p, const char *src, size_t n)
 	}
 }
 
+/* A spawner thread, after an exec of path failed with ENOENT: execve
+ * says that also when the program is there but what starts it is not:
+ * the interpreter on a script's #! line, or a binary's ELF loader (a musl
+ * or 32-bit build).  Read here, on the path that was exec'd, off the
+ * runner thread (a hung filesystem holds one spawner, not every job). */
+static const char *enoent_hint(const char *path)
+{
+	static const char exists[] = " (the program exists: something it needs to start is missing)";
+	struct stat st;
+	char h[4];
+	ssize_t n = -1;
+	int fd;
+
+	if ((fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)) < 0)
+		return access(path, F_OK) == 0 ? exists : NULL;	/* exec-only, say */
+	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
+		n = read(fd, h, sizeof h);
+	close(fd);
+	if (n >= 2 && h[0] == '#' && h[1] == '!')
+		return " (the program exists: is the interpreter on its #! line missing?)";
+	if (n == 4 && memcmp(h, "\x7f" "ELF", 4) == 0)
+		return " (the program exists: is its ELF loader missing?)";
+	return exists;
+}
+
 /* A spawner thread (or the runner's, without spawners).  See runner.h. */
 int runner_proc_spawn(RunnerProc *p, const RunnerSpawn *s)
 {
@@ -314,6 +340,8 @@ int runner_proc_spawn(RunnerProc *p, const RunnerSpawn *s)
 		rc = child_err;
 		runner_reaper_note(0, pid);
 		while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {}
+		if (rc == ENOENT)
+			p->spawn_hint = enoent_hint(s->path);
 		goto out;
 	}
 	p->pid = pid;
