@@ -871,3 +871,30 @@ def test_the_largest_payload_the_config_allows_is_taken(make_server, tmp_path, m
     r = s.post("/trigger/echo", json.dumps("x" * (pay - 2)))
     assert r.status == 202, r.body
     assert s.get("/healthz").status == 200
+
+
+def test_the_sweep_never_takes_a_leader_being_spawned(make_server):
+    """While a job runs the runner sweeps the gateway's exited children;
+    one that a spawner has just started (the runner does not know its pid
+    yet) and that has already exited must be left to its pidfd, or its
+    attempt fails with "spawn failed: No such process" (helper 56: 7 of
+    3,000 /bin/true jobs without that rule)."""
+    s = make_server(config=cfg({
+        "t": {"command": ["/bin/true"], "concurrency": 16, "max_attempts": 1},
+        "long": {"command": ["/bin/sleep", "60"]}}))
+    with open("/proc/%d/maps" % s.proc.pid) as f:
+        if any("libasan" in l for l in f):
+            pytest.skip("1,500 spawns take minutes under ASan (fork, not vfork)")
+    long_id = trigger(s, "long")    # the sweep runs while a job runs
+    wait_job(s, long_id, ("running",))
+    c = s.conn()
+    try:
+        ids = [s.post("/trigger/t", None, conn=c).json()["id"] for _ in range(1500)]
+    finally:
+        c.close()
+    wait_job(s, ids[-1], ("succeeded", "failed"), timeout=120)
+    for jid in ids[-16:]:           # concurrency 16: the others ended first
+        wait_job(s, jid, ("succeeded", "failed"), timeout=60)
+    r = s.get("/jobs?job=t&status=failed&limit=10")
+    assert r.status == 200 and r.json()["jobs"] == [], r.json()["jobs"][:2]
+    assert s.post("/jobs/%d/cancel" % long_id).status == 200
