@@ -90,12 +90,14 @@ typedef struct RunnerProc {
 	size_t  err_len;
 	int     err_cut;		/* earlier stderr bytes were dropped */
 	int     reaped, status;		/* wait status once reaped */
-	const char *spawn_hint;		/* a failed spawn: what its errno may mean, or NULL */
+	const char *spawn_hint;		/* a failed spawn: what its errno may mean (a
+					 * static string, never freed), or NULL */
 } RunnerProc;
 
 /* Start s->argv in a new process group with env exactly PATH,
  * JOBGATE_JOB_ID, JOBGATE_JOB, JOBGATE_ATTEMPT.  0, or an errno (exec or
- * pipe failure; nothing is left running and p holds nothing). */
+ * pipe failure; nothing is left running and p holds nothing but
+ * spawn_hint). */
 int  runner_proc_spawn(RunnerProc *p, const RunnerSpawn *s);
 /* What the spawner threads call: runner_proc_spawn, or a test's stand-in
  * (set before runner_start). */

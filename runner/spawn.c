@@ -248,7 +248,9 @@ static void write_stdin(RunnerProc *p, const char *src, size_t n)
  * says that also when the program is there but what starts it is not:
  * the interpreter on a script's #! line, or a binary's ELF loader (a musl
  * or 32-bit build).  Read here, on the path that was exec'd, off the
- * runner thread (a hung filesystem holds one spawner, not every job). */
+ * runner thread (a hung filesystem holds one spawner, not every job).
+ * A static string (appended to the error), or NULL for a program that
+ * is not there. */
 static const char *enoent_hint(const char *path)
 {
 	static const char exists[] = " (the program exists: something it needs to start is missing)";

@@ -878,7 +878,8 @@ def test_the_sweep_never_takes_a_leader_being_spawned(make_server):
     one that a spawner has just started (the runner does not know its pid
     yet) and that has already exited must be left to its pidfd, or its
     attempt fails with "spawn failed: No such process" (helper 56: 7 of
-    3,000 /bin/true jobs without that rule)."""
+    3,000 /bin/true jobs without that rule; this test caught its absence in
+    8 of 9 runs and 2 of 2, a race, not every time)."""
     s = make_server(config=cfg({
         "t": {"command": ["/bin/true"], "concurrency": 16, "max_attempts": 1},
         "long": {"command": ["/bin/sleep", "60"]}}))
@@ -892,9 +893,14 @@ def test_the_sweep_never_takes_a_leader_being_spawned(make_server):
         ids = [s.post("/trigger/t", None, conn=c).json()["id"] for _ in range(1500)]
     finally:
         c.close()
-    wait_job(s, ids[-1], ("succeeded", "failed"), timeout=120)
-    for jid in ids[-16:]:           # concurrency 16: the others ended first
-        wait_job(s, jid, ("succeeded", "failed"), timeout=60)
+    deadline = time.time() + 120
+    while time.time() < deadline:   # every t job has ended
+        busy = [st for st in ("queued", "running")
+                if s.get("/jobs?job=t&status=%s&limit=1" % st).json()["jobs"]]
+        if not busy:
+            break
+        time.sleep(0.1)
+    assert not busy
     r = s.get("/jobs?job=t&status=failed&limit=10")
     assert r.status == 200 and r.json()["jobs"] == [], r.json()["jobs"][:2]
     assert s.post("/jobs/%d/cancel" % long_id).status == 200

@@ -222,6 +222,33 @@ TEST(proc_exec_failure_reports_errno)
 	RunnerProc p;
 
 	CHECK(run_proc(&p, argv, "", 0, 10) == ENOENT);
+	CHECK(p.spawn_hint == NULL);		/* not there: nothing to add */
+}
+
+/* ENOENT from execve for a program that is there: the spawner says what
+ * is likely missing, from the file it exec'd. */
+TEST(proc_enoent_hint_names_what_is_missing)
+{
+	char dir[] = "/tmp/jg-hint-XXXXXX", bang[64];
+	char *argv[] = { bang, NULL };
+	RunnerProc p;
+	FILE *f;
+
+	CHECK(mkdtemp(dir) != NULL);
+	snprintf(bang, sizeof bang, "%s/bang", dir);
+	CHECK((f = fopen(bang, "w")) != NULL);
+	fputs("#!/nonexistent/interp\necho hi\n", f);
+	fclose(f);
+	CHECK(chmod(bang, 0755) == 0);
+	CHECK(run_proc(&p, argv, "", 0, 10) == ENOENT);
+	CHECK(p.spawn_hint && strstr(p.spawn_hint, "#! line"));
+	if (geteuid() != 0) {		/* root opens an exec-only file anyway */
+		CHECK(chmod(bang, 0111) == 0);
+		CHECK(run_proc(&p, argv, "", 0, 10) == ENOENT);
+		CHECK(p.spawn_hint && strstr(p.spawn_hint, "something it needs"));
+	}
+	unlink(bang);
+	rmdir(dir);
 }
 
 /* A leader reaped by someone else (e.g. swept with another job's group it
@@ -1313,6 +1340,7 @@ int main(void)
 	RUN(stderr_tail_at_a_line_start_keeps_that_line);
 	RUN(stderr_nul_does_not_cut_the_error);
 	RUN(proc_exec_failure_reports_errno);
+	RUN(proc_enoent_hint_names_what_is_missing);
 	RUN(proc_leader_reaped_elsewhere_finishes);
 	RUN(stop_after_the_leader_exited_keeps_its_outcome);
 	RUN(proc_signal_kills_whole_group);
