@@ -6,7 +6,6 @@
  */
 #include <assert.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -830,9 +829,10 @@ void runner_orphans_reap(Runner *r)
 	}
 }
 
-/* Ask rp's group to stop: SIGTERM (and SIGCONT) now, SIGKILL after grace_ns.  0 when
- * its leader had already exited on its own (since the last poll): that
- * outcome stands, and a cancel, timeout or shutdown must not rewrite it. */
+/* Ask rp's group to stop: SIGTERM (and SIGCONT) now, SIGKILL after
+ * grace_ns.  0 when its leader had already exited on its own (since the
+ * last poll): that outcome stands, and a cancel, timeout or shutdown must
+ * not rewrite it. */
 int runner_attempt_stop(RProc *rp, int why, int64_t grace_ns)
 {
 	if (!rp->spawning && rp->why == WHY_NONE && runner_proc_exited(&rp->p))
